@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make train` and `make test`. Each creates .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch/torchvision are pinned to the pair this project is tested with (Python 3.11, x86_64).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# Extra Hydra overrides for `make train`, e.g. make train ARGS="strategy=finetune trainer.max_epochs=2"
+ARGS ?=
+# A local class-folder copy of CIFAR-10 is used when present (no download needed); otherwise
+# torchvision downloads CIFAR-10 into data/.
+CIFAR_LOCAL ?= ../shared/data/cifar10-jpeg
+DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LOCAL)),)
+
+.PHONY: install train test test-all lint format bench tensorboard clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(PY) -m transfer_lightning $(DATA_ARG) $(ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: install
+	$(PY) benchmarks/bench.py
+
+tensorboard: install
+	$(PY) -m tensorboard.main --logdir outputs --bind_all
+
+clean:
+	rm -rf .pytest_cache .ruff_cache

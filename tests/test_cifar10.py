@@ -1,0 +1,102 @@
+"""The CIFAR-10 reader on small files written here: torchvision's layout and class folders."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transfer_lightning.data import CIFAR10DataModule
+from transfer_lightning.data.cifar10 import CIFAR10_CLASSES
+from transfer_lightning.errors import UserError
+
+
+def _write_torchvision_layout(root: Path, per_batch: int = 6) -> dict[str, np.ndarray]:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written = {}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        data = rng.integers(0, 256, size=(per_batch, 3 * 32 * 32), dtype=np.uint8)
+        labels = [int(x) for x in rng.integers(0, 10, size=per_batch)]
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": data, "labels": labels}, handle)
+        written[name] = data
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": CIFAR10_CLASSES}, handle)
+    return written
+
+
+def test_reads_torchvision_binary_layout_with_seeded_stable_split(tmp_path: Path) -> None:
+    written = _write_torchvision_layout(tmp_path)
+    dm = CIFAR10DataModule(root=str(tmp_path), download=False, val_size=5, image_size=32)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.class_names == CIFAR10_CLASSES
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (25, 5, 6)
+    first_test = torch.from_numpy(written["test_batch"][0].reshape(3, 32, 32))
+    assert torch.equal(dm.splits.test[0][0], first_test)
+
+    again = CIFAR10DataModule(root=str(tmp_path), download=False, val_size=5, image_size=32)
+    again.setup("fit")
+    assert torch.equal(again.splits.val.images, dm.splits.val.images)
+
+
+def _write_class_folders(root: Path, per_class: int = 3, classes=("cat", "dog", "ship")) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+        (root / split / "notes.txt").write_text("not an image")
+
+
+def test_reads_class_folder_layout_in_sorted_class_order(tmp_path: Path) -> None:
+    _write_class_folders(tmp_path)
+    dm = CIFAR10DataModule(root=str(tmp_path), download=False, val_size=2, image_size=32)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.class_names == ["cat", "dog", "ship"]
+    assert (len(dm.splits.train) + len(dm.splits.val), len(dm.splits.test)) == (9, 9)
+    image, label = dm.splits.test[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
+    saved = np.array(Image.open(tmp_path / "test" / "cat" / "0000.png"))
+    assert torch.equal(image, torch.from_numpy(saved).permute(2, 0, 1)) and label == 0
+
+
+def test_test_split_missing_a_class_folder_is_named(tmp_path: Path) -> None:
+    _write_class_folders(tmp_path)
+    for file in (tmp_path / "test" / "dog").iterdir():
+        file.unlink()
+    (tmp_path / "test" / "dog").rmdir()
+    dm = CIFAR10DataModule(root=str(tmp_path), download=False, val_size=2)
+    with pytest.raises(UserError, match=r"missing: \['dog'\]"):
+        dm.setup("fit")
+
+
+def test_missing_data_offline_explains_where_files_are_expected(tmp_path: Path) -> None:
+    dm = CIFAR10DataModule(root=str(tmp_path / "nowhere"), download=False)
+    with pytest.raises(UserError) as error:
+        dm.prepare_data()
+    message = str(error.value)
+    assert "cifar-10-batches-py" in message and "data.download=true" in message
+    assert "ROOT/train/<class>" in message
+
+
+def test_batches_are_resized_and_normalised_on_the_device(tmp_path: Path) -> None:
+    _write_class_folders(tmp_path)
+    dm = CIFAR10DataModule(root=str(tmp_path), download=False, val_size=2, image_size=64, batch_size=4)
+    dm.setup("fit")
+    images, labels = next(iter(dm.val_dataloader()))
+    assert images.dtype == torch.uint8
+    processed, _ = dm.on_after_batch_transfer((images, labels), 0)
+    assert processed.shape == (2, 3, 64, 64) and processed.dtype == torch.float32
+    restored = dm.preprocessor.unnormalize(processed)
+    assert restored.min() >= 0 and restored.max() <= 1

@@ -1,0 +1,91 @@
+"""The real CLI in a subprocess: a tiny end-to-end run and the error paths a user hits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, run_cli
+
+
+def test_tiny_run_writes_summary_checkpoints_config_and_tensorboard_events(tiny_run_args, tmp_path) -> None:
+    result = run_cli(*tiny_run_args, "strategy=finetune", "trainer.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    summary = json.loads((run / "run_summary.json").read_text())
+    for key in (
+        "model",
+        "weights",
+        "strategy",
+        "frozen_stages",
+        "params",
+        "epochs",
+        "best_val_acc",
+        "test_acc",
+        "test_per_class_acc",
+        "device",
+        "best_ckpt",
+        "wall_time_s",
+    ):
+        assert key in summary, key
+    assert summary["strategy"] == "finetune" and summary["frozen_stages"] == 4
+    assert summary["epochs"] == 2 and summary["status"] == "completed"
+    assert set(summary["test_per_class_acc"]) == {"class_0", "class_1", "class_2", "class_3"}
+    assert 0.0 <= summary["test_acc"] <= 1.0
+    assert Path(summary["best_ckpt"]).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert "Test accuracy" in result.stdout
+
+
+def test_tensorboard_holds_the_named_scalars(tiny_run_args, tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_cli(*tiny_run_args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = set()
+    for events in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    for tag in (
+        "train/loss_epoch",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "val/acc_per_class/class_0",
+        "test/acc",
+        "lr-Adam/head",
+    ):
+        assert tag in tags, (tag, sorted(tags))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lrr=0.1", "optimizer.lrr"),
+        ("strategy=freeze_everything", "feature_extract"),
+        ("model=resnet9", "resnet18"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1"),
+        ("strategy.frozen_stages=7", "0..5"),
+        ("data.image_size=16", "data.image_size=16"),
+    ],
+)
+def test_bad_input_is_one_clear_message_without_traceback(override: str, expected: str, tmp_path) -> None:
+    result = run_cli(*TINY, f"hydra.run.dir={tmp_path}", override, timeout=120)
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_gpu_asked_for_without_one_is_refused_not_run_on_cpu(tmp_path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_cli(*TINY[:3], f"hydra.run.dir={tmp_path}", "trainer.accelerator=gpu", timeout=120)
+    assert result.returncode == 2
+    assert "trainer.accelerator=auto" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,84 @@
+"""Weights: torchvision names (from the local cache, offline), local files, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from transfer_lightning.errors import UserError
+from transfer_lightning.models import build_resnet
+from transfer_lightning.models.weights import expected_weights_path
+
+
+class _Payload:
+    """An arbitrary class: loading it needs full unpickling, which weights_only refuses."""
+
+
+def _reference_state(num_classes: int = 1000) -> dict:
+    torch.manual_seed(1)
+    return torchvision.models.resnet18(num_classes=num_classes).state_dict()
+
+
+def test_local_state_dict_loads_and_a_head_of_another_size_is_dropped(tmp_path: Path) -> None:
+    state = _reference_state(num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    model, source = build_resnet("resnet18", 7, str(path))
+    assert source == f"file {path}"
+    assert torch.equal(model.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
+    assert model.fc.out_features == 7
+
+
+def test_state_dict_of_another_architecture_names_the_keys(tmp_path: Path) -> None:
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(UserError, match=r"unexpected: layer1\.2\."):
+        build_resnet("resnet18", 10, str(path))
+
+
+def test_file_needing_arbitrary_unpickling_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _Payload()}, path)  # unpickling it would run this module's code
+    with pytest.raises(UserError, match="cannot be loaded safely"):
+        build_resnet("resnet18", 10, str(path))
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        build_resnet("resnet18", 10, str(tmp_path / "nope.pth"))
+
+
+def test_torchvision_weights_name_loads_from_the_torch_hub_cache_offline(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    target = expected_weights_path("resnet18", "IMAGENET1K_V1")
+    assert target.name == "resnet18-f37072fd.pth"
+    target.parent.mkdir(parents=True)
+    state = _reference_state()
+    torch.save(state, target)
+    model, source = build_resnet("resnet18", 10, "DEFAULT")
+    assert source == "torchvision resnet18 DEFAULT"
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
+
+
+def test_weights_that_cannot_be_downloaded_name_the_expected_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        import urllib.error
+
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(UserError) as error:
+        build_resnet("resnet18", 10, "IMAGENET1K_V1")
+    message = str(error.value)
+    assert "resnet18-f37072fd.pth" in message and str(tmp_path) in message
+    assert "model.weights=null" in message and "model.weights=/path/file.pth" in message
+
+
+def test_unknown_weights_name_lists_the_allowed_ones() -> None:
+    with pytest.raises(UserError, match="IMAGENET1K_V1"):
+        build_resnet("resnet18", 10, "IMAGENET1K_V9")

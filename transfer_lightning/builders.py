@@ -1,0 +1,47 @@
+"""Turn the composed config into Lightning objects (callbacks, logger, trainer)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from transfer_lightning.callbacks import resolve_precision
+from transfer_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def build_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    """One callback per non-null entry of ``cfg.callbacks``."""
+    if not cfg:
+        return []
+    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+
+
+def build_logger(cfg: DictConfig | None) -> Logger | bool:
+    return instantiate(cfg) if cfg else False
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | bool) -> L.Trainer:
+    """Instantiate ``cfg.trainer``; a GPU asked for but absent is an error, never a CPU run."""
+    trainer_cfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
+    trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("accelerator", "auto"), trainer_cfg.get("precision"))
+    try:
+        return instantiate(trainer_cfg, callbacks=callbacks, logger=logger, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        raise UserError(
+            f"the trainer settings cannot run here ({str(cause).strip().splitlines()[0]}); check the "
+            "trainer.* overrides (trainer.accelerator=auto takes a GPU when present, else the CPU)"
+        ) from error
+
+
+def find_callback(callbacks: list[Callback], kind: type) -> Any:
+    return next((callback for callback in callbacks if isinstance(callback, kind)), None)

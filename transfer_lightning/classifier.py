@@ -1,0 +1,134 @@
+"""The LightningModule: a torchvision ResNet with a new head and a pluggable freezing strategy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from transfer_lightning.models import build_resnet
+from transfer_lightning.strategies import FreezingStrategy
+
+log = logging.getLogger(__name__)
+
+
+class TransferClassifier(L.LightningModule):
+    """Fine-tunes an ImageNet ResNet; *which* parameters train is the strategy's business.
+
+    All constructor arguments are plain containers, saved in the checkpoint, so a checkpoint
+    rebuilds the model on its own (``load_pretrained=False`` skips fetching ImageNet weights
+    that the checkpoint's state dict replaces anyway).
+
+    Args:
+        model: ``{"name": "resnet18", "weights": "DEFAULT" | None | "/path/file.pth"}``.
+        strategy: a ``FreezingStrategy`` config (``_target_`` + arguments).
+        optimizer: a partial optimizer config (``_target_``, ``_partial_: true``, ``lr`` ...).
+        scheduler: a partial LR-scheduler config, or ``None``.
+        class_names: the data's classes in label order; sizes the head.
+        preprocessing: input contract (``image_size``, ``mean``, ``std``) for inference.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        strategy: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None,
+        class_names: list[str],
+        preprocessing: dict[str, Any],
+        load_pretrained: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        weights = model.get("weights") if load_pretrained else None
+        self.net, self.weights_source = build_resnet(model["name"], len(class_names), weights)
+        self.strategy: FreezingStrategy = instantiate(strategy)
+        self.strategy.apply(self.net)
+        self.class_names = list(class_names)
+        num_classes = len(class_names)
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes)
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes)
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes)
+        self.extra_test_acc = MulticlassAccuracy(num_classes=num_classes)
+        self.val_acc_best = MaxMetric()
+
+    # -- model -------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def train(self, mode: bool = True) -> TransferClassifier:
+        # model.train() flips every BatchNorm back to training mode; frozen ones must stay in eval.
+        super().train(mode)
+        self.strategy.set_batchnorm_modes(self.net, self.current_epoch)
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.net.parameters())
+        return {"trainable": trainable, "frozen": total - trainable}
+
+    # -- steps -------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        logits = self(images)
+        if dataloader_idx == 1:  # the test set evaluated every epoch (data.test_each_epoch)
+            self.extra_test_acc(logits, labels)
+            self.log("test_epoch/acc", self.extra_test_acc, on_epoch=True, add_dataloader_idx=False)
+            return {}
+        loss = F.cross_entropy(logits, labels)
+        self.val_acc(logits, labels)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
+        return {"preds": logits.argmax(dim=1), "target": labels, "logits": logits}
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        logits = self(images)
+        self.test_acc(logits, labels)
+        self.log("test/loss", F.cross_entropy(logits, labels), on_epoch=True)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+        return {"preds": logits.argmax(dim=1), "target": labels, "logits": logits}
+
+    def on_train_epoch_start(self) -> None:
+        optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
+        self.strategy.on_train_epoch_start(self.net, self.current_epoch, optimizer)
+        self.strategy.set_batchnorm_modes(self.net, self.current_epoch)
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        lr = float(self.hparams.optimizer["lr"])
+        optimizer = instantiate(self.hparams.optimizer)(params=self.strategy.param_groups(self.net, lr))
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # -- checkpoint --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["freezing_strategy"] = self.strategy.state_dict()
+        checkpoint["class_names"] = list(self.class_names)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.strategy.load_state_dict(checkpoint.get("freezing_strategy", {}))
+        self.strategy.apply(self.net, checkpoint.get("epoch", 0))

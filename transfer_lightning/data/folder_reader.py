@@ -1,0 +1,79 @@
+"""Decode a small-image class-folder split (``SPLIT/<class>/*.jpg``) into one uint8 tensor."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from transfer_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def is_class_folder_root(root: Path) -> bool:
+    """True for ``ROOT/train/<class>/...`` (the class-folder layout of a split data set)."""
+    train = root / "train"
+    return train.is_dir() and any(child.is_dir() for child in train.iterdir())
+
+
+def list_class_folders(split_dir: Path) -> list[str]:
+    return sorted(child.name for child in split_dir.iterdir() if child.is_dir())
+
+
+def decode_folder_split(split_dir: Path, class_names: list[str] | None = None):
+    """All images of ``split_dir`` as a ``TensorImageDataset`` plus the sorted class names.
+
+    Every image is converted to RGB and, if its size differs from the first image's, resized to
+    it. With ``class_names`` given, the folders must be exactly those classes.
+    """
+    from transfer_lightning.data.base import TensorImageDataset
+
+    if not split_dir.is_dir():
+        raise UserError(f"{split_dir} does not exist; a class-folder copy needs train/ and test/ folders")
+    found = list_class_folders(split_dir)
+    if class_names is not None and found != class_names:
+        missing = sorted(set(class_names) - set(found))
+        extra = sorted(set(found) - set(class_names))
+        raise UserError(
+            f"the class folders of {split_dir} differ from train/ (missing: {missing or 'none'}, "
+            f"extra: {extra or 'none'}); every split needs the same class folders"
+        )
+    files, labels = [], []
+    for label, name in enumerate(found):
+        for path in sorted((split_dir / name).iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(path)
+                labels.append(label)
+    if not files:
+        raise UserError(f"no images found under {split_dir}/<class>/")
+    start = time.perf_counter()
+    size = _open_rgb(files[0]).size
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        arrays = list(pool.map(lambda p: _decode(p, size), files, chunksize=256))
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    elapsed = time.perf_counter() - start
+    log.info("Decoded %d images from %s in %.1fs (%.0f images/s)", len(files), split_dir, elapsed, len(files) / elapsed)
+    return TensorImageDataset(images, torch.tensor(labels, dtype=torch.long)), found
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except Exception as error:  # noqa: BLE001 - any unreadable image gets the same report
+        raise UserError(f"cannot read image {path} ({error}); remove or replace the file") from error
+
+
+def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
+    image = _open_rgb(path)
+    if image.size != size:
+        image = image.resize(size, Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)

@@ -1,0 +1,119 @@
+"""Weights are data chosen by a string: a torchvision weights name, a local file, or none."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from transfer_lightning.errors import UserError
+
+_HEAD_PREFIX = "fc."
+
+
+def is_weights_file(weights: str) -> bool:
+    """A weights value naming a file (a path), not a torchvision weights enum member."""
+    return weights.endswith((".pth", ".pt", ".bin")) or os.sep in weights or "/" in weights
+
+
+def load_weights(model: nn.Module, arch: str, weights: str | None) -> str:
+    """Load ``weights`` into ``model`` (whose head still has torchvision's shape).
+
+    ``weights`` is ``None`` (random init), a torchvision weights name such as ``DEFAULT`` or
+    ``IMAGENET1K_V1``, or a path to a ``.pth`` state dict. Returns a description of the source.
+    """
+    if weights is None or str(weights).lower() in {"none", "null"}:
+        return "random init"
+    weights = str(weights)
+    if is_weights_file(weights):
+        state_dict = _read_state_dict_file(Path(weights).expanduser())
+        source = f"file {weights}"
+    else:
+        state_dict = _download_torchvision_weights(arch, weights)
+        source = f"torchvision {arch} {weights}"
+    _load_backbone_state(model, state_dict, source)
+    return source
+
+
+def torchvision_weights(arch: str, name: str) -> torchvision.models.WeightsEnum:
+    """The torchvision weights enum member ``name`` (``DEFAULT``, ``IMAGENET1K_V1`` ...) of ``arch``."""
+    enum = torchvision.models.get_model_weights(arch)
+    allowed = ["DEFAULT", *enum.__members__]
+    if name not in allowed:
+        raise UserError(
+            f"model.weights={name!r} is not a weights name of {arch}; use one of "
+            f"{', '.join(allowed)}, a path to a .pth state dict, or null for random init"
+        )
+    return enum.DEFAULT if name == "DEFAULT" else enum[name]
+
+
+def expected_weights_path(arch: str, name: str) -> Path:
+    """Where torchvision looks for (and caches) the weights file of ``arch``/``name``."""
+    member = torchvision_weights(arch, name)
+    filename = os.path.basename(urlparse(member.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _download_torchvision_weights(arch: str, name: str) -> dict:
+    member = torchvision_weights(arch, name)
+    try:
+        return member.get_state_dict(progress=False, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise UserError(
+            f"could not download the {arch} {name} ImageNet weights ({reason}); put the file "
+            f"{expected_weights_path(arch, name)} in place (torchvision's cache, "
+            "$TORCH_HOME/hub/checkpoints), or use model.weights=/path/file.pth for a local state "
+            "dict, or model.weights=null to train from random init"
+        ) from error
+
+
+def _read_state_dict_file(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"model.weights file {path} does not exist; give the path to a .pth state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise UserError(
+            f"model.weights file {path} cannot be loaded safely as a state dict ({_first_line(error)}); "
+            "save it with torch.save(model.state_dict(), path)"
+        ) from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"model.weights file {path} is not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def _load_backbone_state(model: nn.Module, state_dict: dict, source: str) -> None:
+    """Load everything but a head of another size; any other mismatch names the keys."""
+    own = model.state_dict()
+    state_dict = {
+        key: value
+        for key, value in state_dict.items()
+        if not (key.startswith(_HEAD_PREFIX) and key in own and own[key].shape != value.shape)
+    }
+    missing = sorted(k for k in own if k not in state_dict and not k.startswith(_HEAD_PREFIX))
+    unexpected = sorted(k for k in state_dict if k not in own)
+    mismatched = sorted(k for k in state_dict if k in own and own[k].shape != state_dict[k].shape)
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                parts.append(f"{label}: {shown}")
+        raise UserError(
+            f"the weights from {source} do not fit this model ({'; '.join(parts)}); "
+            "check that model.name matches the architecture the file was saved from"
+        )
+    model.load_state_dict(state_dict, strict=False)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

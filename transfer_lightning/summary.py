@@ -1,0 +1,64 @@
+"""The one place that writes ``run_summary.json`` and prints the book-style report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+SUMMARY_FILE = "run_summary.json"
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """Write ``run_summary.json`` atomically (a kill mid-write leaves no half file)."""
+    path = Path(run_dir) / SUMMARY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = _jsonable(summary)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(clean, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        temporary = handle.name
+    os.replace(temporary, path)
+    return path
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def print_report(summary: dict[str, Any], console: Console | None = None) -> None:
+    """Overall test accuracy, then one line per class (as the book prints it)."""
+    console = console or Console()
+    test_acc = summary.get("test_acc")
+    if test_acc is None:
+        console.print("No test accuracy (test was skipped).")
+        return
+    table = Table(title=f"Test accuracy: {100 * test_acc:.2f}%  ({summary.get('test_split', 'test')} split)")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    for name, accuracy in (summary.get("test_per_class_acc") or {}).items():
+        table.add_row(name, f"{100 * accuracy:.2f}%")
+    console.print(table)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,149 @@
+"""Entry point: ``python -m transfer_lightning [overrides]`` composes the config, trains, tests
+on the best checkpoint and writes ``run_summary.json`` into the run folder."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from transfer_lightning.builders import build_callbacks, build_logger, build_trainer, find_callback
+from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
+from transfer_lightning.classifier import TransferClassifier
+from transfer_lightning.errors import UserError
+from transfer_lightning.summary import print_report, write_summary
+from transfer_lightning.validation import validate_config
+
+log = logging.getLogger("transfer_lightning")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test and summarise one experiment described by ``cfg``."""
+    started = time.perf_counter()
+    validate_config(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = Path(cfg.paths.output_dir)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = TransferClassifier(
+        model=_plain(cfg.model),
+        strategy=_plain(cfg.strategy),
+        optimizer=_plain(cfg.optimizer),
+        scheduler=_plain(cfg.scheduler) or None,
+        class_names=datamodule.class_names,
+        preprocessing=datamodule.preprocessing,
+    )
+    params = module.parameter_counts()
+    log.info("Weights: %s (model.weights)", module.weights_source)
+    log.info("Strategy %s", module.strategy.describe())
+    log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
+
+    callbacks = build_callbacks(cfg.get("callbacks"))
+    logger = build_logger(cfg.get("logger"))
+    trainer = build_trainer(cfg, callbacks, logger)
+    if logger:
+        logger.log_hyperparams(_hparams_for_logging(cfg, params), {"val/acc_best": 0.0, "test/acc": 0.0})
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best_val = trainer.callback_metrics.get("val/acc_best")
+    checkpoint = find_callback(callbacks, ModelCheckpoint)
+    best_ckpt = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    last_ckpt = checkpoint.last_model_path if checkpoint and checkpoint.last_model_path else None
+
+    test_acc, per_class = None, {}
+    if cfg.get("test", True):
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False)
+        test_acc = results[0].get("test/acc") if results else None
+        per_class_callback = find_callback(callbacks, PerClassAccuracy)
+        per_class = per_class_callback.last.get("test", {}) if per_class_callback else {}
+
+    device = find_callback(callbacks, DeviceReport)
+    summary = {
+        "status": "completed",
+        "model": cfg.model.name,
+        "weights": module.weights_source,
+        "strategy": _choice("strategy"),
+        "frozen_stages": cfg.strategy.get("frozen_stages"),
+        "params": params,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "best_val_acc": best_val,
+        "test_acc": test_acc,
+        "test_per_class_acc": per_class,
+        "class_names": datamodule.class_names,
+        "data": {"module": type(datamodule).__name__, **datamodule.splits.notes},
+        "device": device.device if device else str(trainer.strategy.root_device),
+        "precision": str(trainer.precision),
+        "best_ckpt": best_ckpt,
+        "last_ckpt": last_ckpt,
+        "seed": cfg.seed,
+        "overrides": _overrides(),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    if logger and test_acc is not None:
+        logger.log_metrics({"test/acc": test_acc}, step=trainer.global_step)
+    path = write_summary(run_dir, summary)
+    print_report(summary)
+    log.info("Run folder: %s (summary: %s)", run_dir, path.name)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; a ``UserError`` becomes one line on stderr and exit status 2."""
+    try:
+        summary = train(cfg)
+    except UserError as error:
+        log.error("%s", error)
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return summary.get("best_val_acc")
+
+
+def _plain(node: Any) -> Any:
+    """Plain containers (not OmegaConf objects) so checkpoints load with ``weights_only``."""
+    if node is None:
+        return None
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _choice(group: str) -> str | None:
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get(group)
+    return None
+
+
+def _overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _hparams_for_logging(cfg: DictConfig, params: dict[str, int]) -> dict[str, Any]:
+    """The knobs a sweep compares, flat, for TensorBoard's HPARAMS tab."""
+    return {
+        "model": cfg.model.name,
+        "weights": str(cfg.model.weights),
+        "strategy": _choice("strategy") or "custom",
+        "frozen_stages": cfg.strategy.get("frozen_stages", -1),
+        "optimizer": _choice("optimizer") or "custom",
+        "lr": float(cfg.optimizer.lr),
+        "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)),
+        "scheduler": _choice("scheduler") or "none",
+        "batch_size": cfg.data.batch_size,
+        "image_size": cfg.data.image_size,
+        "augment": cfg.data.augment,
+        "max_epochs": cfg.trainer.max_epochs or -1,
+        "seed": cfg.seed,
+        "trainable_params": params["trainable"],
+    }
