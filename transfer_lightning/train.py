@@ -12,6 +12,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -102,14 +103,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; a ``UserError`` becomes one line on stderr and exit status 2."""
+    """Hydra entry point; a ``UserError`` becomes one line on stderr and exit status 2.
+
+    In a multirun a failing job is logged and recorded, and the sweep goes on.
+    """
     try:
         summary = train(cfg)
     except UserError as error:
         log.error("%s", error)
+        if _is_multirun():
+            return None
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception:
+        if not _is_multirun():
+            raise
+        log.exception("This job failed; the sweep goes on")
+        return None
     return summary.get("best_val_acc")
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _plain(node: Any) -> Any:

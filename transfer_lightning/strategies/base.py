@@ -44,6 +44,14 @@ class FreezingStrategy:
         """How many stages, counted from the input, are frozen during ``epoch``."""
         return self.frozen_stages
 
+    def frozen_stages_throughout(self) -> int:
+        """Stages frozen (weights *and* BatchNorm statistics) in every epoch of the run.
+
+        Their output is a pure function of the input image, which is what makes caching it
+        exact. Schedules that unfreeze over time return their minimum.
+        """
+        return 0 if self.train_bn else self.frozen_stages
+
     def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
         """Named optimizer parameter groups of the trainable stages, head first."""
         groups = [{"name": "head", "params": stage_parameters(model, "head"), "lr": lr}]
