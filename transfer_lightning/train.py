@@ -21,6 +21,7 @@ from transfer_lightning.builders import build_callbacks, build_logger, build_tra
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.errors import UserError
+from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.validation import validate_config
 
@@ -34,6 +35,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir)
+    ensure_weights_available(cfg.model.name, cfg.model.weights)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -110,8 +112,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = train(cfg)
     except UserError as error:
-        log.error("%s", error)
         if _is_multirun():
+            log.error("This job failed: %s", error)
             return None
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)

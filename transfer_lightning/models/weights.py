@@ -40,6 +40,16 @@ def load_weights(model: nn.Module, arch: str, weights: str | None) -> str:
     return source
 
 
+def ensure_weights_available(arch: str, weights: str | None) -> None:
+    """Fail before any data is touched if ``weights`` cannot be had (download or file)."""
+    if weights is None or str(weights).lower() in {"none", "null"}:
+        return
+    if is_weights_file(str(weights)):
+        _read_state_dict_file(Path(str(weights)).expanduser())
+    else:
+        _download_torchvision_weights(arch, str(weights))
+
+
 def torchvision_weights(arch: str, name: str) -> torchvision.models.WeightsEnum:
     """The torchvision weights enum member ``name`` (``DEFAULT``, ``IMAGENET1K_V1`` ...) of ``arch``."""
     enum = torchvision.models.get_model_weights(arch)
