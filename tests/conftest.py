@@ -22,7 +22,6 @@ TINY = [
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
-    "~callbacks.progress_bar",
 ]
 
 

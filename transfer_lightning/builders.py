@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,11 +18,14 @@ from transfer_lightning.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def build_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    """One callback per non-null entry of ``cfg.callbacks``."""
+def build_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> list[Callback]:
+    """One callback per non-null entry of ``cfg.callbacks`` (no progress bar when disabled)."""
     if not cfg:
         return []
-    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+    callbacks = [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+    if not progress_bar:  # trainer.enable_progress_bar=false must not clash with a bar callback
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def build_logger(cfg: DictConfig | None) -> Logger | bool:

@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("Strategy %s", module.strategy.describe())
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
 
-    callbacks = build_callbacks(cfg.get("callbacks"))
+    callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.enable_progress_bar is not False)
     logger = build_logger(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, logger)
     if logger:
