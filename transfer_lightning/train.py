@@ -22,6 +22,7 @@ from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.errors import UserError
 from transfer_lightning.summary import print_report, write_summary
+from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
 from transfer_lightning.validation import validate_config
 
 log = logging.getLogger("transfer_lightning")
@@ -108,17 +109,21 @@ def main(cfg: DictConfig) -> float | None:
     In a multirun a failing job is logged and recorded, and the sweep goes on.
     """
     try:
+        if _is_multirun() and (earlier := prepare_sweep_job(cfg, _overrides())) is not None:
+            return earlier.get("best_val_acc")  # this job completed before (resumed sweep)
         summary = train(cfg)
     except UserError as error:
         log.error("%s", error)
         if _is_multirun():
+            write_failed_summary(cfg.paths.output_dir, error, _overrides())
             return None
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
-    except Exception:
+    except Exception as error:
         if not _is_multirun():
             raise
         log.exception("This job failed; the sweep goes on")
+        write_failed_summary(cfg.paths.output_dir, error, _overrides())
         return None
     return summary.get("best_val_acc")
 

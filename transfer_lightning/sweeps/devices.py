@@ -1,0 +1,56 @@
+"""One GPU per parallel job: each launcher worker process claims a free GPU before CUDA starts."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+_claimed: IO[str] | None = None  # held open for the worker's life: the lock goes when the process does
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, found without initialising CUDA (which would fix the device set)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu for gpu in listed.split(",") if gpu.strip()]
+    try:
+        found = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return []
+    return found.stdout.split() if found.returncode == 0 else []
+
+
+def claim_gpu(lock_dir: Path, job_num: int, gpus: list[str] | None = None) -> str | None:
+    """Pin this process to one GPU not held by another worker; returns its id (None: nothing to do).
+
+    A worker keeps its GPU for all the jobs it runs (CUDA cannot change device set once started).
+    The claim is an ``flock`` on ``<lock_dir>/gpu<id>.lock``, released by the OS when the worker exits.
+    """
+    global _claimed
+    if _claimed is not None:
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = visible_gpus() if gpus is None else gpus
+    if len(gpus) < 2:
+        return None
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for offset in range(len(gpus)):
+        gpu = gpus[(job_num + offset) % len(gpus)]
+        handle = (lock_dir / f"gpu{gpu}.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _claimed = handle
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        log.info("Job %d: this worker uses GPU %s only (CUDA_VISIBLE_DEVICES=%s)", job_num, gpu, gpu)
+        return gpu
+    log.warning("Job %d: every GPU is held by another worker; set hydra.launcher.n_jobs <= %d", job_num, len(gpus))
+    return None
