@@ -96,6 +96,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if logger and test_acc is not None:
         logger.log_metrics({"test/acc": test_acc}, step=trainer.global_step)
+    if not trainer.is_global_zero:
+        return summary  # under DDP every process gets here; rank 0 writes the one summary
     path = write_summary(run_dir, summary)
     print_report(summary)
     log.info("Run folder: %s (summary: %s)", run_dir, path.name)

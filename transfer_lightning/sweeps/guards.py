@@ -43,3 +43,12 @@ def refuse_ddp_in_local_multirun(config: DictConfig) -> None:
             "hydra/launcher=submitit_slurm (one SLURM task per device), one GPU per job (trainer=default with "
             "hydra/launcher=joblib), or trainer.strategy=ddp_spawn"
         )
+
+
+def refuse_sync_batchnorm_on_cpu(config: DictConfig) -> None:
+    """torch's SyncBatchNorm only works on GPUs; say so before the processes start."""
+    trainer = config.get("trainer") or {}
+    if trainer.get("sync_batchnorm") and trainer.get("accelerator") == "cpu":
+        raise UserError(
+            "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm); on the CPU add trainer.sync_batchnorm=false"
+        )

@@ -1,9 +1,13 @@
-"""One GPU per parallel job: each launcher worker process claims a free GPU before CUDA starts."""
+"""Inside a joblib (loky) worker process: one GPU per worker, and DataLoader workers that start.
+
+Both run at the start of each job (``SweepCallback.on_job_start``), before CUDA is initialised.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import multiprocessing
 import os
 import subprocess
 from pathlib import Path
@@ -54,3 +58,17 @@ def claim_gpu(lock_dir: Path, job_num: int, gpus: list[str] | None = None) -> st
         return gpu
     log.warning("Job %d: every GPU is held by another worker; set hydra.launcher.n_jobs <= %d", job_num, len(gpus))
     return None
+
+
+def use_fork_for_dataloader_workers() -> None:
+    """Make ``fork`` the default start method again inside a loky worker.
+
+    loky installs its own multiprocessing context as the worker's default, and a DataLoader with
+    ``num_workers > 0`` then fails to start its workers ("'Process' object has no attribute 'env'").
+    ``fork`` is what the DataLoader uses in a plain Linux process.
+    """
+    if (
+        multiprocessing.get_start_method(allow_none=True) != "fork"
+        and "fork" in multiprocessing.get_all_start_methods()
+    ):
+        multiprocessing.set_start_method("fork", force=True)
