@@ -13,7 +13,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from transfer_lightning.errors import UserError
-from transfer_lightning.sweeps.guards import refuse_ddp_in_local_multirun, refuse_sync_batchnorm_on_cpu
+from transfer_lightning.sweeps.guards import (
+    refuse_ddp_in_local_multirun,
+    refuse_slurm_without_device_count,
+    refuse_sync_batchnorm_on_cpu,
+)
 from transfer_lightning.sweeps.joblib_worker import claim_gpu, use_fork_for_dataloader_workers
 from transfer_lightning.sweeps.report import write_sweep_report
 from transfer_lightning.sweeps.resume import SWEPT_KEYS_VARIABLE, resume_sweep_dir, swept_keys_of_command
@@ -30,6 +34,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _exit_on_user_error(refuse_ddp_in_local_multirun, config)
         _exit_on_user_error(refuse_sync_batchnorm_on_cpu, config)
+        _exit_on_user_error(refuse_slurm_without_device_count, config)
         _exit_on_user_error(resume_sweep_dir, config)
         os.environ[SWEPT_KEYS_VARIABLE] = ",".join(swept_keys_of_command(config))
 

@@ -52,3 +52,14 @@ def refuse_sync_batchnorm_on_cpu(config: DictConfig) -> None:
         raise UserError(
             "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm); on the CPU add trainer.sync_batchnorm=false"
         )
+
+
+def refuse_slurm_without_device_count(config: DictConfig) -> None:
+    """The SLURM preset asks for ``trainer.devices`` GPUs and tasks per node: it must be a number."""
+    launcher = str((config.hydra.get("launcher") or {}).get("_target_", ""))
+    devices = (config.get("trainer") or {}).get("devices")
+    if "SlurmLauncher" in launcher and _device_count(devices) is None:
+        raise UserError(
+            f"hydra/launcher=slurm needs trainer.devices=<number> (GPUs and tasks per node), not {devices!r}; "
+            "e.g. trainer.devices=1 for one GPU per job"
+        )
