@@ -250,3 +250,18 @@ def test_each_joblib_worker_claims_a_gpu_no_other_worker_holds(tmp_path, monkeyp
         holder.kill()
         holder.wait()
         joblib_worker._claimed.close()
+
+
+def test_optuna_search_runs_trials_as_jobs_and_keeps_the_study_in_sqlite(tmp_path) -> None:
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_cli(
+        "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}",
+        *SWEEP_TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="transfer_lightning", storage=storage).trials
+    assert [trial.state.name for trial in trials] == ["COMPLETE", "COMPLETE"]
+    rows = read_csv(tmp_path / "sweep" / "sweep_summary.csv")
+    assert sorted(float(row["best_val_acc"]) for row in rows) == sorted(trial.value for trial in trials)
