@@ -23,6 +23,7 @@ from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.errors import UserError
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.summary import print_report, write_summary
+from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
 from transfer_lightning.validation import validate_config
 
 log = logging.getLogger("transfer_lightning")
@@ -97,6 +98,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if logger and test_acc is not None:
         logger.log_metrics({"test/acc": test_acc}, step=trainer.global_step)
+    if not trainer.is_global_zero:
+        return summary  # under DDP every process gets here; rank 0 writes the one summary
     path = write_summary(run_dir, summary)
     print_report(summary)
     log.info("Run folder: %s (summary: %s)", run_dir, path.name)
@@ -110,17 +113,21 @@ def main(cfg: DictConfig) -> float | None:
     In a multirun a failing job is logged and recorded, and the sweep goes on.
     """
     try:
+        if _is_multirun() and (earlier := prepare_sweep_job(cfg, _overrides())) is not None:
+            return earlier.get("best_val_acc")  # this job completed before (resumed sweep)
         summary = train(cfg)
     except UserError as error:
         if _is_multirun():
             log.error("This job failed: %s", error)
+            write_failed_summary(cfg.paths.output_dir, error, _overrides())
             return None
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
-    except Exception:
+    except Exception as error:
         if not _is_multirun():
             raise
         log.exception("This job failed; the sweep goes on")
+        write_failed_summary(cfg.paths.output_dir, error, _overrides())
         return None
     return summary.get("best_val_acc")
 

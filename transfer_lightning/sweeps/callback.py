@@ -1,0 +1,59 @@
+"""The Hydra callback that makes a multirun answer its question (configured in conf/hydra/default.yaml)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from transfer_lightning.errors import UserError
+from transfer_lightning.sweeps.guards import (
+    refuse_ddp_in_local_multirun,
+    refuse_slurm_without_device_count,
+    refuse_sync_batchnorm_on_cpu,
+)
+from transfer_lightning.sweeps.joblib_worker import claim_gpu, use_fork_for_dataloader_workers
+from transfer_lightning.sweeps.report import write_sweep_report
+from transfer_lightning.sweeps.resume import SWEPT_KEYS_VARIABLE, resume_sweep_dir, swept_keys_of_command
+
+log = logging.getLogger("transfer_lightning")
+
+
+class SweepCallback(Callback):
+    """Refuse unsupported sweeps, find the sweep to resume, pin a GPU per parallel job, write the report."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _exit_on_user_error(refuse_sync_batchnorm_on_cpu, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _exit_on_user_error(refuse_ddp_in_local_multirun, config)
+        _exit_on_user_error(refuse_sync_batchnorm_on_cpu, config)
+        _exit_on_user_error(refuse_slurm_without_device_count, config)
+        _exit_on_user_error(resume_sweep_dir, config)
+        os.environ[SWEPT_KEYS_VARIABLE] = ",".join(swept_keys_of_command(config))
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if "Joblib" in str(config.hydra.launcher.get("_target_", "")):
+            use_fork_for_dataloader_workers()
+            claim_gpu(Path(str(config.hydra.sweep.dir)) / ".gpu_locks", int(config.hydra.job.num))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        written = write_sweep_report(sweep_dir)
+        log.info("Sweep report: %s", ", ".join(str(path) for path in written))
+
+
+def _exit_on_user_error(check: Callable[[DictConfig], Any], config: DictConfig) -> None:
+    """A user's mistake before any job runs: one line and exit status 2 (no Hydra traceback)."""
+    try:
+        check(config)
+    except UserError as error:
+        log.error("%s", error)
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,187 @@
+"""The answer of a sweep: ``sweep_summary.csv``, ``sweep_report.md`` and a heatmap, from the job folders.
+
+Everything is read from what each job left on disk (``.hydra/overrides.yaml`` and
+``run_summary.json``), so a report can be rebuilt for any multirun folder at any time.
+"""
+
+from __future__ import annotations
+
+import csv
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transfer_lightning.summary import read_summary
+
+SUMMARY_CSV = "sweep_summary.csv"
+REPORT_MD = "sweep_report.md"
+HEATMAP_PNG = "sweep_heatmap.png"
+# overrides that say how to run a sweep, not what a job is
+IGNORED_KEYS = ("resume",)
+CSV_COLUMNS = (
+    "job",
+    "status",
+    "best_val_acc",
+    "test_acc",
+    "epochs",
+    "wall_time_s",
+    "trainable_params",
+    "overrides",
+    "error",
+)
+
+
+@dataclass
+class JobResult:
+    """One job folder of a sweep: its overrides and what its ``run_summary.json`` says."""
+
+    number: int
+    folder: Path
+    overrides: list[str]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        # no summary: the job never started, or was killed before it could write one
+        return self.summary.get("status", "incomplete")
+
+    @property
+    def best_val_acc(self) -> float | None:
+        return self.summary.get("best_val_acc")
+
+    @property
+    def values(self) -> dict[str, str]:
+        return dict(override.split("=", 1) for override in self.overrides if "=" in override)
+
+    def row(self) -> dict[str, Any]:
+        params = self.summary.get("params") or {}
+        return {
+            "job": self.number,
+            "status": self.status,
+            "best_val_acc": self.best_val_acc,
+            "test_acc": self.summary.get("test_acc"),
+            "epochs": self.summary.get("epochs"),
+            "wall_time_s": self.summary.get("wall_time_s"),
+            "trainable_params": params.get("trainable"),
+            "overrides": " ".join(self.overrides),
+            "error": self.summary.get("error", ""),
+        }
+
+
+def job_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that define a job (``resume=...`` only says how it was launched)."""
+    return [item for item in overrides if item.split("=", 1)[0].lstrip("+~") not in IGNORED_KEYS]
+
+
+def collect_jobs(sweep_dir: Path) -> list[JobResult]:
+    """Every job folder (``<sweep_dir>/<job number>``), in job order."""
+    jobs = []
+    for folder in Path(sweep_dir).iterdir():
+        overrides_file = folder / ".hydra" / "overrides.yaml"
+        if not (folder.is_dir() and folder.name.isdigit() and overrides_file.is_file()):
+            continue
+        overrides = job_overrides(yaml.safe_load(overrides_file.read_text()) or [])
+        jobs.append(JobResult(int(folder.name), folder, overrides, read_summary(folder) or {}))
+    return sorted(jobs, key=lambda job: job.number)
+
+
+def swept_keys(jobs: list[JobResult]) -> list[str]:
+    """Keys whose value differs between jobs, in the order they appear on the command line."""
+    keys: list[str] = []
+    for job in jobs:
+        keys += [key for key in job.values if key not in keys]
+    return [key for key in keys if len({job.values.get(key) for job in jobs}) > 1]
+
+
+def ranked(jobs: list[JobResult]) -> list[JobResult]:
+    """Best validation accuracy first; jobs without one (failed, incomplete) last."""
+    return sorted(jobs, key=lambda job: (job.best_val_acc is None, -(job.best_val_acc or 0.0), job.number))
+
+
+def rerun_command(job: JobResult) -> str:
+    return " ".join(["python -m transfer_lightning", *(shlex.quote(item) for item in job.overrides)])
+
+
+def write_sweep_report(sweep_dir: Path) -> list[Path]:
+    """Write the CSV, the markdown report and (two swept axes) the heatmap; returns the files written."""
+    sweep_dir = Path(sweep_dir)
+    jobs = collect_jobs(sweep_dir)
+    order = ranked(jobs)
+    written = [_write_csv(sweep_dir / SUMMARY_CSV, order)]
+    axes = swept_keys(jobs)
+    heatmap = None
+    if len(axes) == 2 and any(job.best_val_acc is not None for job in jobs):
+        from transfer_lightning.sweeps.heatmap import plot_heatmap
+
+        heatmap = plot_heatmap(jobs, axes[0], axes[1], sweep_dir / HEATMAP_PNG)
+        written.append(heatmap)
+    written.append(_write_markdown(sweep_dir / REPORT_MD, sweep_dir, order, axes, heatmap))
+    return written
+
+
+def _write_csv(path: Path, jobs: list[JobResult]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(job.row() for job in jobs)
+    return path
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: list[str], heatmap: Path | None) -> Path:
+    counts = {status: sum(job.status == status for job in jobs) for status in {job.status for job in jobs}}
+    lines = [
+        f"# Sweep report: {sweep_dir}",
+        "",
+        f"{len(jobs)} jobs: " + ", ".join(f"{count} {status}" for status, count in sorted(counts.items())),
+        f"Swept: {', '.join(f'`{key}`' for key in axes) or 'nothing (all jobs share their overrides)'}",
+        "",
+    ]
+    best = jobs[0] if jobs and jobs[0].best_val_acc is not None else None
+    if best:
+        lines += [
+            f"## Best: job {best.number}, val acc {_percent(best.best_val_acc)}"
+            f" (test acc {_percent(best.summary.get('test_acc')) or 'n/a'})",
+            "",
+            "Re-run the winner:",
+            "",
+            "```bash",
+            rerun_command(best),
+            "```",
+            "",
+        ]
+    else:
+        lines += ["No job finished with a validation accuracy.", ""]
+    common = [item for item in (jobs[0].overrides if jobs else []) if item.split("=", 1)[0] not in axes]
+    lines += [
+        "## All jobs, best first",
+        "",
+        f"Common overrides: `{' '.join(common)}`" if common else "No common overrides.",
+        "",
+        "| job | " + " | ".join(f"`{key}`" for key in axes) + (" | " if axes else "")
+        + "status | best val acc | test acc | epochs | wall time (s) | trainable params |",
+        "|" + " --- |" * (len(axes) + 7),
+    ]  # fmt: skip
+    for job in jobs:
+        row = {key: "" if value is None else value for key, value in job.row().items()}
+        swept = "".join(f"{job.values.get(key, '')} | " for key in axes)
+        lines.append(
+            f"| {job.number} | {swept}{job.status} | {_percent(job.best_val_acc)} | {_percent(job.summary.get('test_acc'))} "
+            f"| {row['epochs']} | {row['wall_time_s']} | {row['trainable_params']} |"
+        )
+    failed = [job for job in jobs if job.status not in ("completed",)]
+    if failed:
+        lines += ["", "## Jobs that did not complete", ""]
+        lines += [
+            f"- job {job.number} ({job.status}): {job.summary.get('error') or 'no run_summary.json'}" for job in failed
+        ]
+    if heatmap:
+        lines += ["", f"## Best val accuracy over `{axes[0]}` x `{axes[1]}`", "", f"![heatmap]({heatmap.name})"]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,134 @@
+"""Resumable sweeps.
+
+Two levels:
+
+- the sweep (``resume=true`` or ``resume=<sweep folder>`` on a multirun command): the jobs go into
+  the folder of the earlier sweep of the same command instead of a new timestamped one;
+- the job (always, in a multirun): a job folder that already holds a completed
+  ``run_summary.json`` is skipped, one that holds ``checkpoints/last.ckpt`` continues from it,
+  anything else runs. This also makes a SLURM job requeued by submitit resume, since its folder
+  (``<sweep>/<job number>``) is the same after the requeue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from transfer_lightning.errors import UserError
+from transfer_lightning.summary import read_summary
+from transfer_lightning.sweeps.report import job_overrides
+
+log = logging.getLogger(__name__)
+MULTIRUN_FILE = "multirun.yaml"
+SWEPT_KEYS_VARIABLE = "TRANSFER_LIGHTNING_SWEPT_KEYS"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def _sweep_overrides(multirun_file: Path) -> list[str] | None:
+    saved = yaml.safe_load(multirun_file.read_text()) or {}
+    overrides = (saved.get("hydra") or {}).get("overrides", {}).get("task")
+    return job_overrides(overrides) if overrides is not None else None
+
+
+def find_previous_sweep(new_sweep_dir: Path, overrides: list[str]) -> Path | None:
+    """The newest sweep folder whose command had the same overrides (``resume`` aside).
+
+    Looked for in ``new_sweep_dir`` itself (a fixed ``hydra.sweep.dir``) and among the
+    ``<date>/<time>`` folders beside it (the default ``outputs/multirun/<date>/<time>``).
+    """
+    wanted = job_overrides(overrides)
+    root = new_sweep_dir.parent.parent
+    candidates = [new_sweep_dir / MULTIRUN_FILE, *root.glob(f"*/*/{MULTIRUN_FILE}")]
+    matches = [path.parent for path in candidates if path.is_file() and _sweep_overrides(path) == wanted]
+    return max(matches, key=lambda folder: (folder / MULTIRUN_FILE).stat().st_mtime) if matches else None
+
+
+def resume_sweep_dir(config: DictConfig) -> Path | None:
+    """Point ``hydra.sweep.dir`` of a multirun at the sweep to resume; None when not resuming.
+
+    Called before the sweeper starts. The jobs' configs are composed again from
+    ``hydra.overrides.hydra``, so the folder is set there too.
+    """
+    resume = config.get("resume")
+    if resume is None or resume is False:
+        return None
+    task_overrides = list(config.hydra.overrides.task)
+    if resume is True:
+        folder = find_previous_sweep(Path(str(config.hydra.sweep.dir)), task_overrides)
+        if folder is None:
+            log.warning("resume=true: no earlier sweep of this command found; starting a new one")
+            return None
+    else:
+        folder = Path(str(resume)).expanduser()
+        if not (folder / MULTIRUN_FILE).is_file():
+            raise UserError(
+                f"resume={resume} is not a sweep folder (no {MULTIRUN_FILE} in it); pass the folder that "
+                "holds the job folders 0, 1, ... or resume=true to find the sweep of this command"
+            )
+        previous = _sweep_overrides(folder / MULTIRUN_FILE)
+        if previous != job_overrides(task_overrides):
+            raise UserError(
+                f"resume={resume} was a sweep of other overrides ({' '.join(previous or [])}); "
+                "re-run it with exactly its command, or start a new sweep without resume"
+            )
+    folder = folder.resolve()
+    with open_dict(config):
+        config.hydra.sweep.dir = str(folder)
+        config.hydra.overrides.hydra.append(f"hydra.sweep.dir={folder}")
+    log.info("Resuming the sweep in %s", folder)
+    return folder
+
+
+def prepare_sweep_job(cfg: DictConfig, overrides: list[str]) -> dict[str, Any] | None:
+    """Skip, continue or start this job of a sweep; returns the earlier summary when it is skipped.
+
+    Also names the job's TensorBoard run by its overrides, so TensorBoard lists the jobs by what
+    they changed (and appends to the same run when the job continues).
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    wanted = job_overrides(overrides)
+    _name_tensorboard_run(cfg, wanted)
+    summary = read_summary(run_dir)
+    if summary and summary.get("status") == "completed":
+        if job_overrides(summary.get("overrides") or []) != wanted:
+            raise UserError(
+                f"{run_dir} holds the result of another job ({' '.join(summary.get('overrides') or [])}); "
+                "resume a sweep with exactly its command, or give hydra.sweep.dir a new folder"
+            )
+        log.info("Job already completed in %s (best val acc %s): skipped", run_dir, summary.get("best_val_acc"))
+        return summary
+    last = run_dir / LAST_CHECKPOINT
+    if last.is_file() and cfg.get("ckpt_path") is None:
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
+        log.info("Continuing this job from %s (ckpt_path)", last)
+    return None
+
+
+def swept_keys_of_command(config: DictConfig) -> list[str]:
+    """Keys a multirun command sweeps: ``key=a,b`` (or range/choice/...) and ``hydra.sweeper.params``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [override.get_key_element() for override in parsed if override.is_sweep_override()]
+    params = config.hydra.sweeper.get("params") or {}
+    return keys + [str(key) for key in params if str(key) not in keys]
+
+
+def _name_tensorboard_run(cfg: DictConfig, overrides: list[str]) -> None:
+    """``<job>/tensorboard/<swept overrides>``: TensorBoard lists the jobs by what they changed."""
+    logger = cfg.get("logger")
+    if not logger or "TensorBoardLogger" not in str(logger.get("_target_", "")):
+        return
+    # set by SweepCallback.on_multirun_start; every launcher's jobs inherit the environment
+    swept = [key for key in os.environ.get(SWEPT_KEYS_VARIABLE, "").split(",") if key]
+    named = [item for item in overrides if item.split("=", 1)[0].lstrip("+~") in swept] or overrides
+    label = ",".join(named).replace("/", "_")[:200] or "defaults"
+    with open_dict(cfg):
+        OmegaConf.update(cfg, "logger.sub_dir", label, force_add=True)
