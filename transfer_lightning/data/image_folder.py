@@ -123,6 +123,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         by_split, notes = self._complete_splits(layout, by_split, [labels_of[path] for path in good])
         labels = torch.tensor([labels_of[path] for path in good], dtype=torch.long)
         datasets = {split: self._dataset(images, good, labels, indices) for split, indices in by_split.items()}
+        if notes.get("test_split") == "val":
+            datasets["test"] = datasets["val"]
         counts = {split: self._class_counts(labels[indices], layout.class_names) for split, indices in by_split.items()}
         self._report_counts(counts)
         notes.update(
@@ -154,6 +156,7 @@ class ImageFolderDataModule(ClassificationDataModule):
             fractions["val"] = self.val_fraction
         if "test" not in by_split and self.test_fraction:
             fractions["test"] = self.test_fraction
+        self._require_every_class(layout, by_split, labels)
         notes: dict[str, Any] = {"split_seed": self.split_seed} if fractions else {}
         if fractions:
             train = by_split["train"]
@@ -165,7 +168,6 @@ class ImageFolderDataModule(ClassificationDataModule):
             notes["test_split"] = "val"
             notes["test_note"] = "no test split (no test/ folder, data.test_fraction=null): the final test used val"
             log.warning("No test split: the final test uses the val split (set data.test_fraction or add test/)")
-        self._require_every_class(layout, by_split, labels)
         return by_split, notes
 
     def _require_every_class(self, layout: FolderLayout, by_split: dict[str, list[int]], labels: list[int]) -> None:
