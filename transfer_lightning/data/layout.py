@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from transfer_lightning.data.folder_reader import IMAGE_EXTENSIONS  # one list for every folder reader
 from transfer_lightning.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLIT_FOLDERS = ("train", "val", "test")
 _SKIPPED_FOLDERS = ("__MACOSX",)
 
