@@ -86,6 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_val_acc": best_val,
         "test_acc": test_acc,
         "test_per_class_acc": per_class,
+        "test_split": datamodule.splits.notes.get("test_split", "test"),  # "val" when there is no test split
         "class_names": datamodule.class_names,
         "data": {"module": type(datamodule).__name__, **datamodule.splits.notes},
         "device": device.device if device else str(trainer.strategy.root_device),

@@ -55,6 +55,11 @@ RULES: tuple[Rule, ...] = (
     Rule("data.val_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     Rule("data.val_fraction", lambda v: _is_number(v) and 0 < v < 1, "a fraction in (0, 1)"),
     Rule("data.test_fraction", lambda v: v is None or (_is_number(v) and 0 < v < 1), "a fraction in (0, 1) or null"),
+    Rule("data.root", lambda v: isinstance(v, str) and v.strip() != "", "a folder path, e.g. data.root=~/photos"),
+    Rule("data.split_seed", _is_int, "an integer"),
+    Rule("data.on_bad_file", lambda v: v in ("skip", "error"), "skip | error"),
+    Rule("data.balance", lambda v: v in ("none", "weighted_sampler"), "none | weighted_sampler"),
+    Rule("data.cache", lambda v: v in ("auto", "memory", "disk", "none"), "auto | memory | disk | none"),
     Rule("trainer.max_epochs", lambda v: v is None or (_is_int(v) and (v >= 1 or v == -1)), "an integer >= 1 (or -1)"),
     Rule("trainer.accumulate_grad_batches", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
 )  # fmt: skip

@@ -1,0 +1,318 @@
+"""A user's own images in class folders: messy real-world folders in, clean splits out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from transfer_lightning.data.base import ClassificationDataModule, Splits
+from transfer_lightning.data.decode import decode_square
+from transfer_lightning.data.image_cache import CachedImages, DiskCache, available_memory_bytes
+from transfer_lightning.data.layout import FolderLayout, read_layout, stratified_split
+from transfer_lightning.data.scan import BadFile, scan_files, scan_threads
+from transfer_lightning.data.transforms import BatchPreprocessor
+from transfer_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+ON_BAD_FILE = ("skip", "error")
+BALANCE = ("none", "weighted_sampler")
+CACHE = ("auto", "memory", "disk", "none")
+AUTO_CACHE_MEMORY_SHARE = 0.25  # "fits comfortably": decoded set <= this share of available RAM
+IMBALANCE_WARNING_RATIO = 3.0  # largest / smallest class in train
+_LISTED_BAD_FILES = 50  # in run_summary.json; the log lists them all
+
+
+class TensorSubset(Dataset):
+    """Rows ``positions`` of one shared uint8 image tensor (in RAM or memory-mapped), no copy."""
+
+    def __init__(self, images: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images = images
+        self.positions = positions
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[int(self.positions[index])], int(self.labels[index])
+
+
+class ImageFileDataset(Dataset):
+    """Decodes each image from its file when asked (``data.cache=none``), at the stored size."""
+
+    def __init__(self, paths: list[Path], labels: torch.Tensor, image_size: int) -> None:
+        self.paths = paths
+        self.labels = labels
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            image = decode_square(self.paths[index], self.image_size)
+        except Exception as error:  # the scan passed it: the file changed during the run
+            raise RuntimeError(f"{self.paths[index]} became unreadable during the run ({error})") from error
+        return image, int(self.labels[index])
+
+
+class ImageFolderDataModule(ClassificationDataModule):
+    """Class folders of any images: ``ROOT/train/<class>`` + ``ROOT/val/<class>`` (+ ``ROOT/test``),
+    or ``ROOT/<class>`` split by seeded, stratified ``val_fraction`` / ``test_fraction``.
+
+    Every image is checked before training (broken files skipped or fatal, ``on_bad_file``),
+    converted to RGB, resized (shorter side to ``image_size``) and centre-cropped; with
+    ``cache=memory``/``disk`` that happens once, and epochs are served from a uint8 tensor.
+    Training with ``augment=standard`` takes a random resized crop + flip of that square,
+    batched on the training device.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        val_fraction: float = 0.2,
+        test_fraction: float | None = None,
+        split_seed: int = 42,
+        on_bad_file: str = "skip",
+        balance: str = "none",
+        cache: str = "auto",
+        cache_dir: str = "data/image_folder_cache",
+        **common: Any,
+    ) -> None:
+        super().__init__(**common)
+        for key, value, allowed in (("on_bad_file", on_bad_file, ON_BAD_FILE), ("balance", balance, BALANCE),
+                                    ("cache", cache, CACHE)):  # fmt: skip
+            if value not in allowed:
+                raise UserError(f"data.{key}={value!r} is not supported; allowed: {' | '.join(allowed)}")
+        self.root = Path(root).expanduser()
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.on_bad_file = on_bad_file
+        self.balance = balance
+        self.cache = cache
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.preprocessor = BatchPreprocessor(
+            self.image_size, self.augment, self.preprocessor.color_jitter, train_crop="random_resized"
+        )
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return {**super().preprocessing, "resize": "shorter side to image_size, then centre crop"}
+
+    # -- splits --------------------------------------------------------------------------------
+    def load_splits(self) -> Splits:
+        layout = read_layout(self.root)
+        files = layout.all_files()
+        labels_of = {path: label for items in layout.splits.values() for path, label in items}
+        cache = self._resolve_cache(len(files))
+        self.in_memory = cache != "none"
+        images, good, bad = self._read_images(files, cache)
+        self._handle_bad_files(bad)
+        index_of = {path: i for i, path in enumerate(good)}
+        by_split = {
+            split: [index_of[path] for path, _ in items if path in index_of] for split, items in layout.splits.items()
+        }
+        by_split, notes = self._complete_splits(layout, by_split, [labels_of[path] for path in good])
+        labels = torch.tensor([labels_of[path] for path in good], dtype=torch.long)
+        datasets = {split: self._dataset(images, good, labels, indices) for split, indices in by_split.items()}
+        if notes.get("test_split") == "val":
+            datasets["test"] = datasets["val"]
+        counts = {split: self._class_counts(labels[indices], layout.class_names) for split, indices in by_split.items()}
+        self._report_counts(counts)
+        notes.update(
+            data_root=str(self.root),
+            layout=layout.kind,
+            cache=cache,
+            image_size=self.image_size,
+            class_counts=counts,
+            ignored_non_image_files=len(layout.ignored_files),
+            bad_file_count=len(bad),
+            bad_files=[str(item) for item in bad[:_LISTED_BAD_FILES]],
+        )
+        if layout.ignored_files:
+            names = sorted({path.name if path.suffix == "" else f"*{path.suffix}" for path in layout.ignored_files})
+            log.info("Ignored %d non-image files (%s)", len(layout.ignored_files), ", ".join(names[:10]))
+        splits = Splits(
+            train=datasets["train"], val=datasets["val"], test=datasets["test"],
+            class_names=layout.class_names, notes=notes,
+        )  # fmt: skip
+        notes["loader_images_per_s"] = self._measure_loader(splits.train)
+        return splits
+
+    def _complete_splits(
+        self, layout: FolderLayout, by_split: dict[str, list[int]], labels: list[int]
+    ) -> tuple[dict[str, list[int]], dict[str, Any]]:
+        """Carve the splits that are not folders out of train; test falls back to val."""
+        fractions = {}
+        if "val" not in by_split:
+            fractions["val"] = self.val_fraction
+        if "test" not in by_split and self.test_fraction:
+            fractions["test"] = self.test_fraction
+        self._require_every_class(layout, by_split, labels)
+        notes: dict[str, Any] = {"split_seed": self.split_seed} if fractions else {}
+        if fractions:
+            train = by_split["train"]
+            carved = stratified_split([labels[i] for i in train], layout.class_names, fractions, self.split_seed)
+            by_split.update({split: [train[i] for i in indices] for split, indices in carved.items()})
+            notes["split_fractions"] = fractions
+        if "test" not in by_split:
+            by_split["test"] = by_split["val"]
+            notes["test_split"] = "val"
+            notes["test_note"] = "no test split (no test/ folder, data.test_fraction=null): the final test used val"
+            log.warning("No test split: the final test uses the val split (set data.test_fraction or add test/)")
+        return by_split, notes
+
+    def _require_every_class(self, layout: FolderLayout, by_split: dict[str, list[int]], labels: list[int]) -> None:
+        # a class whose every image was broken has nothing left to learn or test from
+        for split, indices in by_split.items():
+            present = {labels[i] for i in indices}
+            missing = [name for label, name in enumerate(layout.class_names) if label not in present]
+            if missing:
+                raise UserError(
+                    f"after skipping broken files the {split} split has no images of {missing}; "
+                    "add readable images to those class folders"
+                )
+
+    # -- reading and caching -------------------------------------------------------------------
+    def _resolve_cache(self, num_files: int) -> str:
+        if self.cache != "auto":
+            return self.cache
+        needed = num_files * 3 * self.image_size**2
+        available = available_memory_bytes()
+        if available is not None and needed <= AUTO_CACHE_MEMORY_SHARE * available:
+            log.info("data.cache=auto -> memory (%.2f GB decoded, %.1f GB available)", needed / 1e9, available / 1e9)
+            return "memory"
+        log.info(
+            "data.cache=auto -> none: %.2f GB decoded is more than %d%% of the available memory; images are "
+            "decoded every epoch (data.cache=disk keeps them on disk instead)",
+            needed / 1e9,
+            100 * AUTO_CACHE_MEMORY_SHARE,
+        )
+        return "none"
+
+    def _read_images(self, files: list[Path], cache: str) -> tuple[torch.Tensor | None, list[Path], list[BadFile]]:
+        """Scan every file (decoding into the cache where there is one): images, good files, bad files."""
+        disk = DiskCache(self.cache_dir, self.root, self.image_size) if cache == "disk" else None
+        cached = disk.load(files) if disk else None
+        if cached is not None:
+            return cached.images, cached.good, cached.bad
+        if cache == "none":
+            scan = scan_files(files)
+            images = None
+        else:  # decoding into the cache is the scan: one pass over the files
+            images = torch.empty(len(files), 3, self.image_size, self.image_size, dtype=torch.uint8)
+            position = {path: i for i, path in enumerate(files)}
+            scan = scan_files(files, decode=lambda path: images[position[path]].copy_(self._decode(path)))
+        broken = {item.path for item in scan.bad}
+        good = [path for path in files if path not in broken]
+        if images is not None and broken:
+            images = images[[i for i, path in enumerate(files) if path not in broken]]
+        log.info(
+            "%s %d images in %.1fs (%.0f images/s, %d threads)",
+            "Checked" if cache == "none" else f"Decoded to {self.image_size} px",
+            len(files),
+            scan.seconds,
+            scan.images_per_s,
+            scan_threads(),
+        )
+        if disk and images is not None:
+            disk.save(files, CachedImages(images, good, scan.bad))
+        return images, good, scan.bad
+
+    def _decode(self, path: Path) -> torch.Tensor:
+        return decode_square(path, self.image_size)
+
+    def _handle_bad_files(self, bad: list[BadFile]) -> None:
+        if not bad:
+            return
+        listing = "\n  ".join(str(item) for item in bad)
+        if self.on_bad_file == "error":
+            first = "; ".join(str(item) for item in bad[:5])
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise UserError(
+                f"{len(bad)} broken image file(s): {first}{more}; remove or replace them, "
+                "or set data.on_bad_file=skip to train without them"
+            )
+        log.warning("Skipping %d broken image file(s) (data.on_bad_file=skip):\n  %s", len(bad), listing)
+
+    def _dataset(
+        self, images: torch.Tensor | None, good: list[Path], labels: torch.Tensor, indices: list[int]
+    ) -> Dataset:
+        index = torch.tensor(indices, dtype=torch.long)
+        if images is None:
+            return ImageFileDataset([good[i] for i in indices], labels[index], self.image_size)
+        return TensorSubset(images, index, labels[index])
+
+    # -- class balance -------------------------------------------------------------------------
+    @staticmethod
+    def _class_counts(labels: torch.Tensor, class_names: list[str]) -> dict[str, int]:
+        counts = Counter(labels.tolist())
+        return {name: counts.get(label, 0) for label, name in enumerate(class_names)}
+
+    def _report_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        for split, per_class in counts.items():
+            log.info("Images per class (%s): %s", split, ", ".join(f"{name}: {n}" for name, n in per_class.items()))
+        train = counts["train"].values()
+        ratio = max(train) / max(1, min(train))
+        if ratio >= IMBALANCE_WARNING_RATIO and self.balance == "none":
+            log.warning(
+                "Classes are imbalanced (largest/smallest = %.1f in train); data.balance=weighted_sampler "
+                "draws every class equally often",
+                ratio,
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.balance != "weighted_sampler":
+            return super().train_dataloader()
+        return self._weighted_loader(self._splits().train)
+
+    def _weighted_loader(self, dataset: Dataset) -> DataLoader:
+        """Each image drawn with probability 1 / (its class's count): classes equally often.
+
+        On one device only as written: under DDP Lightning wraps this sampler in its
+        ``DistributedSamplerWrapper`` (each process takes a shard of the weighted draw).
+        """
+        labels = dataset.labels
+        counts = torch.bincount(labels, minlength=self.num_classes).double()
+        sampler = WeightedRandomSampler((1.0 / counts)[labels], num_samples=len(labels), replacement=True)
+        workers = self.resolved_num_workers()
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+        )
+
+    # -- throughput ----------------------------------------------------------------------------
+    def _measure_loader(self, dataset: Dataset, max_batches: int = 10, max_seconds: float = 2.0) -> float | None:
+        """Images/s the training loader delivers (worker start-up excluded), logged once at start."""
+        workers = self.resolved_num_workers()
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=workers)
+        iterator = iter(loader)
+        if workers > 0:
+            next(iterator)  # the first batch waits for the workers to start
+        images, start = 0, time.perf_counter()
+        for batch_number, (batch, _) in enumerate(iterator, start=1):
+            images += len(batch)
+            if batch_number >= max_batches or time.perf_counter() - start > max_seconds:
+                break
+        elapsed = time.perf_counter() - start
+        if images == 0 or elapsed <= 0:
+            log.info("Loader: too few training batches to measure images/s")
+            return None
+        rate = images / elapsed
+        log.info(
+            "Loader: %.0f images/s at %d px (data.cache=%s, data.num_workers=%d, batch %d)",
+            rate, self.image_size, "memory/disk" if self.in_memory else "none", workers, self.batch_size,
+        )  # fmt: skip
+        return round(rate, 1)
