@@ -161,7 +161,7 @@ def test_ddp_inside_a_local_multirun_is_refused_with_the_alternatives(tmp_path) 
         (["hydra/launcher=joblib"], True),
         (["trainer.devices=1"], False),
         (["trainer.strategy=ddp_spawn"], False),
-        (["hydra/launcher=slurm"], False),  # SLURM starts one task per device, no re-launch
+        (["hydra/launcher=submitit_slurm"], False),  # SLURM starts one task per device, no re-launch
     ],
 )
 def test_ddp_refusal_depends_on_launcher_devices_and_strategy(overrides: list[str], refused: bool) -> None:
@@ -182,7 +182,7 @@ def test_slurm_preset_submits_one_task_per_device_with_requeue(tmp_path, monkeyp
     from hydra.types import HydraContext
 
     cfg = compose_config(
-        ["data=synthetic", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=ddp", "trainer.devices=4",
+        ["data=synthetic", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "trainer=ddp", "trainer.devices=4",
          f"hydra.sweep.dir={tmp_path}"],
         return_hydra_config=True,
     )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
 from transfer_lightning.validation import validate_config
 
 log = logging.getLogger("transfer_lightning")
+# conf/hydra/launcher/submitit_slurm.yaml extends the plugin's schema of the same name on purpose
+# (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 still supports it.
+warnings.filterwarnings("ignore", message=r"[\s\S]*validated against ConfigStore schema with the same name")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 

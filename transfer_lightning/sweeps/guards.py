@@ -60,6 +60,6 @@ def refuse_slurm_without_device_count(config: DictConfig) -> None:
     devices = (config.get("trainer") or {}).get("devices")
     if "SlurmLauncher" in launcher and _device_count(devices) is None:
         raise UserError(
-            f"hydra/launcher=slurm needs trainer.devices=<number> (GPUs and tasks per node), not {devices!r}; "
+            f"hydra/launcher=submitit_slurm needs trainer.devices=<number> (GPUs and tasks per node), not {devices!r}; "
             "e.g. trainer.devices=1 for one GPU per job"
         )
