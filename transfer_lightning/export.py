@@ -8,7 +8,7 @@ logit difference is printed and must stay within ``parity_tolerance``.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import logging
 import sys
@@ -103,9 +103,14 @@ def sample_batch(contract: dict[str, Any], size: int, seed: int) -> torch.Tensor
 
 
 def _require_onnx() -> None:
-    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in ONNX_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
-        raise UserError(f"format=onnx needs {', '.join(missing)}, which is not installed; {INSTALL_HINT}")
+        raise UserError(f"format=onnx needs {', '.join(missing)}, not installed; {INSTALL_HINT}")
 
 
 # -- formats: save(network, example, path) and load(path) -> callable on a float batch ------------
