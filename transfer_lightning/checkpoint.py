@@ -34,8 +34,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - truncated, not a torch file, or pickled code: same advice
         raise UserError(
-            f"{path} cannot be loaded safely as a checkpoint ({_first_line(error)}); it is corrupt, truncated "
-            "or not a PyTorch checkpoint: pass a .ckpt written by python -m transfer_lightning"
+            f"{path} cannot be loaded safely as a checkpoint ({_first_line(error)}): it is corrupt or truncated, "
+            "not a PyTorch file, or holds pickled objects (refused for safety); pass a .ckpt written by "
+            "python -m transfer_lightning"
         ) from error
     _check_is_ours(path, checkpoint)
     return checkpoint
