@@ -49,6 +49,7 @@ def test_onnx_export_matches_pytorch_and_writes_the_contract(trained_run: Path, 
         assert (exported - module(images)).abs().max() < 1e-3
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")
 def test_torchscript_export_matches_pytorch(trained_run: Path, tmp_path: Path) -> None:
     result = _export(trained_run, tmp_path, "torchscript")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 
 from transfer_lightning.classifier import TransferClassifier
-from transfer_lightning.data.transforms import BatchPreprocessor
+from transfer_lightning.data.contract import preprocessor_for
 from transfer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
+
+__all__ = ["load_classifier", "preprocessor_for", "read_checkpoint"]
 
 REQUIRED_HPARAMS = ("model", "strategy", "class_names", "preprocessing")
 _SAFE_TARGET_PREFIX = "transfer_lightning."
@@ -63,16 +65,6 @@ def load_classifier(path: str | Path) -> TransferClassifier:
         ) from error
     module.on_load_checkpoint(checkpoint)
     return module.eval()
-
-
-def preprocessor_for(preprocessing: dict[str, Any]) -> BatchPreprocessor:
-    """The inference-time preprocessing a checkpoint's contract describes (no augmentation)."""
-    return BatchPreprocessor(
-        int(preprocessing["image_size"]),
-        augment="none",
-        mean=tuple(preprocessing["mean"]),
-        std=tuple(preprocessing["std"]),
-    )
 
 
 def _check_is_ours(path: Path, checkpoint: Any) -> None:

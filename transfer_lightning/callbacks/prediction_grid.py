@@ -6,7 +6,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure
-from transfer_lightning.checkpoint import preprocessor_for
+from transfer_lightning.data.contract import preprocessor_for
 from transfer_lightning.evaluation.examples import ExampleSelector
 from transfer_lightning.evaluation.figures import prediction_grid_figure
 
