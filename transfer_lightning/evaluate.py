@@ -45,9 +45,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = Path(require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt"))
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split!r} is not allowed; choose one of {', '.join(SPLITS)}")
-    for key in ("grid_size", "top_confused"):
-        if not isinstance(cfg[key], int) or cfg[key] < 0:
-            raise UserError(f"{key}={cfg[key]!r} is not allowed; expected an integer >= 0")
+    for key, least in (("grid_size", 1), ("top_confused", 0)):
+        if not isinstance(cfg[key], int) or cfg[key] < least:
+            raise UserError(f"{key}={cfg[key]!r} is not allowed; expected an integer >= {least}")
     validate_config(cfg, _RULES)
     module = load_classifier(checkpoint)
     datamodule = datamodule_for_checkpoint(cfg.data, module.hparams["preprocessing"], module.class_names)
