@@ -44,54 +44,63 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     if cfg.format == "onnx":
         _require_onnx()
     module = load_classifier(checkpoint)
-    network = module.net.eval()
-    contract = module.hparams["preprocessing"]
-    example, parity_batch = (sample_batch(contract, size, seed) for size, seed in ((2, 0), (cfg.parity_batch_size, 1)))
-
     output_dir = Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent
     output_dir.mkdir(parents=True, exist_ok=True)
-    save, load, suffix = EXPORTERS[cfg.format]
-    target = output_dir / f"{checkpoint.stem}{suffix}"
-    partial = target.with_name(target.name + ".partial")
-    save(network, example, partial)
-    with torch.no_grad():
-        expected = network(parity_batch)
-    difference = (load(partial)(parity_batch) - expected).abs().max().item()
-    print(
-        f"Parity with PyTorch on {len(parity_batch)} images: max |logit difference| = {difference:.3e} (bound {cfg.parity_tolerance:g})"
-    )
-    if not difference <= cfg.parity_tolerance:  # also catches NaN
-        partial.unlink(missing_ok=True)
-        raise ExportMismatch(
-            f"the {cfg.format} export differs from PyTorch by {difference:.3e} > parity_tolerance={cfg.parity_tolerance:g}; nothing was written"
-        )
-    partial.replace(target)
-    contract_file = target.with_name(target.name + ".json")
-    written = {
+    target = output_dir / f"{checkpoint.stem}{EXPORTERS[cfg.format][2]}"
+    parity = export_checked(module, cfg.format, target, cfg.parity_batch_size, cfg.parity_tolerance)
+    contract = {
         "format": cfg.format,
         "file": target.name,
         "model": module.hparams["model"]["name"],
-        "input": {
-            "name": "images",
-            "shape": ["batch", 3, contract["image_size"], contract["image_size"]],
-            "dtype": "float32",
-        },
-        "output": {
-            "name": "logits",
-            "shape": ["batch", len(module.class_names)],
-            "note": "softmax gives probabilities",
-        },
-        "image_size": contract["image_size"],
-        "mean": list(contract["mean"]),
-        "std": list(contract["std"]),
-        "preprocessing": "RGB pixels resized to image_size x image_size (bilinear), scaled to [0, 1], then (x - mean) / std per channel",
-        "class_names": list(module.class_names),
+        **preprocessing_contract(module.hparams["preprocessing"], module.class_names),
         "checkpoint": str(checkpoint.resolve()),
-        "parity": {"max_abs_logit_diff": difference, "bound": cfg.parity_tolerance, "batch_size": len(parity_batch)},
+        "parity": parity,
     }
-    contract_file.write_text(json.dumps(written, indent=2) + "\n")
+    contract_file = target.with_name(target.name + ".json")
+    contract_file.write_text(json.dumps(contract, indent=2) + "\n")
     print(f"Exported {target} with its preprocessing contract {contract_file}")
-    return written
+    return contract
+
+
+def export_checked(module: nn.Module, format_: str, target: Path, batch_size: int, tolerance: float) -> dict[str, Any]:
+    """Write ``module.net`` to ``target`` only if its logits match PyTorch's within ``tolerance``."""
+    network = module.net.eval()
+    contract = module.hparams["preprocessing"]
+    example, batch = sample_batch(contract, 2, seed=0), sample_batch(contract, batch_size, seed=1)
+    save, load, _ = EXPORTERS[format_]
+    partial = target.with_name(target.name + ".partial")  # never a half-checked file under the real name
+    try:
+        save(network, example, partial)
+        with torch.no_grad():
+            expected = network(batch)
+        difference = (load(partial)(batch) - expected).abs().max().item()
+        print(
+            f"Parity with PyTorch on {len(batch)} images: max |logit difference| = {difference:.3e} (bound {tolerance:g})"
+        )
+        if not difference <= tolerance:  # also catches NaN
+            raise ExportMismatch(
+                f"the {format_} export differs from PyTorch by {difference:.3e} > parity_tolerance={tolerance:g}; "
+                "nothing was written"
+            )
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return {"max_abs_logit_diff": difference, "bound": tolerance, "batch_size": len(batch)}
+
+
+def preprocessing_contract(preprocessing: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
+    """What a consumer of the exported file needs to feed it and read its output."""
+    side = preprocessing["image_size"]
+    return {
+        "input": {"name": "images", "shape": ["batch", 3, side, side], "dtype": "float32", "layout": "NCHW"},
+        "output": {"name": "logits", "shape": ["batch", len(class_names)], "note": "softmax gives probabilities"},
+        "image_size": side,
+        "mean": list(preprocessing["mean"]),
+        "std": list(preprocessing["std"]),
+        "preprocessing": "RGB pixels resized to image_size x image_size (bilinear), scaled to [0, 1], "
+        "then (x - mean) / std per channel",
+        "class_names": list(class_names),
+    }
 
 
 def sample_batch(contract: dict[str, Any], size: int, seed: int) -> torch.Tensor:
