@@ -58,3 +58,15 @@ def run_cli(
 def tiny_run_args(tmp_path: Path) -> list[str]:
     """CLI overrides for a tiny run whose folder is ``tmp_path / "run"``."""
     return [*TINY, f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny run trained through the real CLI, shared by the evaluate/predict/export tests.
+
+    Its folder holds ``checkpoints/best.ckpt`` and the TensorBoard events of the run.
+    """
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = run_cli(*TINY, "trainer.max_epochs=1", f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run

@@ -110,6 +110,11 @@ class TransferClassifier(L.LightningModule):
         self.log("test/acc", self.test_acc, on_epoch=True)
         return {"preds": logits.argmax(dim=1), "target": labels, "logits": logits}
 
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Class probabilities of ``(images, keys)``; the keys (labels or item ids) pass through."""
+        images, keys = batch
+        return {"probs": self(images).float().softmax(dim=1), "keys": keys}
+
     def on_train_epoch_start(self) -> None:
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
         self.strategy.on_train_epoch_start(self.net, self.current_epoch, optimizer)

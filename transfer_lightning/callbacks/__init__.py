@@ -1,6 +1,8 @@
 """Lightning callbacks of this framework (one family per file), configured in conf/callbacks/."""
 
+from transfer_lightning.callbacks.confusion_matrix import ConfusionMatrixImage
 from transfer_lightning.callbacks.device import DeviceReport, resolve_precision
 from transfer_lightning.callbacks.per_class_accuracy import PerClassAccuracy
+from transfer_lightning.callbacks.prediction_grid import PredictionGridImage
 
-__all__ = ["DeviceReport", "PerClassAccuracy", "resolve_precision"]
+__all__ = ["ConfusionMatrixImage", "DeviceReport", "PerClassAccuracy", "PredictionGridImage", "resolve_precision"]

@@ -1,0 +1,105 @@
+"""Load a checkpoint of this framework safely and rebuild the trained model from it alone.
+
+``torch.load(weights_only=True)`` refuses pickled code, and the only config that gets
+instantiated on rebuild (the freezing strategy) must name a class of this package, so a file a
+user downloaded cannot run code. The checkpoint carries everything needed: the model config,
+class names and preprocessing contract live in ``hyper_parameters`` as plain containers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transfer_lightning.classifier import TransferClassifier
+from transfer_lightning.data.contract import preprocessor_for
+from transfer_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_classifier", "preprocessor_for", "read_checkpoint"]
+
+REQUIRED_HPARAMS = ("model", "strategy", "class_names", "preprocessing")
+_SAFE_TARGET_PREFIX = "transfer_lightning."
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at ``path``, checked to be one of ours; any other file is a ``UserError``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=<run folder>/checkpoints/best.ckpt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - truncated, not a torch file, or pickled code: same advice
+        raise UserError(
+            f"{path} cannot be loaded safely as a checkpoint ({_first_line(error)}): it is corrupt or truncated, "
+            "not a PyTorch file, or holds pickled objects (refused for safety); pass a .ckpt written by "
+            "python -m transfer_lightning"
+        ) from error
+    _check_is_ours(path, checkpoint)
+    return checkpoint
+
+
+def load_classifier(path: str | Path) -> TransferClassifier:
+    """The trained ``TransferClassifier`` of a checkpoint, on the CPU, in eval mode.
+
+    Rebuilt from the checkpoint's hyperparameters with ``load_pretrained=False`` (the state dict
+    replaces any pretrained weights, so nothing is downloaded).
+    """
+    checkpoint = read_checkpoint(path)
+    accepted = inspect.signature(TransferClassifier.__init__).parameters
+    hparams = {key: value for key, value in checkpoint["hyper_parameters"].items() if key in accepted}
+    hparams.setdefault("optimizer", {})
+    hparams.setdefault("scheduler", None)
+    module = TransferClassifier(**{**hparams, "load_pretrained": False})
+    try:
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise UserError(
+            f"the weights in {path} do not fit the {hparams['model'].get('name')} model it describes "
+            f"({_first_line(error)}); the checkpoint is damaged or was edited"
+        ) from error
+    module.on_load_checkpoint(checkpoint)
+    return module.eval()
+
+
+def _check_is_ours(path: Path, checkpoint: Any) -> None:
+    if isinstance(checkpoint, dict) and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
+        raise UserError(
+            f"{path} is a plain state dict, not a transfer_lightning checkpoint; it holds no class names or "
+            "preprocessing. Train with it as model.weights=<file> and use the .ckpt that run writes"
+        )
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    state_dict = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    missing = [key for key in REQUIRED_HPARAMS if not isinstance(hparams, dict) or key not in hparams]
+    if not isinstance(state_dict, dict) or missing:
+        what = f"hyper_parameters lack {', '.join(missing)}" if missing else "it has no state_dict"
+        raise UserError(
+            f"{path} is not a transfer_lightning checkpoint ({what}); it may come from another framework. "
+            "Pass a .ckpt written by python -m transfer_lightning"
+        )
+    for target in _targets(hparams.get("strategy")):
+        if not str(target).startswith(_SAFE_TARGET_PREFIX):
+            raise UserError(
+                f"{path} names strategy class {target!r}, which is not part of transfer_lightning; "
+                "refusing to instantiate it (only checkpoints written by this framework are loaded)"
+            )
+
+
+def _targets(node: Any) -> list[Any]:
+    """Every ``_target_`` in a nested config (a strategy may hold sub-configs)."""
+    if isinstance(node, dict):
+        found = [node["_target_"]] if "_target_" in node else []
+        return found + [t for value in node.values() for t in _targets(value)]
+    if isinstance(node, (list, tuple)):
+        return [t for value in node for t in _targets(value)]
+    return []
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__

@@ -1,0 +1,129 @@
+"""``python -m transfer_lightning.evaluate ckpt_path=...``: a trained checkpoint on a data split.
+
+Writes ``eval_report.json``, ``eval_report.md``, ``confusion_matrix.png`` and ``predictions.png``
+into ``<checkpoint folder>/<checkpoint name>_eval_<split>/`` (or ``output_dir``) and prints the
+report. Any data config may be given (``data=... data.root=...``); image size and normalisation
+come from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from transfer_lightning.builders import build_trainer
+from transfer_lightning.callbacks import DeviceReport
+from transfer_lightning.checkpoint import load_classifier, preprocessor_for
+from transfer_lightning.cli import require, run_tool
+from transfer_lightning.data.base import ClassificationDataModule
+from transfer_lightning.errors import UserError
+from transfer_lightning.evaluation import (
+    PredictionCollector,
+    build_report,
+    confusion_matrix_figure,
+    prediction_grid_figure,
+    print_report_table,
+    report_markdown,
+    save_figure,
+)
+from transfer_lightning.train import CONFIG_DIR
+from transfer_lightning.validation import RULES, validate_config
+
+log = logging.getLogger("transfer_lightning")
+SPLITS = ("test", "val")
+_RULES = tuple(rule for rule in RULES if rule.key.startswith(("data.", "trainer.")))
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split`` of ``cfg.data``; returns the report."""
+    checkpoint = Path(require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt"))
+    if cfg.split not in SPLITS:
+        raise UserError(f"split={cfg.split!r} is not allowed; choose one of {', '.join(SPLITS)}")
+    for key, least in (("grid_size", 1), ("top_confused", 0)):
+        if not isinstance(cfg[key], int) or cfg[key] < least:
+            raise UserError(f"{key}={cfg[key]!r} is not allowed; expected an integer >= {least}")
+    validate_config(cfg, _RULES)
+    module = load_classifier(checkpoint)
+    datamodule = datamodule_for_checkpoint(cfg.data, module.hparams["preprocessing"], module.class_names)
+
+    collector = PredictionCollector(len(module.class_names), stage=cfg.split, grid_size=cfg.grid_size)
+    device = DeviceReport()
+    trainer = build_trainer(cfg, [collector, device], logger=False)
+    loop = trainer.test if cfg.split == "test" else trainer.validate
+    loop(module, datamodule=datamodule, verbose=False)
+
+    report = build_report(collector.metrics.compute(), module.class_names, cfg.top_confused)
+    report["context"] = {
+        "checkpoint": str(checkpoint.resolve()),
+        "data": type(datamodule).__name__,
+        "split": cfg.split,
+        "image_size": module.hparams["preprocessing"]["image_size"],
+        "device": device.device,
+        "precision": device.precision,
+    }
+    output_dir = (
+        Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent / f"{checkpoint.stem}_eval_{cfg.split}"
+    )
+    write_evaluation(output_dir, report, collector, datamodule, module.class_names)
+    return report
+
+
+def datamodule_for_checkpoint(
+    data_cfg: DictConfig, preprocessing: dict[str, Any], class_names: list[str]
+) -> ClassificationDataModule:
+    """The configured data, preprocessed as the checkpoint was trained (size, mean, std; no augmentation)."""
+    datamodule = instantiate(data_cfg, image_size=preprocessing["image_size"], augment="none", test_each_epoch=False)
+    datamodule.preprocessor = preprocessor_for(preprocessing)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if list(datamodule.class_names) != list(class_names):
+        raise UserError(
+            f"the data's classes {_short(datamodule.class_names)} differ from the checkpoint's "
+            f"{_short(class_names)}; evaluate on data with the same class folders (data=... data.root=...)"
+        )
+    return datamodule
+
+
+def write_evaluation(
+    output_dir: Path,
+    report: dict[str, Any],
+    collector: PredictionCollector,
+    datamodule: ClassificationDataModule,
+    class_names: list[str],
+) -> None:
+    """The confusion matrix and prediction grid PNGs, then the JSON and Markdown reports."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    split = report["context"]["split"]
+    matrix = collector.metrics["confusion_matrix"].compute()
+    save_figure(
+        confusion_matrix_figure(matrix, class_names, f"Confusion matrix ({split})"), output_dir / "confusion_matrix.png"
+    )
+    examples = collector.selector.examples()
+    examples.images = datamodule.preprocessor.unnormalize(examples.images)
+    save_figure(prediction_grid_figure(examples, class_names), output_dir / "predictions.png")
+    images = {"Confusion matrix": "confusion_matrix.png", "Predictions (misclassified first)": "predictions.png"}
+    report["files"] = images
+    (output_dir / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output_dir / "eval_report.md").write_text(report_markdown(report, f"Evaluation on the {split} split", images))
+    print_report_table(report, f"Evaluation ({split})")
+    log.info("Report: %s (eval_report.json, eval_report.md, confusion_matrix.png, predictions.png)", output_dir)
+
+
+def _short(names: list[str]) -> str:
+    return str(list(names[:6])) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point (a ``UserError`` is one line on stderr and exit status 2)."""
+    run_tool(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Evaluating a trained classifier: metrics report, example selection and figures."""
+
+from transfer_lightning.evaluation.collector import PredictionCollector
+from transfer_lightning.evaluation.examples import ExampleSelector, GridExamples
+from transfer_lightning.evaluation.figures import confusion_matrix_figure, prediction_grid_figure, save_figure
+from transfer_lightning.evaluation.report import (
+    build_report,
+    classification_metrics,
+    print_report_table,
+    report_markdown,
+)
+
+__all__ = [
+    "ExampleSelector",
+    "GridExamples",
+    "PredictionCollector",
+    "build_report",
+    "classification_metrics",
+    "confusion_matrix_figure",
+    "prediction_grid_figure",
+    "print_report_table",
+    "report_markdown",
+    "save_figure",
+]

@@ -1,0 +1,195 @@
+"""``python -m transfer_lightning.export ckpt_path=... format=onnx|torchscript``: a deployable model.
+
+Writes ``<checkpoint name>.onnx`` (or ``.torchscript.pt``) and ``<that file>.json``, the
+preprocessing contract (input size, mean, std, class names), beside the checkpoint (or into
+``output_dir``), after checking the export against PyTorch on a batch: the largest absolute
+logit difference is printed and must stay within ``parity_tolerance``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from transfer_lightning.checkpoint import load_classifier, preprocessor_for
+from transfer_lightning.cli import require, run_tool
+from transfer_lightning.errors import UserError
+from transfer_lightning.train import CONFIG_DIR
+
+log = logging.getLogger("transfer_lightning")
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+INSTALL_HINT = "pip install 'transfer_lightning[export]' (or: pip install onnx onnxscript onnxruntime)"
+
+
+class ExportMismatch(Exception):
+    """The exported model's logits differ from PyTorch's by more than the bound."""
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """Export ``cfg.ckpt_path`` in ``cfg.format``; returns the written contract."""
+    checkpoint = Path(require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt"))
+    if cfg.format not in EXPORTERS:
+        raise UserError(f"format={cfg.format!r} is not supported; choose one of {', '.join(EXPORTERS)}")
+    if cfg.format == "onnx":
+        _require_onnx()
+    module = load_classifier(checkpoint)
+    output_dir = Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / f"{checkpoint.stem}{EXPORTERS[cfg.format][2]}"
+    parity = export_checked(module, cfg.format, target, cfg.parity_batch_size, cfg.parity_tolerance)
+    contract = {
+        "format": cfg.format,
+        "file": target.name,
+        "model": module.hparams["model"]["name"],
+        **preprocessing_contract(module.hparams["preprocessing"], module.class_names),
+        "checkpoint": str(checkpoint.resolve()),
+        "parity": parity,
+    }
+    contract_file = target.with_name(target.name + ".json")
+    contract_file.write_text(json.dumps(contract, indent=2) + "\n")
+    print(f"Exported {target} with its preprocessing contract {contract_file}")
+    return contract
+
+
+def export_checked(module: nn.Module, format_: str, target: Path, batch_size: int, tolerance: float) -> dict[str, Any]:
+    """Write ``module.net`` to ``target`` only if its logits match PyTorch's within ``tolerance``."""
+    network = module.net.eval()
+    contract = module.hparams["preprocessing"]
+    example, batch = sample_batch(contract, 2, seed=0), sample_batch(contract, batch_size, seed=1)
+    save, load, _ = EXPORTERS[format_]
+    partial = target.with_name(target.name + ".partial")  # never a half-checked file under the real name
+    try:
+        save(network, example, partial)
+        with torch.no_grad():
+            expected = network(batch)
+        difference = (load(partial)(batch) - expected).abs().max().item()
+        print(
+            f"Parity with PyTorch on {len(batch)} images: max |logit difference| = {difference:.3e} (bound {tolerance:g})"
+        )
+        if not difference <= tolerance:  # also catches NaN
+            raise ExportMismatch(
+                f"the {format_} export differs from PyTorch by {difference:.3e} > parity_tolerance={tolerance:g}; "
+                "nothing was written"
+            )
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return {"max_abs_logit_diff": difference, "bound": tolerance, "batch_size": len(batch)}
+
+
+def preprocessing_contract(preprocessing: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
+    """What a consumer of the exported file needs to feed it and read its output."""
+    side = preprocessing["image_size"]
+    return {
+        "input": {"name": "images", "shape": ["batch", 3, side, side], "dtype": "float32", "layout": "NCHW"},
+        "output": {"name": "logits", "shape": ["batch", len(class_names)], "note": "softmax gives probabilities"},
+        "image_size": side,
+        "mean": list(preprocessing["mean"]),
+        "std": list(preprocessing["std"]),
+        "preprocessing": "RGB pixels resized to image_size x image_size (bilinear), scaled to [0, 1], "
+        "then (x - mean) / std per channel",
+        "class_names": list(class_names),
+    }
+
+
+def sample_batch(contract: dict[str, Any], size: int, seed: int) -> torch.Tensor:
+    """Random pixels through the checkpoint's own preprocessing: inputs of the real range and shape."""
+    side = int(contract["image_size"])
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (size, 3, side, side), dtype=torch.uint8, generator=generator)
+    return preprocessor_for(contract)(pixels)
+
+
+def _require_onnx() -> None:
+    missing = []
+    for name in ONNX_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise UserError(f"format=onnx needs {', '.join(missing)}, not installed; {INSTALL_HINT}")
+
+
+# -- formats: save(network, example, path) and load(path) -> callable on a float batch ------------
+def _save_torchscript(network: nn.Module, example: torch.Tensor, path: Path) -> None:
+    # torch.jit is deprecated upstream in favour of torch.export but still works; say so once (README)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+        torch.jit.trace(network, example).save(str(path))
+
+
+def _load_torchscript(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+        scripted = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return scripted(images)
+
+    return run
+
+
+def _save_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> None:
+    for name in ("onnxscript", "onnx_ir"):  # their optimiser passes log every step at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(
+        network,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+        external_data=False,  # one self-contained file
+        dynamo=True,
+        verbose=False,
+    )
+
+
+def _load_onnx(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {input_name: images.numpy()})[0])
+
+    return run
+
+
+EXPORTERS = {
+    "onnx": (_save_onnx, _load_onnx, ".onnx"),
+    "torchscript": (_save_torchscript, _load_torchscript, ".torchscript.pt"),
+}
+
+
+def _export_or_exit(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return export(cfg)
+    except ExportMismatch as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: a ``UserError`` exits 2, a failed parity check exits 1."""
+    run_tool(_export_or_exit, cfg)
+
+
+if __name__ == "__main__":
+    main()
