@@ -65,6 +65,18 @@ def test_gradual_refuses_milestones_that_do_not_fit_the_stages(milestones) -> No
         GradualUnfreeze(milestones=milestones, min_frozen_stages=2)
 
 
+def test_bad_milestones_reach_the_user_as_a_user_error_not_a_hydra_wrapper() -> None:
+    with pytest.raises(UserError, match="strategy.milestones"):
+        TransferClassifier(
+            model={"name": "resnet18", "weights": None},
+            strategy={"_target_": GRADUAL, "milestones": [1, 2]},
+            optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+            scheduler=None,
+            class_names=["a", "b"],
+            preprocessing={},
+        )
+
+
 def test_config_rules_refuse_a_bad_lr_decay_and_bn_mode() -> None:
     with pytest.raises(UserError, match=r"strategy.lr_decay=2"):
         validate_config(compose_config(["strategy=gradual", "strategy.lr_decay=2"]))

@@ -125,7 +125,8 @@ class TransferClassifier(L.LightningModule):
         self._update_learning_rates(self.current_epoch)  # every step, whatever the scheduler set
 
     def on_train_epoch_end(self) -> None:
-        # The epoch's scheduler step has run; the LR monitor logs before module hooks next epoch.
+        # The epoch's scheduler step has run: set the next epoch's rates now, because at the next
+        # epoch start the learning-rate monitor (a callback) logs before any module hook.
         self._update_learning_rates(self.current_epoch + 1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
