@@ -8,10 +8,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from transfer_lightning.errors import UserError
 from transfer_lightning.models import build_resnet
 from transfer_lightning.strategies import FreezingStrategy
 
@@ -48,7 +50,7 @@ class TransferClassifier(L.LightningModule):
         self.save_hyperparameters(logger=False)
         weights = model.get("weights") if load_pretrained else None
         self.net, self.weights_source = build_resnet(model["name"], len(class_names), weights)
-        self.strategy: FreezingStrategy = instantiate(strategy)
+        self.strategy: FreezingStrategy = _instantiate_strategy(strategy)
         self.strategy.apply(self.net)
         self.class_names = list(class_names)
         num_classes = len(class_names)
@@ -120,6 +122,25 @@ class TransferClassifier(L.LightningModule):
         self.strategy.on_train_epoch_start(self.net, self.current_epoch, optimizer)
         self.strategy.set_batchnorm_modes(self.net, self.current_epoch)
 
+    # -- per-group learning rates: the strategy derives them from the head's (see FreezingStrategy)
+    def on_train_start(self) -> None:
+        self._update_learning_rates(self.current_epoch)  # a resumed optimizer holds the saved epoch's
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._update_learning_rates(self.current_epoch)  # every step, whatever the scheduler set
+
+    def on_train_epoch_end(self) -> None:
+        # The epoch's scheduler step has run: set the next epoch's rates now, because at the next
+        # epoch start the learning-rate monitor (a callback) logs before any module hook.
+        self._update_learning_rates(self.current_epoch + 1)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.strategy.on_before_optimizer_step(self.net, self.current_epoch)
+
+    def _update_learning_rates(self, epoch: int) -> None:
+        for optimizer in self.trainer.optimizers:
+            self.strategy.update_learning_rates(optimizer, epoch)
+
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         lr = float(self.hparams.optimizer["lr"])
@@ -137,3 +158,13 @@ class TransferClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.strategy.load_state_dict(checkpoint.get("freezing_strategy", {}))
         self.strategy.apply(self.net, checkpoint.get("epoch", 0))
+
+
+def _instantiate_strategy(config: dict[str, Any]) -> FreezingStrategy:
+    """Build the strategy; a ``UserError`` from its checks surfaces as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(config)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise

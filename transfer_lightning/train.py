@@ -25,6 +25,7 @@ from transfer_lightning.errors import UserError
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
+from transfer_lightning.tuning import find_learning_rate
 from transfer_lightning.validation import validate_config
 
 log = logging.getLogger("transfer_lightning")
@@ -61,6 +62,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.enable_progress_bar is not False)
     logger = build_logger(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, logger)
+    lr_find = find_learning_rate(cfg, trainer, module, datamodule, run_dir)  # tune.lr_find; may set optimizer.lr
     if logger:
         logger.log_hyperparams(_hparams_for_logging(cfg, params), {"val/acc_best": 0.0, "test/acc": 0.0})
 
@@ -98,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_ckpt": best_ckpt,
         "last_ckpt": last_ckpt,
         "seed": cfg.seed,
+        "lr_find": lr_find,
         "overrides": _overrides(),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }

@@ -41,6 +41,12 @@ RULES: tuple[Rule, ...] = (
          "DEFAULT, a torchvision weights name, a path to a .pth file, or null"),
     Rule("strategy.frozen_stages", lambda v: _is_int(v) and 0 <= v <= 5, "an integer in 0..5"),
     Rule("strategy.train_bn", lambda v: isinstance(v, bool), "true or false"),
+    Rule("strategy.lr_decay", lambda v: v is None or (_is_number(v) and 0 < v <= 1), "a number in (0, 1] or null"),
+    Rule("strategy.unfrozen_bn", lambda v: v in ("train", "eval"), "train | eval"),
+    Rule("strategy.head_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    Rule("strategy.unfreeze_every", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all at once)"),
+    Rule("strategy.min_frozen_stages", lambda v: _is_int(v) and 0 <= v <= 4, "an integer in 0..4"),
+    Rule("strategy.unfreeze_warmup_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     Rule("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0", optional=False),
     Rule("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     Rule("optimizer.momentum", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -62,6 +68,11 @@ RULES: tuple[Rule, ...] = (
     Rule("data.cache", lambda v: v in ("auto", "memory", "disk", "none"), "auto | memory | disk | none"),
     Rule("trainer.max_epochs", lambda v: v is None or (_is_int(v) and (v >= 1 or v == -1)), "an integer >= 1 (or -1)"),
     Rule("trainer.accumulate_grad_batches", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    Rule("tune.lr_find", lambda v: isinstance(v, bool), "true or false"),
+    Rule("tune.apply", lambda v: isinstance(v, bool), "true or false"),
+    Rule("tune.min_lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    Rule("tune.max_lr", lambda v: _is_number(v) and v > 0, "a number > 0 (above tune.min_lr)"),
+    Rule("tune.num_training", lambda v: _is_int(v) and v >= 20, "an integer >= 20 (the suggestion skips the first 10 steps)"),
 )  # fmt: skip
 
 

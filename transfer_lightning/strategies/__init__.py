@@ -6,5 +6,6 @@ Adding a strategy = one class here (a subclass of ``FreezingStrategy``) + one YA
 
 from transfer_lightning.strategies.base import FreezingStrategy
 from transfer_lightning.strategies.freeze_stages import FreezeStages
+from transfer_lightning.strategies.gradual import GradualUnfreeze
 
-__all__ = ["FreezeStages", "FreezingStrategy"]
+__all__ = ["FreezeStages", "FreezingStrategy", "GradualUnfreeze"]

@@ -1,0 +1,106 @@
+"""The learning-rate finder: plot, suggestion, optimizer.lr, and the strategy's ratios during the sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import run_cli
+from transfer_lightning.classifier import TransferClassifier
+from transfer_lightning.data import SyntheticDataModule
+from transfer_lightning.errors import UserError
+from transfer_lightning.tuning import PLOT_FILE, find_learning_rate
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_lr_find_writes_its_plot_and_sets_optimizer_lr_to_the_suggestion(tiny_run_args, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_cli(
+        *tiny_run_args, "strategy=finetune", "strategy.lr_decay=0.5", "data.train_size=40", "data.batch_size=2",
+        "data.val_size=8", "tune.lr_find=true", "tune.num_training=20", "test=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / PLOT_FILE).read_bytes().startswith(PNG_MAGIC)
+    found = json.loads((run / "run_summary.json").read_text())["lr_find"]
+    assert found["applied"] and 13 <= found["steps"] <= 20 and 1e-6 <= found["suggestion"] <= 1.0
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["optimizer"]["lr"] == found["suggestion"]
+    groups = {g["name"]: g["lr"] for g in checkpoint["optimizer_states"][0]["param_groups"]}
+    assert groups == {"head": pytest.approx(found["suggestion"]), "layer4": pytest.approx(found["suggestion"] / 2)}
+    # the finder's temporary checkpoint is gone and never touched checkpoints/
+    assert not list(run.rglob(".lr_find*"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    images, suggestions = [], []
+    for events in (run / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        images += accumulator.Tags()["images"]
+        if "tune/lr_suggestion" in accumulator.Tags()["scalars"]:
+            suggestions += [e.value for e in accumulator.Scalars("tune/lr_suggestion")]
+    assert "tune/lr_find" in images
+    assert suggestions == [pytest.approx(found["suggestion"])]
+    assert "LR finder: optimizer.lr" in result.stderr + result.stdout + (run / "train.log").read_text()
+
+
+def _setup(tmp_path: Path, strategy: dict) -> tuple[L.Trainer, TransferClassifier, SyntheticDataModule]:
+    datamodule = SyntheticDataModule(train_size=40, val_size=4, test_size=4, image_size=32, batch_size=2, num_workers=0)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = TransferClassifier(
+        model={"name": "resnet18", "weights": None},
+        strategy=strategy,
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1e-3, "momentum": 0.9},
+        scheduler=None,
+        class_names=datamodule.class_names,
+        preprocessing=datamodule.preprocessing,
+    )
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    return trainer, module, datamodule
+
+
+def _tune_config(apply: bool, ckpt_path: str | None = None):
+    tune = {"lr_find": True, "apply": apply, "min_lr": 1e-5, "max_lr": 1.0, "num_training": 20}
+    return OmegaConf.create({"tune": tune, "optimizer": {"lr": 1e-3}, "ckpt_path": ckpt_path})
+
+
+def test_lr_find_sweeps_the_head_rate_with_the_strategy_ratios_and_apply_false_keeps_lr(tmp_path: Path) -> None:
+    strategy = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 3, "lr_decay": 0.5}
+    trainer, module, datamodule = _setup(tmp_path, strategy)
+    sweep: list[dict[str, float]] = []
+    module.on_before_optimizer_step = lambda optimizer: sweep.append(
+        {g["name"]: g["lr"] for g in optimizer.param_groups}
+    )
+    weights_before = {k: v.clone() for k, v in module.state_dict().items()}
+
+    found = find_learning_rate(_tune_config(apply=False), trainer, module, datamodule, tmp_path)
+
+    assert len(sweep) == found["steps"] >= 13 and sweep[0]["head"] == pytest.approx(1e-5)  # may stop on divergence
+    heads = [step["head"] for step in sweep]
+    assert heads == sorted(heads) and heads[-1] > 100 * heads[0]
+    for step in sweep:  # Lightning sets every group to one rate; the module re-derives the ratios
+        assert step["layer4"] == pytest.approx(step["head"] / 2) and step["layer3"] == pytest.approx(step["head"] / 4)
+    assert found["applied"] is False and found["suggestion"] is not None
+    assert module.hparams.optimizer["lr"] == 1e-3
+    assert (tmp_path / PLOT_FILE).read_bytes().startswith(PNG_MAGIC)
+    assert all(torch.equal(weights_before[k], v) for k, v in module.state_dict().items())  # the sweep is undone
+
+
+def test_lr_find_refuses_resume_and_distributed_runs(tmp_path: Path) -> None:
+    strategy = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 5}
+    trainer, module, datamodule = _setup(tmp_path, strategy)
+    with pytest.raises(UserError, match="ckpt_path"):
+        find_learning_rate(_tune_config(apply=True, ckpt_path="last.ckpt"), trainer, module, datamodule, tmp_path)
+    ddp = L.Trainer(accelerator="cpu", strategy="ddp", devices=2, logger=False)
+    with pytest.raises(UserError, match="one device"):
+        find_learning_rate(_tune_config(apply=True), ddp, module, datamodule, tmp_path)

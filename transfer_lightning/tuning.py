@@ -1,0 +1,111 @@
+"""Lightning's learning-rate finder before fit: a plot, a suggestion, and (optionally) ``optimizer.lr``.
+
+The finder sweeps the rate exponentially from ``tune.min_lr`` to ``tune.max_lr`` over
+``tune.num_training`` steps and suggests the rate of steepest loss descent. Lightning sets every
+parameter group to the same rate; our module re-derives each group from the head's before every
+step (``FreezingStrategy.update_learning_rates``), so the sweep is over the *head's* rate with the
+strategy's ratios (``lr_decay``) and epoch-0 gates held: the suggestion is a value for
+``optimizer.lr``. The finder's steps are undone afterwards (Lightning restores the weights and
+optimizer from a temporary ``.lr_find_*.ckpt`` in the run folder, outside ``checkpoints/``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import matplotlib.pyplot as plt
+from lightning.pytorch.tuner import Tuner
+from omegaconf import DictConfig
+from torchmetrics import Metric
+
+from transfer_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+PLOT_FILE = "lr_find.png"
+
+
+def find_learning_rate(
+    cfg: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path
+) -> dict[str, Any] | None:
+    """Run the finder when ``tune.lr_find`` is set; returns what it found (for the run summary)."""
+    tune = cfg.get("tune")
+    if not tune or not tune.lr_find:
+        return None
+    _check_setup(cfg, trainer)
+    lr_before = float(module.hparams.optimizer["lr"])
+    finder = Tuner(trainer).lr_find(
+        module,
+        datamodule=datamodule,
+        min_lr=float(tune.min_lr),
+        max_lr=float(tune.max_lr),
+        num_training=int(tune.num_training),
+        update_attr=False,
+    )
+    _reset_metrics(module)
+    steps = len(finder.results.get("lr", []))
+    if steps > trainer.num_training_batches:
+        log.warning(
+            "The LR finder ran %d steps, more than one epoch (%d batches): a schedule that changes at epoch "
+            "boundaries (strategy=gradual) was swept partly with later epochs' settings",
+            steps,
+            trainer.num_training_batches,
+        )
+    suggestion = finder.suggestion()
+    plot = _save_plot(finder, run_dir / PLOT_FILE, trainer, suggestion)
+    applied = bool(tune.apply) and suggestion is not None
+    if suggestion is None:
+        log.warning(
+            "The LR finder could not suggest a learning rate (%d steps; raise tune.num_training or the batches "
+            "per epoch); optimizer.lr stays %g",
+            steps,
+            lr_before,
+        )
+    elif applied:
+        module.hparams.optimizer["lr"] = suggestion
+        cfg.optimizer.lr = suggestion
+        log.info("LR finder: optimizer.lr %g -> %g (tune.apply=false keeps the configured rate)", lr_before, suggestion)
+    else:
+        log.info("LR finder suggests optimizer.lr=%g; keeping %g (tune.apply=false)", suggestion, lr_before)
+    if suggestion is not None:
+        for logger in trainer.loggers:
+            logger.log_metrics({"tune/lr_suggestion": suggestion}, step=0)
+    return {"suggestion": suggestion, "applied": applied, "lr_before": lr_before, "steps": steps, "plot": str(plot)}
+
+
+def _check_setup(cfg: DictConfig, trainer: L.Trainer) -> None:
+    if cfg.get("ckpt_path"):
+        raise UserError("tune.lr_find=true cannot be combined with ckpt_path (resuming); drop one of the two")
+    if trainer.world_size > 1 or trainer.num_nodes > 1:
+        raise UserError(
+            "tune.lr_find=true runs on one device; run it without trainer.strategy=ddp / trainer.devices>1, "
+            "then train the distributed run with optimizer.lr=<suggestion>"
+        )
+    if trainer.fast_dev_run:
+        raise UserError("tune.lr_find=true does nothing with trainer.fast_dev_run; drop one of the two")
+
+
+def _reset_metrics(module: L.LightningModule) -> None:
+    """The finder may run a validation pass; its accuracies must not count towards the run's."""
+    for metric in module.modules():
+        if isinstance(metric, Metric):
+            metric.reset()
+
+
+def _save_plot(finder: Any, path: Path, trainer: L.Trainer, suggestion: float | None) -> Path:
+    figure = finder.plot(suggest=suggestion is not None)
+    axes = figure.axes[0]
+    axes.set_xlabel("learning rate of the head (optimizer.lr); other groups keep their lr_decay ratios")
+    title = f"LR finder: suggestion {suggestion:.3g}" if suggestion is not None else "LR finder: no suggestion"
+    axes.set_title(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_figure"):
+            experiment.add_figure("tune/lr_find", figure, global_step=0, close=False)
+    plt.close(figure)
+    log.info("LR finder plot: %s", path)
+    return path
