@@ -2,9 +2,10 @@
 
 Lightning checkpoints do not store RNG state: after a resume the next epoch's shuffle order and
 augmentations would come from a fresh stream. This callback saves the Python, NumPy, torch CPU and
-CUDA generators with every checkpoint and puts them back at the start of the first training epoch
-after a resume (later than ``load_state_dict``: building the model and the sanity check consume
-random numbers the unbroken run did not).
+CUDA generators with every checkpoint and puts them back when Lightning restores the callbacks:
+after the model was built (which drew numbers of its own) and before the resumed epoch's data
+iterator draws its shuffle seed (the sanity check is skipped on restart and Lightning isolates its
+RNG anyway).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -26,19 +26,11 @@ class RNGStateCheckpoint(Callback):
     other batches.
     """
 
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
-
     def state_dict(self) -> dict[str, Any]:
         return capture_rng_state()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending is not None:
-            restore_rng_state(self._pending)
-            self._pending = None
+        restore_rng_state(state_dict)
 
 
 def capture_rng_state() -> dict[str, Any]:
