@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.callbacks import resolve_precision
+from transfer_lightning.checkpoint_io import AtomicCheckpointIO
 from transfer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | b
     trainer_cfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("accelerator", "auto"), trainer_cfg.get("precision"))
     try:
-        return instantiate(trainer_cfg, callbacks=callbacks, logger=logger, _convert_="all")
+        # atomic checkpoint writes, weights_only reads (transfer_lightning/checkpoint_io.py)
+        plugins = [AtomicCheckpointIO()]
+        return instantiate(trainer_cfg, callbacks=callbacks, logger=logger, plugins=plugins, _convert_="all")
     except InstantiationException as error:
         cause = error.__cause__ or error
         raise UserError(

@@ -59,6 +59,7 @@ class TransferClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes=num_classes)
         self.extra_test_acc = MulticlassAccuracy(num_classes=num_classes)
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in the checkpoint, so a resumed run keeps its best score
 
     # -- model -------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -62,3 +63,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def write_failure_summary(run_dir: Path, status: str, error_line: str, **fields: Any) -> Path | None:
+    """``run_summary.json`` for a run that did not complete: ``status`` (``failed``/``interrupted``),
+    the one-line reason, and whatever else is known (``fields``). Never raises: it runs while
+    something else already went wrong (possibly the disk itself)."""
+    try:
+        return write_summary(run_dir, {"status": status, "error": error_line, **fields})
+    except Exception as error:  # noqa: BLE001 - the original failure matters more than this one
+        logging.getLogger(__name__).warning("Could not write %s in %s: %s", SUMMARY_FILE, run_dir, error)
+        return None

@@ -20,9 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.builders import build_callbacks, build_logger, build_trainer, find_callback
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
+from transfer_lightning.callbacks.graceful_stop import RunInterrupted
+from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.errors import UserError
+from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.models.weights import ensure_weights_available
+from transfer_lightning.preflight import check_run_folder
+from transfer_lightning.resume import check_checkpoint_fits, prepare_resume
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
 from transfer_lightning.tuning import find_learning_rate
@@ -36,11 +41,18 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, test and summarise one experiment described by ``cfg``."""
+    """Fit, test and summarise one experiment described by ``cfg`` (or continue the run ``cfg.resume``)."""
     started = time.perf_counter()
+    cfg = prepare_resume(cfg)
     validate_config(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir)
+    check_run_folder(run_dir, cfg)
+    with recorded_outcome(run_dir, cfg) as record:
+        return _fit_and_test(cfg, run_dir, record, started)
+
+
+def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     ensure_weights_available(cfg.model.name, cfg.model.weights)
 
     datamodule = instantiate(cfg.data)
@@ -59,16 +71,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("Strategy %s", module.strategy.describe())
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
 
-    callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.enable_progress_bar is not False)
+    record.fields.update(model=cfg.model.name, strategy=_choice("strategy"), seed=cfg.seed, overrides=_overrides())
+    callbacks = (
+        build_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.enable_progress_bar is not False)
+        + safety_callbacks()
+    )
     logger = build_logger(cfg.get("logger"))
-    trainer = build_trainer(cfg, callbacks, logger)
+    trainer = record.trainer = build_trainer(cfg, callbacks, logger)
+    checkpoint = find_callback(callbacks, ModelCheckpoint)
+    if cfg.get("ckpt_path"):
+        state_keys = [callback.state_key for callback in trainer.callbacks]
+        check_checkpoint_fits(cfg.ckpt_path, module.hparams, state_keys, checkpoint.dirpath if checkpoint else None)
     lr_find = find_learning_rate(cfg, trainer, module, datamodule, run_dir)  # tune.lr_find; may set optimizer.lr
     if logger:
         logger.log_hyperparams(_hparams_for_logging(cfg, params), {"val/acc_best": 0.0, "test/acc": 0.0})
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     best_val = trainer.callback_metrics.get("val/acc_best")
-    checkpoint = find_callback(callbacks, ModelCheckpoint)
     best_ckpt = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     last_ckpt = checkpoint.last_model_path if checkpoint and checkpoint.last_model_path else None
 
@@ -101,6 +120,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "last_ckpt": last_ckpt,
         "seed": cfg.seed,
         "lr_find": lr_find,
+        "resumed_from": cfg.get("ckpt_path"),
         "overrides": _overrides(),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
@@ -131,6 +151,9 @@ def main(cfg: DictConfig) -> float | None:
             return None
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
+    except (RunInterrupted, KeyboardInterrupt) as error:
+        print(f"Interrupted: {error or 'Ctrl-C'}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)  # a sweep stops too: Ctrl-C means stop
     except Exception as error:
         if not _is_multirun():
             raise

@@ -6,10 +6,12 @@ values of the right key but the wrong kind. Add a rule = add one line to ``RULES
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.errors import UserError
@@ -34,25 +36,61 @@ class Rule:
     optional: bool = True  # a missing key is fine (e.g. a data module without it)
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda value: _is_int(value) and value >= low
+
+
+def _batches(value: Any) -> bool:
+    """Lightning's limit_*_batches / overfit_batches: a count (int >= 0) or a fraction in [0, 1]."""
+    return (_is_int(value) and value >= 0) or (isinstance(value, float) and 0.0 <= value <= 1.0)
+
+
+def _one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda value: any(value == choice and type(value) is type(choice) for choice in choices)
+
+
+PRECISIONS = ("auto", "64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
 RULES: tuple[Rule, ...] = (
+    # top level
     Rule("seed", _is_int, "an integer", optional=False),
+    Rule("test", _is_bool, "true or false"),
+    Rule("ckpt_path", _optional(lambda v: isinstance(v, str) and v.endswith(".ckpt")), "a path to a .ckpt file, or null"),
+    Rule("resume", lambda v: v is None or isinstance(v, (str, bool)), "a run folder (outputs/<date>/<time>), true for a sweep, or null"),
+    # model
     Rule("model.name", lambda v: v in ARCHITECTURES, " | ".join(ARCHITECTURES), optional=False),
     Rule("model.weights", lambda v: v is None or isinstance(v, str),
          "DEFAULT, a torchvision weights name, a path to a .pth file, or null"),
+    # strategy
     Rule("strategy.frozen_stages", lambda v: _is_int(v) and 0 <= v <= 5, "an integer in 0..5"),
-    Rule("strategy.train_bn", lambda v: isinstance(v, bool), "true or false"),
+    Rule("strategy.train_bn", _is_bool, "true or false"),
     Rule("strategy.lr_decay", lambda v: v is None or (_is_number(v) and 0 < v <= 1), "a number in (0, 1] or null"),
     Rule("strategy.unfrozen_bn", lambda v: v in ("train", "eval"), "train | eval"),
     Rule("strategy.head_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     Rule("strategy.unfreeze_every", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all at once)"),
     Rule("strategy.min_frozen_stages", lambda v: _is_int(v) and 0 <= v <= 4, "an integer in 0..4"),
     Rule("strategy.unfreeze_warmup_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    # optimizer
     Rule("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0", optional=False),
     Rule("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     Rule("optimizer.momentum", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    Rule("optimizer.nesterov", _is_bool, "true or false"),
+    # scheduler
     Rule("scheduler.warmup_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     Rule("scheduler.step_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     Rule("scheduler.gamma", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    Rule("scheduler.min_lr_ratio", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    Rule("scheduler.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (set trainer.max_epochs)"),
+    # data
     Rule("data.image_size", lambda v: _is_int(v) and v >= 32, "an integer >= 32 (224 for pretrained ResNets)"),
     Rule("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     Rule("data.num_workers", lambda v: v == "auto" or (_is_int(v) and v >= 0), "auto or an integer >= 0"),
@@ -66,18 +104,73 @@ RULES: tuple[Rule, ...] = (
     Rule("data.on_bad_file", lambda v: v in ("skip", "error"), "skip | error"),
     Rule("data.balance", lambda v: v in ("none", "weighted_sampler"), "none | weighted_sampler"),
     Rule("data.cache", lambda v: v in ("auto", "memory", "disk", "none"), "auto | memory | disk | none"),
+    Rule("data.test_each_epoch", _is_bool, "true or false"),
+    Rule("data.download", _is_bool, "true or false"),
+    Rule("data.num_classes", _int_at_least(2), "an integer >= 2"),
+    Rule("data.train_size", _int_at_least(1), "an integer >= 1"),
+    Rule("data.test_size", _int_at_least(1), "an integer >= 1"),
+    Rule("data.native_size", _int_at_least(1), "an integer >= 1"),
+    Rule("data.seed", _is_int, "an integer"),
+    # trainer
     Rule("trainer.max_epochs", lambda v: v is None or (_is_int(v) and (v >= 1 or v == -1)), "an integer >= 1 (or -1)"),
+    Rule("trainer.min_epochs", _optional(_int_at_least(0)), "an integer >= 0, or null"),
+    Rule("trainer.max_steps", _int_at_least(-1), "an integer >= 1 (or -1: no limit)"),
+    Rule("trainer.min_steps", _optional(_int_at_least(0)), "an integer >= 0, or null"),
+    Rule("trainer.max_time", lambda v: v is None or isinstance(v, (str, dict)) or OmegaConf.is_dict(v),
+         "DD:HH:MM:SS, a dict of days/hours/minutes, or null"),
     Rule("trainer.accumulate_grad_batches", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     Rule("tune.lr_find", lambda v: isinstance(v, bool), "true or false"),
     Rule("tune.apply", lambda v: isinstance(v, bool), "true or false"),
     Rule("tune.min_lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     Rule("tune.max_lr", lambda v: _is_number(v) and v > 0, "a number > 0 (above tune.min_lr)"),
     Rule("tune.num_training", lambda v: _is_int(v) and v >= 20, "an integer >= 20 (the suggestion skips the first 10 steps)"),
+    Rule("trainer.accelerator", lambda v: v in ACCELERATORS, " | ".join(ACCELERATORS)),
+    Rule("trainer.devices", lambda v: v == "auto" or (_is_int(v) and (v >= 1 or v == -1)) or isinstance(v, str)
+         or OmegaConf.is_list(v), "auto, a count >= 1, -1 (all), or a list of device indices"),
+    Rule("trainer.num_nodes", _int_at_least(1), "an integer >= 1"),
+    Rule("trainer.precision", lambda v: v in PRECISIONS or v in (16, 32, 64), " | ".join(PRECISIONS)),
+    Rule("trainer.fast_dev_run", lambda v: _is_bool(v) or (_is_int(v) and v >= 0), "true, false or a batch count"),
+    Rule("trainer.limit_train_batches", _optional(_batches), "a batch count >= 0, a fraction in [0, 1], or null"),
+    Rule("trainer.limit_val_batches", _optional(_batches), "a batch count >= 0, a fraction in [0, 1], or null"),
+    Rule("trainer.limit_test_batches", _optional(_batches), "a batch count >= 0, a fraction in [0, 1], or null"),
+    Rule("trainer.limit_predict_batches", _optional(_batches), "a batch count >= 0, a fraction in [0, 1], or null"),
+    Rule("trainer.overfit_batches", _batches, "a batch count >= 0 or a fraction in [0, 1]"),
+    Rule("trainer.val_check_interval", _optional(lambda v: (_is_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1)),
+         "a batch count >= 1, a fraction of the epoch in (0, 1], or null"),
+    Rule("trainer.check_val_every_n_epoch", _optional(_int_at_least(1)), "an integer >= 1, or null"),
+    Rule("trainer.num_sanity_val_steps", _optional(_int_at_least(-1)), "an integer >= 0 (-1: all), or null"),
+    Rule("trainer.log_every_n_steps", _optional(_int_at_least(1)), "an integer >= 1"),
+    Rule("trainer.gradient_clip_val", _optional(lambda v: _is_number(v) and v >= 0), "a number >= 0, or null"),
+    Rule("trainer.gradient_clip_algorithm", lambda v: v in (None, "norm", "value"), "norm | value | null"),
+    Rule("trainer.deterministic", lambda v: v is None or _is_bool(v) or v == "warn", "true | false | warn | null"),
+    Rule("trainer.benchmark", _optional(_is_bool), "true | false | null"),
+    Rule("trainer.enable_checkpointing", _optional(_is_bool), "true | false | null"),
+    Rule("trainer.enable_progress_bar", _optional(_is_bool), "true | false | null"),
+    Rule("trainer.enable_model_summary", _optional(_is_bool), "true | false | null"),
+    Rule("trainer.inference_mode", _is_bool, "true or false"),
+    Rule("trainer.detect_anomaly", _is_bool, "true or false"),
+    Rule("trainer.reload_dataloaders_every_n_epochs", _int_at_least(0), "an integer >= 0"),
+    # callbacks
+    Rule("callbacks.checkpoint.every_n_steps", _optional(_int_at_least(1)), "an integer >= 1, or null"),
+    Rule("callbacks.model_checkpoint.save_top_k", _int_at_least(-1), "an integer >= 0 (-1: keep all)"),
+    Rule("callbacks.model_checkpoint.mode", lambda v: v in ("min", "max"), "min | max"),
+    Rule("callbacks.model_checkpoint.every_n_train_steps", _optional(_int_at_least(1)), "an integer >= 1, or null"),
+    Rule("callbacks.early_stopping.patience", _int_at_least(0), "an integer >= 0"),
+    Rule("callbacks.early_stopping.min_delta", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    Rule("callbacks.early_stopping.mode", lambda v: v in ("min", "max"), "min | max"),
+    Rule("callbacks.lr_monitor.logging_interval", lambda v: v in (None, "epoch", "step"), "epoch | step | null"),
+    Rule("callbacks.per_class_accuracy.stages", lambda v: OmegaConf.is_list(v) and set(v) <= {"val", "test"},
+         "a list of val / test"),
+    # logger and paths
+    Rule("logger.default_hp_metric", _is_bool, "true or false"),
+    Rule("logger.name", lambda v: isinstance(v, str) and v != "", "a folder name"),
+    Rule("paths.root_dir", lambda v: isinstance(v, str) and v != "", "a folder path"),
+    Rule("paths.data_dir", lambda v: isinstance(v, str) and v != "", "a folder path"),
 )  # fmt: skip
 
 
 def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
-    """Raise ``UserError`` for the first value that breaks a rule."""
+    """Raise ``UserError`` for the first value that breaks a rule or a key its class does not take."""
     for rule in rules:
         value = OmegaConf.select(cfg, rule.key, default=_MISSING, throw_on_missing=False)
         if value is _MISSING:
@@ -86,3 +179,48 @@ def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
             raise UserError(f"{rule.key} is missing from the config; allowed: {rule.allowed}")
         if not rule.check(value):
             raise UserError(f"{rule.key}={value!r} is not allowed; expected {rule.allowed}")
+    check_target_keys(cfg)
+
+
+_HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+_BUILT_NODES = ("data", "strategy", "optimizer", "scheduler", "trainer", "logger")
+
+
+def check_target_keys(cfg: DictConfig) -> None:
+    """A key added with ``+group.key=value`` must be an argument of the class the node builds.
+
+    Hydra refuses unknown keys in plain overrides; ``+`` adds them, and the class would fail with a
+    TypeError (and a traceback) only when it is built.
+    """
+    nodes = [(name, cfg.get(name)) for name in _BUILT_NODES]
+    nodes += [(f"callbacks.{name}", node) for name, node in (cfg.get("callbacks") or {}).items()]
+    for path, node in nodes:
+        if not OmegaConf.is_dict(node) or "_target_" not in node:
+            continue
+        accepted = _accepted_arguments(node["_target_"])
+        if accepted is None:
+            continue
+        unknown = sorted(set(node.keys()) - accepted - _HYDRA_KEYS)
+        if unknown:
+            raise UserError(
+                f"{path}.{unknown[0]} is not a setting of {node['_target_']}; allowed: {', '.join(sorted(accepted))}"
+            )
+
+
+def _accepted_arguments(target: str) -> set[str] | None:
+    """The keyword arguments ``target`` takes (following ``**kwargs`` up the classes); None: anything."""
+    try:
+        obj = _locate(target)
+    except ImportError as error:
+        raise UserError(f"_target_ {target} cannot be imported ({error}); check the config") from error
+    functions = [cls.__init__ for cls in obj.__mro__ if "__init__" in vars(cls)] if inspect.isclass(obj) else [obj]
+    names: set[str] = set()
+    for function in functions:
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names
+    return None

@@ -1,0 +1,93 @@
+"""Faults during a run: NaN loss, GPU out of memory, Ctrl-C, an unusable output folder; and determinism."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY, compose_config, run_cli
+from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
+from transfer_lightning.errors import UserError
+from transfer_lightning.preflight import check_run_folder
+
+
+def summary(run: Path) -> dict:
+    return json.loads((run / "run_summary.json").read_text())
+
+
+def test_nan_loss_stops_with_epoch_step_and_cause_and_keeps_the_last_good_checkpoint(tmp_path) -> None:
+    run = tmp_path / "run"
+    injection = "+callbacks.nan._target_=tests.fault_injection.InfiniteLearningRate"
+    result = run_cli(*TINY, "trainer.max_epochs=3", injection, f"hydra.run.dir={run}")
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert re.search(r"loss became (nan|inf|-inf) at epoch 1", message) and "global step" in message
+    assert "learning rate is probably too high" in message and "last.ckpt" in message
+    assert "Traceback" not in result.stderr
+    assert summary(run)["status"] == "failed" and "loss became" in summary(run)["error"]
+    last = checkpoint(run / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 0  # written after epoch 1 (index 0); the diverged epoch wrote nothing
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values() if t.is_floating_point())
+
+
+def test_gpu_out_of_memory_names_batch_size_and_image_size(tmp_path) -> None:
+    run = tmp_path / "run"
+    injection = "+callbacks.oom._target_=tests.fault_injection.OutOfMemoryOnFirstStep"
+    result = run_cli(*TINY, injection, "data.batch_size=16", f"hydra.run.dir={run}")
+    assert result.returncode == 2
+    assert "ran out of memory" in result.stderr
+    assert "data.batch_size (now 16)" in result.stderr and "data.image_size (now 32)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert summary(run)["status"] == "failed"
+
+
+def test_ctrl_c_stops_gracefully_with_a_fresh_last_checkpoint_and_interrupted_summary(tmp_path) -> None:
+    run = tmp_path / "run"
+    process = start_cli(*TINY, "trainer.max_epochs=50", *SLOW, f"hydra.run.dir={run}")
+    last = run / "checkpoints" / "last.ckpt"
+    wait_for_file(last, process)
+    step_before = checkpoint(last)["global_step"]
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Interrupted: stopped by Ctrl-C" in stderr and "Traceback" not in stderr
+    assert summary(run)["status"] == "interrupted"
+    stopped = checkpoint(last)
+    assert step_before < stopped["global_step"] == summary(run)["global_step"]
+    assert stopped["epoch"] < 49
+
+
+def test_unwritable_output_folder_is_refused_before_the_run_starts(tmp_path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_cli(*TINY, f"hydra.run.dir={blocker / 'run'}", timeout=120)
+    assert result.returncode == 2
+    assert "is not writable" in result.stderr and "hydra.run.dir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_nearly_full_disk_is_refused_with_needed_and_free_space(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10 * 2**20))
+    with pytest.raises(UserError, match=r"has 10 MiB free, but this run needs about"):
+        check_run_folder(tmp_path / "run", compose_config(TINY))
+
+
+def test_two_runs_with_the_same_seed_on_cpu_give_identical_metrics_and_weights(tmp_path) -> None:
+    from transfer_lightning.train import train
+
+    results = []
+    for name in ("first", "second"):
+        cfg = compose_config([*TINY, "strategy=finetune", "seed=7"], output_dir=str(tmp_path / name))
+        results.append(train(cfg))
+    keys = ("best_val_acc", "test_acc", "test_per_class_acc", "global_step")
+    assert [results[0][k] for k in keys] == [results[1][k] for k in keys]
+    first, second = (checkpoint(tmp_path / name / "checkpoints" / "last.ckpt") for name in ("first", "second"))
+    assert all(torch.equal(first["state_dict"][k], v) for k, v in second["state_dict"].items())

@@ -1,0 +1,190 @@
+"""Resume: a run killed mid-epoch continues in its folder and ends exactly like an unbroken run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT, TINY, compose_config, run_cli
+from transfer_lightning.checkpoint_io import atomic_torch_save, load_checkpoint_safely
+from transfer_lightning.errors import UserError
+from transfer_lightning.resume import check_checkpoint_fits
+
+THREE_EPOCHS = [*TINY, "trainer.max_epochs=3", "strategy=finetune"]
+SLOW = ["+callbacks.slow._target_=tests.fault_injection.SlowTrainingSteps", "+callbacks.slow.seconds=0.4"]
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "transfer_lightning", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before writing {path}: {process.stderr.read()[-3000:]}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_sigkilled_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_run(tmp_path) -> None:
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference = run_cli(*THREE_EPOCHS, f"hydra.run.dir={reference_dir}")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    process = start_cli(*THREE_EPOCHS, *SLOW, f"hydra.run.dir={killed_dir}")
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    wait_for_file(last, process)  # written at the end of epoch 1 (index 0): epoch 2 has begun
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert checkpoint(last)["epoch"] == 0, "the kill came too late to interrupt epoch 2"
+
+    resumed = run_cli(f"resume={killed_dir}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    expected = json.loads((reference_dir / "run_summary.json").read_text())
+    got = json.loads((killed_dir / "run_summary.json").read_text())
+    for key in ("epochs", "global_step", "best_val_acc", "test_acc", "test_per_class_acc"):
+        assert got[key] == expected[key], key
+    assert got["resumed_from"] == str(last.resolve())
+
+    final_expected, final_got = checkpoint(reference_dir / "checkpoints" / "last.ckpt"), checkpoint(last)
+    assert (final_got["epoch"], final_got["global_step"]) == (final_expected["epoch"], final_expected["global_step"])
+    for name, tensor in final_expected["state_dict"].items():
+        assert torch.equal(final_got["state_dict"][name], tensor), name  # bit-equal weights
+    for expected_state, got_state in zip(
+        final_expected["optimizer_states"][0]["state"].values(),
+        final_got["optimizer_states"][0]["state"].values(),
+        strict=True,
+    ):
+        assert all(torch.equal(got_state[k], v) for k, v in expected_state.items())
+    early_key = next(k for k in final_expected["callbacks"] if k.startswith("EarlyStopping"))
+    expected_early, got_early = final_expected["callbacks"][early_key], final_got["callbacks"][early_key]
+    assert (got_early["wait_count"], got_early["best_score"]) == (
+        expected_early["wait_count"],
+        expected_early["best_score"],
+    )
+    best_key = next(k for k in final_expected["callbacks"] if k.startswith("ModelCheckpoint"))
+    assert (
+        final_got["callbacks"][best_key]["best_model_score"]
+        == final_expected["callbacks"][best_key]["best_model_score"]
+    )
+
+    # same folder: the original config kept, no last-v1.ckpt, one TensorBoard run appended to
+    assert OmegaConf.load(killed_dir / ".hydra" / "config.yaml").trainer.max_epochs == 3
+    assert list((killed_dir / ".hydra").glob("resumed-*/config.yaml"))
+    assert sorted(p.name for p in (killed_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert not [p for p in (killed_dir / "tensorboard").iterdir() if p.is_dir()]
+    assert len({p.name.split(".")[-2] for p in (killed_dir / "tensorboard").glob("events.out.tfevents.*")}) == 2
+
+
+def test_resume_refuses_an_override_that_changes_the_experiment(tmp_path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    OmegaConf.save(compose_config(TINY), run / ".hydra" / "config.yaml")
+    torch.save({}, run / "checkpoints" / "last.ckpt")
+    result = run_cli(f"resume={run}", "model=resnet34", "trainer.max_epochs=4", timeout=120)
+    assert result.returncode == 2
+    assert "model=resnet34" in result.stderr and "trainer.max_epochs" in result.stderr  # refused + allowed list
+    assert "Traceback" not in result.stderr
+
+
+def _hparams(classes: int, name: str = "resnet18") -> dict:
+    cfg = compose_config([*TINY, f"model={name}"])
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return {
+        "model": plain["model"],
+        "strategy": plain["strategy"],
+        "optimizer": plain["optimizer"],
+        "scheduler": None,
+        "class_names": [f"class_{i}" for i in range(classes)],
+        "preprocessing": {"image_size": 32, "mean": [0.5], "std": [0.5]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("current", "named"),
+    [(_hparams(3), "class_names"), (_hparams(4, "resnet34"), "model.name")],
+)
+def test_checkpoint_of_other_classes_or_model_is_refused_with_the_difference(tmp_path, current, named) -> None:
+    path = tmp_path / "last.ckpt"
+    torch.save({"hyper_parameters": _hparams(4), "callbacks": {}}, path)
+    check_checkpoint_fits(path, _hparams(4), [], None)  # the same config fits
+    with pytest.raises(UserError, match=named):
+        check_checkpoint_fits(path, current, [], None)
+
+
+def test_checkpoint_whose_early_stopping_state_would_be_dropped_is_refused(tmp_path) -> None:
+    path = tmp_path / "last.ckpt"
+    state = {"EarlyStopping{'monitor': 'val/acc', 'mode': 'max'}": {"wait_count": 1}}
+    torch.save({"hyper_parameters": _hparams(4), "callbacks": state}, path)
+    with pytest.raises(UserError, match="monitor, mode or save frequency"):
+        check_checkpoint_fits(path, _hparams(4), ["EarlyStopping{'monitor': 'val/loss', 'mode': 'min'}"], None)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_needing_arbitrary_unpickling_is_refused_not_executed(tmp_path) -> None:
+    payload = _RunsCode()
+    payload.marker = tmp_path / "executed"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "extra": payload}, path)
+    with pytest.raises(UserError, match="refused, not executed"):
+        load_checkpoint_safely(path)
+    assert not payload.marker.exists()
+
+
+KILL_DURING_WRITE = """
+import os, signal, sys, torch
+from transfer_lightning.checkpoint_io import atomic_torch_save
+real_save = torch.save
+def save_then_die(obj, handle):
+    real_save(obj, handle)
+    handle.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # killed after writing, before the file is swapped in
+torch.save = save_then_die
+atomic_torch_save({"weights": torch.full((1000,), 2.0)}, __import__("pathlib").Path(sys.argv[1]))
+"""
+
+
+def test_kill_during_checkpoint_write_leaves_the_previous_file_whole(tmp_path) -> None:
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"weights": torch.ones(1000)}, path)
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, str(path)], cwd=ROOT, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    assert torch.equal(load_checkpoint_safely(path)["weights"], torch.ones(1000))
+    assert len(list(tmp_path.iterdir())) == 2  # last.ckpt and the dead process's partial file
+    atomic_torch_save({"weights": torch.zeros(1000)}, path)  # the next save clears the leftover
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_every_n_steps_key_sets_the_checkpoint_step_interval() -> None:
+    cfg = compose_config(["callbacks.checkpoint.every_n_steps=7"])
+    assert cfg.callbacks.model_checkpoint.every_n_train_steps == 7
+    assert cfg.callbacks.model_checkpoint.enable_version_counter is False

@@ -1,0 +1,144 @@
+"""Every config rule refuses a bad value with one line: the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from tests.conftest import TINY, compose_config, run_cli
+from transfer_lightning.errors import UserError
+from transfer_lightning.validation import RULES, validate_config
+
+# One bad value per rule (wrong type or out of range); the test below fails if a rule has none.
+BAD_VALUES = {
+    "seed": "forty-two",
+    "test": "yes",
+    "ckpt_path": "weights.pth",
+    "resume": 3,
+    "model.name": "resnet9",
+    "model.weights": 5,
+    "strategy.frozen_stages": 6,
+    "strategy.train_bn": "no",
+    "optimizer.lr": 0,
+    "optimizer.weight_decay": -0.1,
+    "optimizer.momentum": 1.0,
+    "optimizer.nesterov": 1,
+    "scheduler.warmup_epochs": -1,
+    "scheduler.step_size": 0,
+    "scheduler.gamma": 1.5,
+    "scheduler.min_lr_ratio": 2.0,
+    "scheduler.max_epochs": 0,
+    "data.image_size": 16,
+    "data.batch_size": 0,
+    "data.num_workers": -2,
+    "data.augment": "heavy",
+    "data.color_jitter": 1.0,
+    "data.val_size": 0,
+    "data.val_fraction": 1.0,
+    "data.test_fraction": 0.0,
+    "data.test_each_epoch": "sometimes",
+    "data.root": "",
+    "data.download": "maybe",
+    "data.split_seed": 1.5,
+    "data.num_classes": 1,
+    "data.train_size": 0,
+    "data.test_size": 0,
+    "data.native_size": 0,
+    "data.seed": "x",
+    "trainer.max_epochs": 0,
+    "trainer.min_epochs": -1,
+    "trainer.max_steps": -2,
+    "trainer.min_steps": -1,
+    "trainer.max_time": 5,
+    "trainer.accumulate_grad_batches": 0,
+    "trainer.accelerator": "quantum",
+    "trainer.devices": 0,
+    "trainer.num_nodes": 0,
+    "trainer.precision": "8-bit",
+    "trainer.fast_dev_run": -1,
+    "trainer.limit_train_batches": 1.5,
+    "trainer.limit_val_batches": -1,
+    "trainer.limit_test_batches": "all",
+    "trainer.limit_predict_batches": 2.0,
+    "trainer.overfit_batches": -1,
+    "trainer.val_check_interval": 0,
+    "trainer.check_val_every_n_epoch": 0,
+    "trainer.num_sanity_val_steps": -2,
+    "trainer.log_every_n_steps": 0,
+    "trainer.gradient_clip_val": -1.0,
+    "trainer.gradient_clip_algorithm": "clip",
+    "trainer.deterministic": "always",
+    "trainer.benchmark": "fast",
+    "trainer.enable_checkpointing": "on",
+    "trainer.enable_progress_bar": 1,
+    "trainer.enable_model_summary": "off",
+    "trainer.inference_mode": None,
+    "trainer.detect_anomaly": "yes",
+    "trainer.reload_dataloaders_every_n_epochs": -1,
+    "callbacks.model_checkpoint.save_top_k": -2,
+    "callbacks.model_checkpoint.mode": "best",
+    "callbacks.model_checkpoint.every_n_train_steps": 0,
+    "callbacks.checkpoint.every_n_steps": 0,
+    "callbacks.early_stopping.patience": -1,
+    "callbacks.early_stopping.min_delta": -0.5,
+    "callbacks.early_stopping.mode": "up",
+    "callbacks.lr_monitor.logging_interval": "batch",
+    "callbacks.per_class_accuracy.stages": ["train"],
+    "logger.default_hp_metric": "true",
+    "logger.name": "",
+    "paths.root_dir": 7,
+    "paths.data_dir": "",
+}
+
+
+def test_every_rule_has_a_bad_value_in_the_table() -> None:
+    assert {rule.key for rule in RULES} == set(BAD_VALUES)
+
+
+@pytest.mark.parametrize("data", ["synthetic", "cifar10"])
+def test_default_configs_pass_every_rule(data: str) -> None:
+    validate_config(compose_config([*TINY, f"data={data}"]))
+
+
+# the option whose node has the key (SGD has momentum, Adam has not)
+OPTION_FOR = {"optimizer.momentum": "optimizer=sgd", "optimizer.nesterov": "optimizer=sgd",
+              "scheduler.step_size": "scheduler=step", "scheduler.gamma": "scheduler=step",
+              "scheduler.warmup_epochs": "scheduler=cosine", "scheduler.min_lr_ratio": "scheduler=cosine",
+              "scheduler.max_epochs": "scheduler=cosine", "data.root": "data=cifar10",
+              "data.download": "data=cifar10", "data.split_seed": "data=cifar10"}  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[rule.key for rule in RULES])
+def test_rule_refuses_its_bad_value_naming_key_value_and_allowed(rule) -> None:
+    cfg = compose_config([*TINY, *filter(None, [OPTION_FOR.get(rule.key)])])
+    bad = BAD_VALUES[rule.key]
+    with open_dict(cfg):
+        OmegaConf.update(cfg, rule.key, bad, force_add=True)
+    with pytest.raises(UserError) as raised:
+        validate_config(cfg)
+    message = str(raised.value)
+    assert message.startswith(f"{rule.key}=") and rule.allowed in message and "\n" not in message
+    shown = OmegaConf.to_container(bad) if OmegaConf.is_config(bad) else bad
+    assert repr(shown) in message or str(shown) in message
+
+
+def test_key_added_with_plus_that_the_class_does_not_take_is_refused() -> None:
+    cfg = compose_config([*TINY, "+optimizer.learning_rate=0.1"])
+    with pytest.raises(UserError, match=r"optimizer.learning_rate is not a setting of torch.optim.Adam; allowed: .*lr"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lr=fast", "optimizer.lr='fast' is not allowed; expected a number > 0"),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed; expected an integer >= 1"),
+        ("+optimizer.learning_rate=0.1", "optimizer.learning_rate is not a setting of torch.optim.Adam"),
+    ],
+)
+def test_cli_refuses_bad_value_in_one_line_with_exit_2_before_data(override, expected, tmp_path) -> None:
+    result = run_cli(*TINY, "data=cifar10", f"data.root={tmp_path / 'no-data'}", f"hydra.run.dir={tmp_path}", override)
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("Error: ") and expected in last_line and "Traceback" not in result.stderr
+    assert not (tmp_path / "no-data").exists()  # refused before the data was touched

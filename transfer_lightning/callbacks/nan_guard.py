@@ -1,0 +1,59 @@
+"""Stop at the first non-finite loss, before it reaches the weights, and never checkpoint NaN weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from transfer_lightning.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """The loss (or the weights) became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+class NonFiniteLossGuard(Callback):
+    """Raises ``TrainingDiverged`` when the training loss is NaN/inf, before ``backward`` and the step.
+
+    Checking before backward means the optimizer never applies that step, so the weights in memory
+    and on disk stay the last finite ones. As a second line, a checkpoint whose weights are not
+    finite (a finite loss with an infinite gradient) is refused instead of overwriting ``last.ckpt``.
+    """
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise TrainingDiverged(
+                f"the training loss became {loss.item()} at epoch {trainer.current_epoch} (0-based), "
+                f"batch {trainer.fit_loop.epoch_loop.batch_idx}, global step {trainer.global_step}; "
+                f"the learning rate is probably too high ({_learning_rates(trainer)}): lower optimizer.lr "
+                f"(e.g. 10x) and start again{_kept(trainer)}"
+            )
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        broken = [name for name, value in checkpoint["state_dict"].items() if _non_finite(value)]
+        if broken:
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite at epoch {trainer.current_epoch} (0-based), global step "
+                f"{trainer.global_step} (first: {broken[0]}), so no checkpoint was written; the learning rate "
+                f"is probably too high ({_learning_rates(trainer)}): lower optimizer.lr{_kept(trainer)}"
+            )
+
+
+def _non_finite(value: Any) -> bool:
+    return torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+
+
+def _learning_rates(trainer: L.Trainer) -> str:
+    if not trainer.optimizers:
+        return "no optimizer yet"
+    rates = sorted({group["lr"] for group in trainer.optimizers[0].param_groups})
+    return "lr " + ", ".join(f"{rate:g}" for rate in rates)
+
+
+def _kept(trainer: L.Trainer) -> str:
+    checkpoint = trainer.checkpoint_callback
+    last = getattr(checkpoint, "last_model_path", "") if checkpoint else ""
+    return f"; the last good checkpoint is kept: {last}" if last else "; no checkpoint had been written yet"

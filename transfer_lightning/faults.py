@@ -1,0 +1,96 @@
+"""What happens when a run does not finish: a summary that says so, and messages that say what to do.
+
+``recorded_outcome`` wraps a run. A NaN loss, a bad checkpoint or any other failure leaves
+``run_summary.json`` with ``status: "failed"`` and the one-line reason; Ctrl-C leaves
+``status: "interrupted"``; running out of GPU memory becomes a ``UserError`` that names the
+settings that shrink memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from transfer_lightning.callbacks.graceful_stop import RunInterrupted
+from transfer_lightning.errors import UserError
+from transfer_lightning.summary import write_failure_summary
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+@dataclass
+class RunRecord:
+    """What is known about a run so far; ``train()`` fills it in as objects come to life."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    trainer: L.Trainer | None = None
+
+    def progress(self) -> dict[str, Any]:
+        if self.trainer is None:
+            return {}
+        checkpoint = self.trainer.checkpoint_callback
+        last = getattr(checkpoint, "last_model_path", "") if checkpoint else ""
+        return {
+            "epochs": self.trainer.current_epoch,
+            "global_step": self.trainer.global_step,
+            "last_ckpt": last if last and Path(last).is_file() else None,
+        }
+
+
+@contextmanager
+def recorded_outcome(run_dir: str | Path, cfg: DictConfig) -> Iterator[RunRecord]:
+    """Run the body; on failure or Ctrl-C write the summary that says so and re-raise."""
+    record = RunRecord()
+    try:
+        yield record
+    except RunInterrupted as error:
+        _record(run_dir, record, "interrupted", str(error))
+        raise
+    except KeyboardInterrupt:
+        _record(run_dir, record, "interrupted", "stopped at once by Ctrl-C; last.ckpt is the one before")
+        raise
+    except SystemExit:  # Lightning turns a second Ctrl-C during fit into sys.exit(1)
+        if record.trainer is not None and record.trainer.interrupted:
+            _record(run_dir, record, "interrupted", "stopped at once by Ctrl-C; last.ckpt is the one before")
+        raise
+    except UserError as error:
+        _record(run_dir, record, "failed", str(error))
+        raise
+    except Exception as error:
+        if is_out_of_memory(error):
+            user_error = out_of_memory_error(error, cfg)
+            _record(run_dir, record, "failed", str(user_error))
+            raise user_error from error
+        _record(run_dir, record, "failed", f"{type(error).__name__}: {_first_line(error)}")
+        raise
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
+def out_of_memory_error(error: BaseException, cfg: DictConfig) -> UserError:
+    data = cfg.get("data") or {}
+    return UserError(
+        f"the device ran out of memory ({_first_line(error)[:120]}); use a smaller "
+        f"data.batch_size (now {data.get('batch_size')}) or data.image_size (now {data.get('image_size')}); "
+        "trainer.accumulate_grad_batches=N keeps the effective batch size"
+    )
+
+
+def _record(run_dir: str | Path, record: RunRecord, status: str, reason: str) -> None:
+    write_failure_summary(Path(run_dir), status, reason, **record.fields, **record.progress())
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

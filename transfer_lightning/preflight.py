@@ -1,0 +1,82 @@
+"""Before anything runs: the output folder must be writable and its disk must hold the checkpoints.
+
+A full disk or a read-only folder otherwise shows up as a crash at the first checkpoint, an epoch
+(or hours) in. ``RunFolderCheck`` is a Hydra callback, so it runs before Hydra itself writes into
+the folder; ``train()`` repeats the check for callers that bypass the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torchvision
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+from transfer_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILES = 3  # best.ckpt, last.ckpt and the temporary file of an atomic save
+LOG_MARGIN_BYTES = 100 * 2**20  # TensorBoard events, logs, config
+
+
+def check_run_folder(run_dir: str | Path, cfg: DictConfig) -> None:
+    """Raise ``UserError`` when ``run_dir`` cannot be created/written or its disk is too full."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(
+            f"the output folder {run_dir} is not writable ({error.strerror or error}); choose another one "
+            "with hydra.run.dir=/path/to/writable/folder"
+        ) from error
+    needed = estimated_bytes(cfg)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise UserError(
+            f"the disk of {run_dir} has {_size(free)} free, but this run needs about {_size(needed)} "
+            f"({CHECKPOINT_FILES} checkpoints of {cfg.model.name} with optimizer state, plus logs); free space "
+            "or choose another folder with hydra.run.dir=..."
+        )
+
+
+def estimated_bytes(cfg: DictConfig) -> int:
+    """A generous estimate of what a run writes: its checkpoints (weights + optimizer state) and logs."""
+    try:
+        parameters = torchvision.models.get_model_weights(cfg.model.name).DEFAULT.meta["num_params"]
+    except (ValueError, KeyError, AttributeError):
+        parameters = 60_000_000  # the largest ResNet here
+    target = str(cfg.optimizer.get("_target_", ""))
+    slots = 2 if "Adam" in target else 1  # Adam's two moments, SGD's momentum buffer
+    return CHECKPOINT_FILES * parameters * 4 * (1 + slots) + LOG_MARGIN_BYTES
+
+
+class RunFolderCheck(HydraCallback):
+    """Hydra callback: refuse an unusable run or sweep folder with one line and exit status 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, config)
+
+    @staticmethod
+    def _check(folder: str, config: DictConfig) -> None:
+        try:
+            check_run_folder(folder, config)
+        except UserError as error:
+            print(f"Error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 2**30:.1f} GiB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.0f} MiB"
