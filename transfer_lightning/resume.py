@@ -134,7 +134,7 @@ def check_checkpoint_fits(
     orphaned = [
         key
         for key in checkpoint.get("callbacks") or {}
-        if key.startswith(("ModelCheckpoint", "EarlyStopping")) and key not in callback_keys
+        if key.startswith(("ModelCheckpoint", "RunCheckpoint", "EarlyStopping")) and key not in callback_keys
     ]
     if orphaned:
         raise UserError(
@@ -196,7 +196,7 @@ def _plain(value: Any) -> Any:
 
 def _saved_checkpoint_dir(checkpoint: dict[str, Any]) -> str | None:
     for key, state in (checkpoint.get("callbacks") or {}).items():
-        if key.startswith("ModelCheckpoint") and isinstance(state, dict):
+        if key.startswith(("ModelCheckpoint", "RunCheckpoint")) and isinstance(state, dict):
             return state.get("dirpath")
     return None
 
