@@ -18,9 +18,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.builders import build_callbacks, build_logger, build_trainer, find_callback
+from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.errors import UserError
+from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.validation import validate_config
 
@@ -54,10 +56,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = build_callbacks(cfg.get("callbacks"))
     logger = build_logger(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, logger)
+    autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
+    tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
+    feature_cache = use_feature_cache(datamodule, module, trainer)
     if logger:
         logger.log_hyperparams(_hparams_for_logging(cfg, params), {"val/acc_best": 0.0, "test/acc": 0.0})
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=feature_cache.datamodule, ckpt_path=cfg.get("ckpt_path"))
     best_val = trainer.callback_metrics.get("val/acc_best")
     checkpoint = find_callback(callbacks, ModelCheckpoint)
     best_ckpt = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
@@ -65,7 +70,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     test_acc, per_class = None, {}
     if cfg.get("test", True):
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False)
+        results = trainer.test(module, datamodule=feature_cache.datamodule, ckpt_path=best_ckpt, verbose=False)
         test_acc = results[0].get("test/acc") if results else None
         per_class_callback = find_callback(callbacks, PerClassAccuracy)
         per_class = per_class_callback.last.get("test", {}) if per_class_callback else {}
@@ -85,6 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "test_per_class_acc": per_class,
         "class_names": datamodule.class_names,
         "data": {"module": type(datamodule).__name__, **datamodule.splits.notes},
+        "feature_cache": feature_cache.summary(),
         "device": device.device if device else str(trainer.strategy.root_device),
         "precision": str(trainer.precision),
         "best_ckpt": best_ckpt,
