@@ -145,6 +145,7 @@ def _compute(module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer
     with eval_mode(net), torch.inference_mode(), trainer.precision_plugin.forward_context():
         for images, targets in loader:
             batch = preprocessor(images.to(device, non_blocking=True), train=False)
+            batch = batch.contiguous(memory_format=torch.channels_last)  # as the live batches
             outputs.append(frozen_features(net, batch, stage).float().cpu())
             labels.append(targets)
     elapsed = time.perf_counter() - started

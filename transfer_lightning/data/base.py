@@ -118,7 +118,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return self.preprocessor(images, train=training), labels
+        # channels_last: the layout the network's weights use (see transfer_lightning/speed.py)
+        return self.preprocessor(images, train=training).contiguous(memory_format=torch.channels_last), labels
 
     # -- shared helpers ----------------------------------------------------------------------
     @property
