@@ -36,6 +36,12 @@ class CachedFeatureDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        features, labels = batch
+        if features.dim() == 4:  # a stage's feature map: the layout the live batches have
+            features = features.contiguous(memory_format=torch.channels_last)
+        return features, labels
+
     @property
     def class_names(self) -> list[str]:
         return self.source.class_names
