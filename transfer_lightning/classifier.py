@@ -14,7 +14,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from transfer_lightning.errors import UserError
-from transfer_lightning.models import build_resnet
+from transfer_lightning.models import build_resnet, forward_from
 from transfer_lightning.strategies import FreezingStrategy
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,14 @@ class TransferClassifier(L.LightningModule):
         self.extra_test_acc = MulticlassAccuracy(num_classes=num_classes)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in the checkpoint, so a resumed run keeps its best score
+        # > 0 while training on cached features: batches are the output of the first
+        # ``input_stage`` stages (see transfer_lightning/cache); checkpoints hold the whole net.
+        self.input_stage = 0
 
     # -- model -------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.input_stage:
+            return forward_from(self.net, images, self.input_stage)
         return self.net(images)
 
     def train(self, mode: bool = True) -> TransferClassifier:

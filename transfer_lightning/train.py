@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.builders import build_callbacks, build_logger, build_trainer, find_callback
+from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
@@ -28,6 +29,7 @@ from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outc
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
 from transfer_lightning.resume import check_checkpoint_fits, prepare_resume
+from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
 from transfer_lightning.tuning import find_learning_rate
@@ -82,18 +84,21 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     if cfg.get("ckpt_path"):
         state_keys = [callback.state_key for callback in trainer.callbacks]
         check_checkpoint_fits(cfg.ckpt_path, module.hparams, state_keys, checkpoint.dirpath if checkpoint else None)
-    lr_find = find_learning_rate(cfg, trainer, module, datamodule, run_dir)  # tune.lr_find; may set optimizer.lr
+    autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
+    tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
+    feature_cache = use_feature_cache(datamodule, module, trainer)
+    lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
     if logger:
         logger.log_hyperparams(_hparams_for_logging(cfg, params), {"val/acc_best": 0.0, "test/acc": 0.0})
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=feature_cache.datamodule, ckpt_path=cfg.get("ckpt_path"))
     best_val = trainer.callback_metrics.get("val/acc_best")
     best_ckpt = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     last_ckpt = checkpoint.last_model_path if checkpoint and checkpoint.last_model_path else None
 
     test_acc, per_class = None, {}
     if cfg.get("test", True):
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False)
+        results = trainer.test(module, datamodule=feature_cache.datamodule, ckpt_path=best_ckpt, verbose=False)
         test_acc = results[0].get("test/acc") if results else None
         per_class_callback = find_callback(callbacks, PerClassAccuracy)
         per_class = per_class_callback.last.get("test", {}) if per_class_callback else {}
@@ -114,6 +119,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "test_split": datamodule.splits.notes.get("test_split", "test"),  # "val" when there is no test split
         "class_names": datamodule.class_names,
         "data": {"module": type(datamodule).__name__, **datamodule.splits.notes},
+        "feature_cache": feature_cache.summary(),
         "device": device.device if device else str(trainer.strategy.root_device),
         "precision": str(trainer.precision),
         "best_ckpt": best_ckpt,

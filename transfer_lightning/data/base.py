@@ -68,6 +68,9 @@ class ClassificationDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int | str = "auto",
         test_each_epoch: bool = False,
+        feature_cache: str | bool = "auto",
+        feature_cache_dir: str | None = None,
+        feature_cache_max_gb: float = 4.0,
     ) -> None:
         super().__init__()
         if augment not in AUGMENTATIONS:
@@ -77,6 +80,10 @@ class ClassificationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.test_each_epoch = test_each_epoch
+        # read by transfer_lightning.cache (train.py), which serves frozen features when exact
+        self.feature_cache = feature_cache
+        self.feature_cache_dir = feature_cache_dir
+        self.feature_cache_max_gb = feature_cache_max_gb
         self.preprocessor = BatchPreprocessor(image_size, augment, color_jitter)
         self.splits: Splits | None = None
 
@@ -111,7 +118,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return self.preprocessor(images, train=training), labels
+        # channels_last: the layout the network's weights use (see transfer_lightning/speed.py)
+        return self.preprocessor(images, train=training).contiguous(memory_format=torch.channels_last), labels
 
     # -- shared helpers ----------------------------------------------------------------------
     @property

@@ -1,0 +1,525 @@
+"""``make bench``: the book's plain PyTorch loop against the framework, side by side, same data.
+
+Four measurements, all in this one process on the same image files (a fixed subset of
+``../shared/data/cifar10-jpeg`` when present, else generated 32x32 JPEGs of the same shape):
+
+1. the plain loop (ImageFolder, PIL ``Resize`` + ``ToTensor`` + ``Normalize`` per image, batch
+   32, no cache) against ``train(cfg)`` doing the same schedule: images/s each and the ratio,
+   for feature extraction and for full fine-tuning;
+2. a 4-learning-rate x 5-epoch feature-extraction sweep, the plain loop's way against the
+   framework's (one feature cache shared across the sweep): wall time each and the ratio;
+3. the framework's feature pass (filling the cache from uint8 images) against a bare
+   inference-mode, channels_last forward on pre-loaded, pre-resized tensors: the ratio;
+4. the framework's full fine-tuning step throughput against a bare training step on pre-loaded
+   tensors: the ratio (the cost of everything that is not the model).
+
+Timings are medians of ``--reps`` repetitions (the sweep: ``--sweep-reps``). Writes the table
+and the machine's description to ``BENCHMARKS.md`` (``--output``). ``--tiny`` runs every path
+in seconds (used by the test suite); ``--device cuda`` runs on a GPU with bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lightning as L  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
+from torchvision import transforms  # noqa: E402
+
+from transfer_lightning.builders import build_callbacks, build_logger, build_trainer  # noqa: E402
+from transfer_lightning.cache import use_feature_cache  # noqa: E402
+from transfer_lightning.classifier import TransferClassifier  # noqa: E402
+from transfer_lightning.data.base import seeded_split  # noqa: E402
+from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from transfer_lightning.speed import tune_for_device  # noqa: E402
+from transfer_lightning.train import _plain, train  # noqa: E402
+
+CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+SPLIT_SEED = 42
+
+
+@dataclass
+class Sizes:
+    """How much work each measurement does (CPU defaults finish in well under 10 minutes)."""
+
+    image_size: int = 224
+    batch_size: int = 32  # the book's
+    train_per_class: int = 4  # (1)-(3): per class, of which val_per_class go to validation
+    val_per_class: int = 1
+    test_per_class: int = 1
+    step_batches: int = 3  # (4): training batches per repetition (the first one is warm-up)
+    epochs_fe: int = 2  # (1) feature extraction
+    epochs_full: int = 1  # (1) full fine-tuning
+    sweep_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
+    sweep_epochs: int = 5
+    reps: int = 3
+    sweep_reps: int = 1
+
+
+@dataclass
+class Row:
+    name: str
+    plain: str
+    framework: str
+    ratio: float | None
+    target: str
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# -- data ------------------------------------------------------------------------------------
+def make_subset(folder: Path, source: Path | None, sizes: Sizes, train_per_class: int) -> str:
+    """Copy a fixed subset of ``source`` (class folders of JPEGs) into ``folder``, or generate one."""
+    if source is not None and (source / "train").is_dir():
+        for split, count in (("train", train_per_class), ("test", sizes.test_per_class)):
+            for class_dir in sorted(p for p in (source / split).iterdir() if p.is_dir()):
+                target = folder / split / class_dir.name
+                target.mkdir(parents=True, exist_ok=True)
+                for path in sorted(class_dir.iterdir())[:count]:
+                    shutil.copy(path, target / path.name)
+        return f"CIFAR-10 JPEG subset of {source}"
+    generator = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("test", sizes.test_per_class)):
+        for label in range(4):
+            target = folder / split / f"class_{label}"
+            target.mkdir(parents=True, exist_ok=True)
+            colour = generator.integers(0, 255, 3)
+            for index in range(count):
+                pixels = (0.6 * colour + 0.4 * generator.integers(0, 255, (32, 32, 3))).astype(np.uint8)
+                Image.fromarray(pixels).save(target / f"{index:04d}.jpg", quality=95)
+    return "synthetic 32x32 JPEGs (CIFAR-10 copy not found)"
+
+
+def num_classes(folder: Path) -> int:
+    return sum(1 for p in (folder / "train").iterdir() if p.is_dir())
+
+
+# -- the book's plain loop -------------------------------------------------------------------
+def plain_datasets(folder: Path, image_size: int, val_size: int):
+    """torchvision ImageFolder with per-image PIL transforms, split like the framework's data."""
+    transform = transforms.Compose(
+        [transforms.Resize(image_size), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    train_full = torchvision.datasets.ImageFolder(str(folder / "train"), transform=transform)
+    test = torchvision.datasets.ImageFolder(str(folder / "test"), transform=transform)
+    train_idx, val_idx = seeded_split(len(train_full), val_size, SPLIT_SEED)
+    return Subset(train_full, train_idx.tolist()), Subset(train_full, val_idx.tolist()), test
+
+
+def plain_run(datasets, classes: int, full: bool, lr: float, epochs: int, device: torch.device, batch: int) -> int:
+    """The book's loop: train epochs with a validation pass each, then the test. Returns images seen."""
+    train_set, val_set, test_set = datasets
+    model = torchvision.models.resnet18(weights=None)
+    if not full:
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+    model.fc = nn.Linear(model.fc.in_features, classes)
+    model = model.to(device)
+    if full:
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    else:
+        optimizer = torch.optim.Adam(model.fc.parameters(), lr=lr)
+    loss_function = nn.CrossEntropyLoss()
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, num_workers=0)
+    seen = 0
+    for _ in range(epochs):
+        model.train()
+        total_loss, correct = 0.0, 0
+        for inputs, labels in train_loader:
+            inputs, labels = inputs.to(device), labels.to(device)
+            optimizer.zero_grad()
+            outputs = model(inputs)
+            loss = loss_function(outputs, labels)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * inputs.size(0)
+            correct += (outputs.argmax(1) == labels).sum().item()
+        seen += len(train_set)
+        seen += plain_evaluate(model, val_set, device, batch)
+    return seen + plain_evaluate(model, test_set, device, batch)
+
+
+def plain_evaluate(model: nn.Module, dataset, device: torch.device, batch: int) -> int:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for inputs, labels in DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0):
+            inputs, labels = inputs.to(device), labels.to(device)
+            correct += (model(inputs).argmax(1) == labels).sum().item()
+    return len(dataset)
+
+
+# -- the framework ---------------------------------------------------------------------------
+def framework_config(folder: Path, work: Path, name: str, sizes: Sizes, device: str, *overrides: str):
+    """The real composed config, pointed at ``folder``; runs land in ``work/runs/name``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                f"paths.root_dir={ROOT}",
+                f"paths.output_dir={work / 'runs' / name}",
+                f"paths.data_dir={work / 'data'}",
+                f"data.root={folder}",
+                "data.download=false",
+                f"data.val_size={sizes.val_per_class * num_classes(folder)}",
+                f"data.image_size={sizes.image_size}",
+                f"data.batch_size={sizes.batch_size}",
+                "model.weights=null",
+                f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+                "~callbacks.progress_bar",
+                *overrides,
+            ],
+        )
+
+
+def framework_run(cfg) -> dict:
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's own report table
+        return train(cfg)
+
+
+def framework_parts(cfg, extra_callbacks=()):
+    """Datamodule, module and trainer built as ``train.py`` builds them."""
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = TransferClassifier(
+        model=_plain(cfg.model),
+        strategy=_plain(cfg.strategy),
+        optimizer=_plain(cfg.optimizer),
+        scheduler=_plain(cfg.scheduler) or None,
+        class_names=datamodule.class_names,
+        preprocessing=datamodule.preprocessing,
+    )
+    callbacks = [*build_callbacks(cfg.get("callbacks")), *extra_callbacks]
+    trainer = build_trainer(cfg, callbacks, build_logger(cfg.get("logger")))
+    tune_for_device(module, trainer, compile_net=cfg.get("compile", False))
+    return datamodule, module, trainer
+
+
+class StepTimes(Callback):
+    """Wall-clock time at the end of every training batch (after the device finished it)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        synchronize(pl_module.device)
+        self.times.append(time.perf_counter())
+
+
+# -- bare ceilings ---------------------------------------------------------------------------
+def preloaded_batches(datamodule, device: torch.device, count: int | None = None) -> list:
+    batch = datamodule.batch_size
+    """Every (train+val+test) image resized and normalised once, on ``device``, channels_last."""
+    images = torch.cat([getattr(datamodule.splits, s).images for s in ("train", "val", "test")])
+    labels = torch.cat([getattr(datamodule.splits, s).labels for s in ("train", "val", "test")])
+    if count is not None:
+        images, labels = images[: count * batch], labels[: count * batch]
+    x = datamodule.preprocessor(images.to(device)).contiguous(memory_format=torch.channels_last)
+    return list(zip(x.split(batch), labels.to(device).split(batch), strict=True))
+
+
+def bare_model(classes: int, device: torch.device, train: bool) -> nn.Module:
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Linear(model.fc.in_features, classes)
+    return model.to(device, memory_format=torch.channels_last).train(train)
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def bare_forward_ips(batches, classes: int, device: torch.device) -> float:
+    model = bare_model(classes, device, train=False)
+    with torch.inference_mode(), autocast(device):
+        model(batches[0][0])  # warm-up (kernel selection)
+        synchronize(device)
+        started = time.perf_counter()
+        for x, _ in batches:
+            torch.flatten(model.avgpool(model.layer4(model.layer3(model.layer2(model.layer1(
+                model.maxpool(model.relu(model.bn1(model.conv1(x))))))))), 1)  # fmt: skip
+        synchronize(device)
+    return sum(len(x) for x, _ in batches) / (time.perf_counter() - started)
+
+
+def bare_step_ips(batches, classes: int, device: torch.device) -> float:
+    model = bare_model(classes, device, train=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    step(*batches[0])  # warm-up, like the framework's first step (excluded there too)
+    synchronize(device)
+    started = time.perf_counter()
+    for x, y in batches[1:]:
+        step(x, y)
+    synchronize(device)
+    return sum(len(x) for x, _ in batches[1:]) / (time.perf_counter() - started)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- measurements ----------------------------------------------------------------------------
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def compare_runs(folder, work, sizes, device, classes, full: bool) -> Row:
+    """(1): the same schedule through the plain loop and through ``train(cfg)``."""
+    epochs = sizes.epochs_full if full else sizes.epochs_fe
+    val_size = sizes.val_per_class * classes
+    datasets = plain_datasets(folder, sizes.image_size, val_size)
+    strategy = ["strategy=full", "optimizer=sgd", "optimizer.lr=1e-3", "optimizer.momentum=0.9"] if full else [
+        "strategy=feature_extract", "optimizer=adam", "optimizer.lr=1e-3"]  # fmt: skip
+    plain_ips, framework_ips, cache = [], [], None
+    for rep in range(sizes.reps):
+        seconds, seen = timed(
+            lambda: plain_run(datasets, classes, full, 1e-3, epochs, torch.device(device), sizes.batch_size)
+        )
+        plain_ips.append(seen / seconds)
+        name = f"{'full' if full else 'fe'}-{rep}"
+        cfg = framework_config(folder, work / name, name, sizes, device, *strategy, f"trainer.max_epochs={epochs}")
+        seconds, summary = timed(lambda cfg=cfg: framework_run(cfg))
+        framework_ips.append(seen / seconds)
+        cache = summary["feature_cache"]
+    plain, framework = median(plain_ips), median(framework_ips)
+    label = "full fine-tuning" if full else "feature extraction"
+    return Row(
+        f"(1) {label}, {epochs} epoch(s): images/s",
+        f"{plain:.1f}",
+        f"{framework:.1f}",
+        framework / plain,
+        ">= 1.5x (CPU)",
+        f"cache {'on (cold each rep)' if cache['enabled'] else 'off'}",
+    )
+
+
+def compare_sweeps(folder, work, sizes, device, classes) -> Row:
+    """(2): the sweep as four plain runs, and as four ``train(cfg)`` jobs sharing one cache."""
+    datasets = plain_datasets(folder, sizes.image_size, sizes.val_per_class * classes)
+    plain_times, framework_times, hits = [], [], []
+    for rep in range(sizes.sweep_reps):
+        seconds, _ = timed(lambda: [
+            plain_run(datasets, classes, False, lr, sizes.sweep_epochs, torch.device(device), sizes.batch_size) for lr in sizes.sweep_lrs
+        ])  # fmt: skip
+        plain_times.append(seconds)
+        shared = work / f"sweep-{rep}"  # one cache folder for the whole sweep, cold at its start
+        started = time.perf_counter()
+        for job, lr in enumerate(sizes.sweep_lrs):
+            cfg = framework_config(
+                folder, shared, f"job{job}", sizes, device, "strategy=feature_extract", "optimizer=adam",
+                f"optimizer.lr={lr}", f"trainer.max_epochs={sizes.sweep_epochs}",
+            )  # fmt: skip
+            hits.append(len(framework_run(cfg)["feature_cache"]["hits"]))
+        framework_times.append(time.perf_counter() - started)
+    plain, framework = median(plain_times), median(framework_times)
+    return Row(
+        f"(2) sweep {len(sizes.sweep_lrs)} lr x {sizes.sweep_epochs} epochs: wall s",
+        f"{plain:.1f}",
+        f"{framework:.1f}",
+        plain / framework,
+        ">= 10x",
+        f"cache hits per job: {hits[: len(sizes.sweep_lrs)]}",
+    )
+
+
+def compare_feature_pass(folder, work, sizes, device, classes) -> Row:
+    """(3): filling the cache from uint8 images against a bare forward on pre-loaded tensors."""
+    framework_ips, bare_ips = [], []
+    for rep in range(sizes.reps):
+        cfg = framework_config(folder, work / f"pass-{rep}", "pass", sizes, device, "strategy=feature_extract")
+        datamodule, module, trainer = framework_parts(cfg)
+        images = sum(len(getattr(datamodule.splits, s)) for s in ("train", "val", "test"))
+        report = use_feature_cache(datamodule, module, trainer)
+        assert report.misses == ["train", "val", "test"], report.summary()
+        framework_ips.append(images / report.seconds)
+        bare_ips.append(bare_forward_ips(preloaded_batches(datamodule, trainer.strategy.root_device), classes,
+                                         trainer.strategy.root_device))  # fmt: skip
+    framework, bare = median(framework_ips), median(bare_ips)
+    return Row(
+        "(3) feature pass vs bare forward: images/s",
+        f"{bare:.1f} (bare)",
+        f"{framework:.1f}",
+        framework / bare,
+        ">= 0.9",
+        "framework: decode-free uint8 -> resize -> normalise -> 5 stages, hashed and saved",
+    )
+
+
+def compare_steps(folder, work, sizes, device, classes) -> Row:
+    """(4): full fine-tuning steps through Lightning against a bare step on pre-loaded tensors."""
+    framework_ips, bare_ips = [], []
+    for rep in range(sizes.reps):
+        timer = StepTimes()
+        cfg = framework_config(
+            folder, work / f"steps-{rep}", "steps", sizes, device, "strategy=full", "optimizer=sgd",
+            "trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+            "~callbacks.early_stopping", "~callbacks.model_checkpoint",  # no validation here: nothing to monitor
+        )  # fmt: skip
+        datamodule, module, trainer = framework_parts(cfg, extra_callbacks=[timer])
+        with contextlib.redirect_stdout(io.StringIO()):
+            trainer.fit(module, datamodule=datamodule)
+        steps = len(timer.times) - 1  # the first step (warm-up) is excluded, as in the bare loop
+        framework_ips.append(steps * sizes.batch_size / (timer.times[-1] - timer.times[0]))
+        device_ = trainer.strategy.root_device
+        bare_ips.append(bare_step_ips(preloaded_batches(datamodule, device_, sizes.step_batches), classes, device_))
+    framework, bare = median(framework_ips), median(bare_ips)
+    return Row(
+        "(4) full fine-tuning step vs bare step: images/s",
+        f"{bare:.1f} (bare)",
+        f"{framework:.1f}",
+        framework / bare,
+        ">= 0.9",
+        f"{sizes.step_batches - 1} timed steps of {sizes.batch_size} after 1 warm-up",
+    )
+
+
+# -- report ----------------------------------------------------------------------------------
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "CPU": f"{cpu}, {os.cpu_count()} cores (torch threads: {torch.get_num_threads()})",
+        "GPU": gpu,
+        "torch": f"{torch.__version__}, torchvision {torchvision.__version__}, lightning {L.__version__}",
+        "Python": platform.python_version(),
+        "load average (1 min) at the end": f"{os.getloadavg()[0]:.1f} (other jobs share this machine; ratios are measured side by side)",
+    }
+
+
+def render(rows: list[Row], info: dict[str, str], sizes: Sizes, data: str, device: str, total: float) -> str:
+    lines = [
+        "| measurement | plain loop / bare | framework | ratio | target | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        lines.append(f"| {row.name} | {row.plain} | {row.framework} | {ratio} | {row.target} | {row.notes} |")
+    described = "\n".join(f"- {key}: {value}" for key, value in info.items())
+    return (
+        f"Device: `{device}`; data: {data}; image size {sizes.image_size}, batch {sizes.batch_size}; "
+        f"medians of {sizes.reps} repetitions (sweep: {sizes.sweep_reps}); resnet18, random init "
+        f"(speed does not depend on the weights); benchmark wall time {total:.0f}s.\n\n"
+        + "\n".join(lines)
+        + f"\n\nMachine:\n{described}\n"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--tiny", action="store_true", help="every path at 32 px with a handful of images (seconds)")
+    parser.add_argument("--data", default=str(CIFAR_JPEG), help="class-folder JPEGs; 'none' generates images")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--train-per-class", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def sizes_for(args: argparse.Namespace) -> Sizes:
+    if args.tiny:
+        sizes = Sizes(image_size=32, batch_size=8, train_per_class=3, test_per_class=1, step_batches=2, epochs_fe=1,
+                      sweep_lrs=(1e-3, 3e-3), sweep_epochs=2, reps=1)  # fmt: skip
+    elif args.device == "cuda":
+        sizes = Sizes(train_per_class=100, val_per_class=20, test_per_class=20, step_batches=20, epochs_fe=2)
+    else:
+        sizes = Sizes()
+    sizes.reps = args.reps or sizes.reps
+    sizes.train_per_class = args.train_per_class or sizes.train_per_class
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("Error: --device cuda asked for, but torch sees no CUDA GPU here", file=sys.stderr)
+        return 2
+    sizes = sizes_for(args)
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transfer_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    random.seed(0)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tl-bench-") as temporary:
+        work = Path(temporary)
+        source = None if args.data == "none" else Path(args.data)
+        data = make_subset(work / "subset", source, sizes, sizes.train_per_class)
+        steps_folder = work / "subset-steps"  # (4) needs step_batches full batches of training images
+        per_class = -(-(sizes.step_batches * sizes.batch_size) // num_classes(work / "subset")) + sizes.val_per_class
+        make_subset(steps_folder, source, sizes, per_class)
+        classes = num_classes(work / "subset")
+        rows = []
+        for label, measure in (
+            ("(1) feature extraction", lambda: compare_runs(work / "subset", work / "r1", sizes, args.device, classes, False)),
+            ("(1) full fine-tuning", lambda: compare_runs(work / "subset", work / "r1f", sizes, args.device, classes, True)),
+            ("(2) sweep", lambda: compare_sweeps(work / "subset", work / "r2", sizes, args.device, classes)),
+            ("(3) feature pass", lambda: compare_feature_pass(work / "subset", work / "r3", sizes, args.device, classes)),
+            ("(4) training step", lambda: compare_steps(steps_folder, work / "r4", sizes, args.device, classes)),
+        ):  # fmt: skip
+            step_started = time.perf_counter()
+            rows.append(measure())
+            print(f"{label}: done in {time.perf_counter() - step_started:.0f}s", file=sys.stderr, flush=True)
+    report = render(rows, machine(), sizes, data, args.device, time.perf_counter() - started)
+    print(report)
+    output = Path(args.output)
+    output.write_text("# Benchmarks (`make bench`)\n\n" + report)
+    print(f"Written to {output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

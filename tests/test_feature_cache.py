@@ -1,0 +1,208 @@
+"""The frozen-feature cache: exact keys, never stale, self-healing files, same training as live."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from tests.conftest import TINY, compose_config, run_cli
+from transfer_lightning.builders import build_trainer
+from transfer_lightning.cache import FeatureCache, cache_key, data_fingerprint, use_feature_cache
+from transfer_lightning.cache.key import frozen_weights_fingerprint
+from transfer_lightning.classifier import TransferClassifier
+from transfer_lightning.train import _plain
+
+SMALL = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
+
+
+def _build(tmp_path: Path, *overrides: str, seed: int = 0):
+    """Datamodule, module and trainer from the real config, as ``train.py`` builds them."""
+    cfg = compose_config(
+        [*TINY, *SMALL, f"paths.data_dir={tmp_path / 'data'}", *overrides],
+        output_dir=str(tmp_path / "run"),
+    )
+    L.seed_everything(seed, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = TransferClassifier(
+        model=_plain(cfg.model),
+        strategy=_plain(cfg.strategy),
+        optimizer=_plain(cfg.optimizer),
+        scheduler=None,
+        class_names=datamodule.class_names,
+        preprocessing=datamodule.preprocessing,
+    )
+    trainer = build_trainer(cfg, [], False)
+    return datamodule, module, trainer
+
+
+def _key_inputs(module: TransferClassifier, datamodule, **changes) -> dict:
+    inputs = {
+        "model": "resnet18",
+        "frozen_weights": frozen_weights_fingerprint(module.net, 5),
+        "stage": 5,
+        "image_size": 32,
+        "preprocessing": datamodule.preprocessing,
+        "device": "cpu",
+        "precision": "32-true",
+        "split": "train",
+        "data": data_fingerprint(datamodule.splits.train),
+    }
+    return {**inputs, **changes}
+
+
+def test_cache_key_changes_when_any_input_changes(tmp_path) -> None:
+    datamodule, module, _ = _build(tmp_path)
+    base = cache_key(**_key_inputs(module, datamodule))
+    assert base == cache_key(**_key_inputs(module, datamodule)), "the key must be deterministic"
+
+    images = datamodule.splits.train.images.clone()
+    images[0, 0, 0, 0] ^= 1  # one pixel of one image
+    changed_data = data_fingerprint(type(datamodule.splits.train)(images, datamodule.splits.train.labels))
+    labels = datamodule.splits.train.labels.clone()
+    labels[0] = (labels[0] + 1) % 4
+    changed_labels = data_fingerprint(type(datamodule.splits.train)(datamodule.splits.train.images, labels))
+    with torch.no_grad():
+        module.net.layer4[1].bn2.running_mean[0] += 1e-3  # one buffer of a frozen stage
+    changed_weights = frozen_weights_fingerprint(module.net, 5)
+    variants = {
+        "model": "resnet34",
+        "frozen_weights": changed_weights,
+        "stage": 4,
+        "image_size": 64,
+        "preprocessing": {**datamodule.preprocessing, "mean": [0.5, 0.5, 0.5]},
+        "device": "cuda",
+        "precision": "bf16-mixed",
+        "split": "val",
+        "data": changed_data,
+    }
+    keys = {name: cache_key(**_key_inputs(module, datamodule, **{name: value})) for name, value in variants.items()}
+    keys["labels"] = cache_key(**_key_inputs(module, datamodule, data=changed_labels))
+    assert base not in keys.values()
+    assert len(set(keys.values())) == len(keys), "two different inputs gave the same key"
+
+
+def test_head_weights_are_not_part_of_the_frozen_fingerprint(tmp_path) -> None:
+    _, module, _ = _build(tmp_path)
+    before = frozen_weights_fingerprint(module.net, 5)
+    with torch.no_grad():
+        module.net.fc.weight.add_(1.0)
+    assert frozen_weights_fingerprint(module.net, 5) == before
+    assert frozen_weights_fingerprint(module.net, 4) != frozen_weights_fingerprint(module.net, 5)
+
+
+def test_stale_cache_is_never_used_after_the_images_or_weights_change(tmp_path) -> None:
+    datamodule, module, trainer = _build(tmp_path)
+    first = use_feature_cache(datamodule, module, trainer)
+    assert first.enabled and first.misses == ["train", "val", "test"] and first.hits == []
+
+    again = use_feature_cache(datamodule, module, trainer)
+    assert again.hits == ["train", "val", "test"] and again.misses == []
+
+    datamodule.splits.val.images[3] = 255 - datamodule.splits.val.images[3]
+    changed_data = use_feature_cache(datamodule, module, trainer)
+    assert changed_data.hits == ["train", "test"] and changed_data.misses == ["val"]
+    assert not torch.equal(changed_data.datamodule.features["val"][0], first.datamodule.features["val"][0])
+
+    with torch.no_grad():
+        module.net.conv1.weight.mul_(1.5)
+    changed_weights = use_feature_cache(datamodule, module, trainer)
+    assert changed_weights.misses == ["train", "val", "test"]
+    assert not torch.allclose(changed_weights.datamodule.features["train"][0], first.datamodule.features["train"][0])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "tampered"])
+def test_corrupted_cache_file_is_detected_and_rebuilt(tmp_path, damage: str, caplog) -> None:
+    cache = FeatureCache(tmp_path / "cache")
+    features, labels = torch.randn(6, 8), torch.arange(6)
+    path = cache.save("k" * 64, features, labels, meta={})
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    else:  # a readable file whose tensors no longer match their checksum
+        entry = torch.load(path, weights_only=True)
+        entry["features"][2, 3] += 1.0
+        torch.save(entry, path)
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return features, labels
+
+    with caplog.at_level("WARNING"):
+        loaded = cache.get_or_compute("k" * 64, "train", compute, meta={})
+    assert calls == [1] and cache.misses == ["train"], "the damaged entry must be recomputed, not served"
+    assert "rebuilding" in caplog.text
+    assert torch.equal(loaded[0], features)
+    assert cache.load("k" * 64) is not None, "the rebuilt entry must be valid"
+    assert not list((tmp_path / "cache").glob("*.tmp")), "no temporary file may be left behind"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (["data.augment=standard"], "data.augment=standard"),
+        (["strategy.train_bn=true"], "no stage stays frozen"),
+        (["strategy=full"], "no stage stays frozen"),
+        (["data.feature_cache=false"], "data.feature_cache=false"),
+        (["strategy=finetune", "data.feature_cache_max_gb=0.0001"], "data.feature_cache_max_gb"),
+    ],
+    ids=["augmented", "train_bn", "full", "switched_off", "over_budget"],
+)
+def test_cache_stays_off_where_it_would_not_be_exact_or_not_fit(tmp_path, overrides, reason) -> None:
+    datamodule, module, trainer = _build(tmp_path, *overrides)
+    report = use_feature_cache(datamodule, module, trainer)
+    assert not report.enabled and reason in report.reason
+    assert report.datamodule is datamodule and module.input_stage == 0
+    assert not (tmp_path / "data" / "feature_cache").exists()
+
+
+@pytest.mark.parametrize("strategy", ["feature_extract", "finetune"])
+def test_training_on_cached_features_gives_the_same_logits_as_the_live_frozen_backbone(tmp_path, strategy) -> None:
+    trained = {}
+    for mode in ("live", "cached"):
+        datamodule, module, _ = _build(tmp_path / mode, f"strategy={strategy}", "trainer.max_epochs=2", seed=7)
+        trainer = L.Trainer(
+            accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        )  # fmt: skip
+        data = datamodule
+        if mode == "cached":
+            report = use_feature_cache(datamodule, module, trainer)
+            assert report.enabled and module.input_stage == (5 if strategy == "feature_extract" else 4)
+            data = report.datamodule
+        L.seed_everything(123, verbose=False)  # the same shuffling order for both
+        trainer.fit(module, datamodule=data)
+        module.input_stage = 0  # the whole model, on images, as a checkpoint is used
+        trained[mode] = module.eval()
+
+    images = datamodule.preprocessor(datamodule.splits.test.images)
+    with torch.no_grad():
+        live, cached = trained["live"](images), trained["cached"](images)
+    assert torch.allclose(live, cached, atol=1e-4, rtol=1e-4), (live - cached).abs().max()
+    assert not torch.allclose(trained["live"].net.fc.weight, TransferClassifier(
+        **{k: v for k, v in trained["live"].hparams.items()}).net.fc.weight), "the head did not train"  # fmt: skip
+
+
+def test_cli_run_with_cache_records_misses_and_its_checkpoint_tests_the_same_live(tiny_run_args, tmp_path) -> None:
+    result = run_cli(*tiny_run_args, *SMALL, "trainer.max_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
+    assert summary["feature_cache"]["enabled"] and summary["feature_cache"]["stage"] == 5
+    assert summary["feature_cache"]["misses"] == ["train", "val", "test"] and summary["feature_cache"]["hits"] == []
+    assert Path(summary["feature_cache"]["dir"]) == tmp_path / "data" / "feature_cache"
+    assert len(list((tmp_path / "data" / "feature_cache").glob("*.pt"))) == 3
+    assert "Feature cache miss: train" in result.stderr + result.stdout
+
+    # the best checkpoint is a normal full model: tested live on images it gives the same result
+    model = TransferClassifier.load_from_checkpoint(summary["best_ckpt"], load_pretrained=False)
+    assert model.input_stage == 0
+    datamodule, _, _ = _build(tmp_path)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    live = trainer.test(model, datamodule=datamodule, verbose=False)[0]["test/acc"]
+    assert live == pytest.approx(summary["test_acc"], abs=1e-6)

@@ -1,0 +1,82 @@
+"""Whether the cache is exact for a run, which stage it stores, and whether it fits in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from transfer_lightning.models import frozen_features
+
+BYTES_PER_VALUE = 4  # features are stored as float32
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """``stage`` > 0: cache the output of the first ``stage`` stages; 0: run live (``reason`` says why)."""
+
+    stage: int
+    reason: str
+    feature_shape: tuple[int, ...] = ()
+    estimated_bytes: int = 0
+
+
+def cache_plan(
+    setting: str | bool,
+    frozen_stages: int,
+    augment: str,
+    model: nn.Module,
+    image_size: int,
+    num_images: int,
+    max_gb: float,
+) -> CachePlan:
+    """Decide from the settings alone, before any feature is computed.
+
+    The frozen stages' output is a pure function of the image only when every split reaches
+    them unaugmented: validation and test always, training only with ``augment == "none"``.
+    The whole cache is held in memory, so its size (``num_images`` x feature size x 4 bytes)
+    must stay within ``max_gb``.
+    """
+    if setting is False or str(setting).lower() == "false":
+        return CachePlan(0, "off (data.feature_cache=false)")
+    if frozen_stages == 0:
+        return CachePlan(0, "off: no stage stays frozen for the whole run (nothing to cache)")
+    if augment != "none":
+        return CachePlan(
+            0, f"off: data.augment={augment} changes the training images every epoch, so the frozen output is not fixed"
+        )
+    shape = feature_shape(model, frozen_stages, image_size)
+    estimated = num_images * BYTES_PER_VALUE * int(torch.Size(shape).numel())
+    if estimated > max_gb * 2**30:
+        return CachePlan(
+            0,
+            f"off: caching stage {frozen_stages} output {tuple(shape)} for {num_images} images needs "
+            f"{estimated / 2**30:.1f} GB > data.feature_cache_max_gb={max_gb} (raise it, freeze more stages "
+            "or lower data.image_size)",
+            shape,
+            estimated,
+        )
+    return CachePlan(frozen_stages, f"on: caching the output of {frozen_stages} frozen stages", shape, estimated)
+
+
+def feature_shape(model: nn.Module, num_stages: int, image_size: int) -> tuple[int, ...]:
+    """Shape of one image's output of the first ``num_stages`` stages (found with a dry run)."""
+    device = next(model.parameters()).device
+    with eval_mode(model), torch.inference_mode():
+        shape = frozen_features(model, torch.zeros(1, 3, image_size, image_size, device=device), num_stages).shape
+    return tuple(shape[1:])
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside, and every submodule's own train/eval flag restored afterwards."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training

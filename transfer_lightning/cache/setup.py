@@ -1,0 +1,159 @@
+"""Hook used by ``train.py``: decide, fill the cache (or load it) and swap the datamodule."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from transfer_lightning.cache.datamodule import CachedFeatureDataModule
+from transfer_lightning.cache.key import cache_key, data_fingerprint, frozen_weights_fingerprint
+from transfer_lightning.cache.plan import cache_plan, eval_mode
+from transfer_lightning.cache.store import FeatureCache, Features
+from transfer_lightning.models import frozen_features
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+DEFAULT_DIRECTORY = "data/feature_cache"
+_NOT_IN_MEMORY = "off: the {} split is not an in-memory image tensor, so it cannot be fingerprinted"
+
+
+@dataclass
+class FeatureCacheReport:
+    """What the cache did for one run: the datamodule to train on, and hits/misses for the summary."""
+
+    datamodule: L.LightningDataModule
+    enabled: bool
+    reason: str
+    stage: int = 0
+    directory: str | None = None
+    hits: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "reason": self.reason,
+            "stage": self.stage,
+            "dir": self.directory,
+            "hits": self.hits,
+            "misses": self.misses,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> FeatureCacheReport:
+    """Serve the frozen stages' output from the cache where that is exact; else keep ``datamodule``.
+
+    On success ``module.input_stage`` is set so the module runs only the trainable stages, and the
+    returned report's ``datamodule`` serves features. Settings come from the datamodule's
+    ``feature_cache`` (auto | false), ``feature_cache_dir`` and ``feature_cache_max_gb``.
+    """
+    splits = {name: getattr(datamodule.splits, name) for name in SPLITS}
+    fingerprints: dict[str, str | None] = {}
+    reason = _unsupported(datamodule, trainer)
+    if reason is None:
+        fingerprints = {name: data_fingerprint(dataset) for name, dataset in splits.items()}
+        reason = next((_NOT_IN_MEMORY.format(name) for name, fp in fingerprints.items() if fp is None), None)
+    if reason is None:
+        plan = cache_plan(
+            setting=getattr(datamodule, "feature_cache", "auto"),
+            frozen_stages=module.strategy.frozen_stages_throughout(),
+            augment=datamodule.augment,
+            model=module.net,
+            image_size=datamodule.image_size,
+            num_images=sum(len(dataset) for dataset in splits.values()),
+            max_gb=float(getattr(datamodule, "feature_cache_max_gb", 4.0)),
+        )
+        reason = None if plan.stage else plan.reason
+    if reason is not None:
+        log.info("Feature cache %s", reason)
+        return FeatureCacheReport(datamodule, enabled=False, reason=reason)
+
+    started = time.perf_counter()
+    directory = Path(getattr(datamodule, "feature_cache_dir", None) or DEFAULT_DIRECTORY)
+    cache = FeatureCache(directory)
+    device = trainer.strategy.root_device
+    common = {
+        "model": module.hparams.model["name"],
+        "frozen_weights": frozen_weights_fingerprint(module.net, plan.stage),
+        "stage": plan.stage,
+        "image_size": datamodule.image_size,
+        "preprocessing": datamodule.preprocessing,
+        "device": device.type,
+        "precision": str(trainer.precision),
+    }
+    features: dict[str, Features] = {}
+    for name, dataset in splits.items():
+        inputs = {**common, "split": name, "data": fingerprints[name]}
+        features[name] = cache.get_or_compute(
+            cache_key(**inputs),
+            name,
+            lambda dataset=dataset: _compute(module, datamodule, dataset, plan.stage, trainer),
+            meta={**inputs, "weights_source": module.weights_source},
+        )
+    module.input_stage = plan.stage
+    report = FeatureCacheReport(
+        CachedFeatureDataModule(datamodule, features),
+        enabled=True,
+        reason=plan.reason,
+        stage=plan.stage,
+        directory=str(directory),
+        hits=cache.hits,
+        misses=cache.misses,
+        seconds=time.perf_counter() - started,
+    )
+    log.info(
+        "Feature cache on (stage %d, %s): hits %s, misses %s, %.1fs (data.feature_cache)",
+        plan.stage,
+        directory,
+        report.hits or "none",
+        report.misses or "none",
+        report.seconds,
+    )
+    return report
+
+
+def _unsupported(datamodule: Any, trainer: L.Trainer) -> str | None:
+    if str(getattr(datamodule, "feature_cache", "auto")).lower() == "false":
+        return "off (data.feature_cache=false)"
+    if trainer.world_size > 1:
+        return "off: multi-device runs compute the frozen stages live"
+    return None
+
+
+def _compute(module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer: L.Trainer) -> Features:
+    """The first ``stage`` stages' output for every image of ``dataset``, in order, as float32 on the CPU.
+
+    Same preprocessing (``train=False``: no augmentation), device and precision context as the live
+    steps, so the cached values equal what the frozen stages would compute during training.
+    """
+    device = trainer.strategy.root_device
+    net = module.net.to(device)
+    preprocessor = datamodule.preprocessor.to(device)
+    loader = DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    outputs, labels = [], []
+    started = time.perf_counter()
+    with eval_mode(net), torch.inference_mode(), trainer.precision_plugin.forward_context():
+        for images, targets in loader:
+            batch = preprocessor(images.to(device, non_blocking=True), train=False)
+            batch = batch.contiguous(memory_format=torch.channels_last)  # as the live batches
+            outputs.append(frozen_features(net, batch, stage).float().cpu())
+            labels.append(targets)
+    elapsed = time.perf_counter() - started
+    log.info(
+        "Feature cache: %d images through %d frozen stages in %.1fs (%.1f images/s)",
+        len(dataset),
+        stage,
+        elapsed,
+        len(dataset) / max(elapsed, 1e-9),
+    )
+    return torch.cat(outputs), torch.cat(labels)
