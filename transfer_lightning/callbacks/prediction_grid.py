@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure
@@ -26,8 +27,13 @@ class PredictionGridImage(Callback):
         self.selector.reset()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if isinstance(outputs, dict) and "logits" in outputs and has_figure_logger(trainer):
-            self.selector.update(batch[0], outputs["logits"], outputs["target"])
+        if not (isinstance(outputs, dict) and "logits" in outputs and has_figure_logger(trainer)):
+            return
+        images = batch[0]
+        if images.dim() != 4 or images.shape[1] != 3:  # cached features: show the images they came from
+            images = _source_images(trainer, batch_idx, len(images), images.device)
+        if images is not None:
+            self.selector.update(images, outputs["logits"], outputs["target"])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         examples = self.selector.examples()
@@ -36,3 +42,17 @@ class PredictionGridImage(Callback):
         examples.images = preprocessor_for(pl_module.hparams["preprocessing"]).unnormalize(examples.images)
         log_figure(trainer, "test/predictions", prediction_grid_figure(examples, pl_module.class_names))
         self.selector.reset()
+
+
+def _source_images(trainer: L.Trainer, batch_idx: int, count: int, device: torch.device) -> torch.Tensor | None:
+    """The preprocessed test images of batch ``batch_idx`` when the batches are cached features.
+
+    The feature-cache datamodule (``transfer_lightning.cache``) keeps the image datamodule as
+    ``source``; its test loader is not shuffled, so batch ``i`` holds items ``i * batch_size ...``.
+    """
+    source = getattr(trainer.datamodule, "source", None)
+    if source is None or getattr(source, "splits", None) is None:
+        return None
+    dataset, start = source.splits.test, batch_idx * source.batch_size
+    images = torch.stack([dataset[index][0] for index in range(start, start + count)]).to(device)
+    return source.preprocessor.to(device)(images, train=False)
