@@ -88,6 +88,23 @@ BAD_VALUES = {
     "logger.name": "",
     "paths.root_dir": 7,
     "paths.data_dir": "",
+    "strategy.lr_decay": 1.5,
+    "strategy.unfrozen_bn": "freeze",
+    "strategy.head_epochs": -1,
+    "strategy.unfreeze_every": -1,
+    "strategy.min_frozen_stages": 5,
+    "strategy.unfreeze_warmup_epochs": 1.5,
+    "data.feature_cache": "always",
+    "data.feature_cache_max_gb": 0,
+    "compile": "yes",
+    "data.on_bad_file": "ignore",
+    "data.balance": "oversample",
+    "data.cache": "ram",
+    "tune.lr_find": "yes",
+    "tune.apply": 1,
+    "tune.min_lr": 0,
+    "tune.max_lr": -1.0,
+    "tune.num_training": 10,
 }
 
 
