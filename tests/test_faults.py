@@ -85,8 +85,13 @@ def test_two_runs_with_the_same_seed_on_cpu_give_identical_metrics_and_weights(t
 
     results = []
     for name in ("first", "second"):
-        cfg = compose_config([*TINY, "strategy=finetune", "seed=7"], output_dir=str(tmp_path / name))
+        # a fresh feature cache: the first run computes it (miss), the second loads it (hit)
+        overrides = [*TINY, "strategy=finetune", "seed=7", f"paths.data_dir={tmp_path / 'data'}"]
+        cfg = compose_config(overrides, output_dir=str(tmp_path / name))
         results.append(train(cfg))
+    assert (results[0]["feature_cache"]["misses"], results[1]["feature_cache"]["hits"]) == (
+        ["train", "val", "test"],
+    ) * 2
     keys = ("best_val_acc", "test_acc", "test_per_class_acc", "global_step")
     assert [results[0][k] for k in keys] == [results[1][k] for k in keys]
     first, second = (checkpoint(tmp_path / name / "checkpoints" / "last.ckpt") for name in ("first", "second"))

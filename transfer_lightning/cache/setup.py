@@ -139,7 +139,15 @@ def _compute(module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer
     device = trainer.strategy.root_device
     net = module.net.to(device)
     preprocessor = datamodule.preprocessor.to(device)
-    loader = DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=False, pin_memory=device.type == "cuda")
+    # Its own generator: creating a loader iterator draws a seed, and drawing it from the global
+    # RNG would make a cache miss shuffle the training data differently from a cache hit.
+    loader = DataLoader(
+        dataset,
+        batch_size=datamodule.batch_size,
+        shuffle=False,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
     outputs, labels = [], []
     started = time.perf_counter()
     with eval_mode(net), torch.inference_mode(), trainer.precision_plugin.forward_context():
