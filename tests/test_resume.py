@@ -86,7 +86,7 @@ def test_sigkilled_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_r
         expected_early["wait_count"],
         expected_early["best_score"],
     )
-    best_key = next(k for k in final_expected["callbacks"] if k.startswith("ModelCheckpoint"))
+    best_key = next(k for k in final_expected["callbacks"] if k.startswith("RunCheckpoint"))
     assert (
         final_got["callbacks"][best_key]["best_model_score"]
         == final_expected["callbacks"][best_key]["best_model_score"]

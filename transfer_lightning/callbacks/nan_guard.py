@@ -33,7 +33,10 @@ class NonFiniteLossGuard(Callback):
             )
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        broken = [name for name, value in checkpoint["state_dict"].items() if _non_finite(value)]
+        # the network's weights and buffers only: metric states (e.g. MaxMetric's -inf start) may be infinite
+        broken = [
+            name for name, value in checkpoint["state_dict"].items() if name.startswith("net.") and _non_finite(value)
+        ]
         if broken:
             raise TrainingDiverged(
                 f"the weights became NaN or infinite at epoch {trainer.current_epoch} (0-based), global step "
