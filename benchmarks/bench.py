@@ -54,13 +54,12 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from transfer_lightning.builders import build_callbacks, build_logger, build_trainer  # noqa: E402
+from transfer_lightning.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
 from transfer_lightning.cache import use_feature_cache  # noqa: E402
-from transfer_lightning.classifier import TransferClassifier  # noqa: E402
 from transfer_lightning.data.base import seeded_split  # noqa: E402
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from transfer_lightning.speed import tune_for_device  # noqa: E402
-from transfer_lightning.train import _plain, train  # noqa: E402
+from transfer_lightning.train import train  # noqa: E402
 
 CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 SPLIT_SEED = 42
@@ -214,14 +213,7 @@ def framework_parts(cfg, extra_callbacks=()):
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = TransferClassifier(
-        model=_plain(cfg.model),
-        strategy=_plain(cfg.strategy),
-        optimizer=_plain(cfg.optimizer),
-        scheduler=_plain(cfg.scheduler) or None,
-        class_names=datamodule.class_names,
-        preprocessing=datamodule.preprocessing,
-    )
+    module = build_classifier(cfg, datamodule)
     callbacks = [*build_callbacks(cfg.get("callbacks")), *extra_callbacks]
     trainer = build_trainer(cfg, callbacks, build_logger(cfg.get("logger")))
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False))

@@ -51,3 +51,24 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | b
 
 def find_callback(callbacks: list[Callback], kind: type) -> Any:
     return next((callback for callback in callbacks if isinstance(callback, kind)), None)
+
+
+def build_classifier(cfg: DictConfig, datamodule: Any) -> Any:
+    """The ``TransferClassifier`` of ``cfg`` sized to ``datamodule``'s classes (plain-container hparams)."""
+    from transfer_lightning.classifier import TransferClassifier
+
+    return TransferClassifier(
+        model=_plain(cfg.model),
+        strategy=_plain(cfg.strategy),
+        optimizer=_plain(cfg.optimizer),
+        scheduler=_plain(cfg.scheduler) or None,
+        class_names=datamodule.class_names,
+        preprocessing=datamodule.preprocessing,
+    )
+
+
+def _plain(node: Any) -> Any:
+    """Plain containers (not OmegaConf objects) so checkpoints load with ``weights_only``."""
+    if node is None:
+        return None
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

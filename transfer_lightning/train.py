@@ -16,14 +16,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from transfer_lightning.builders import build_callbacks, build_logger, build_trainer, find_callback
+from transfer_lightning.builders import build_callbacks, build_classifier, build_logger, build_trainer, find_callback
 from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
-from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.models.weights import ensure_weights_available
@@ -60,14 +59,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = TransferClassifier(
-        model=_plain(cfg.model),
-        strategy=_plain(cfg.strategy),
-        optimizer=_plain(cfg.optimizer),
-        scheduler=_plain(cfg.scheduler) or None,
-        class_names=datamodule.class_names,
-        preprocessing=datamodule.preprocessing,
-    )
+    module = build_classifier(cfg, datamodule)
     params = module.parameter_counts()
     log.info("Weights: %s (model.weights)", module.weights_source)
     log.info("Strategy %s", module.strategy.describe())
@@ -171,13 +163,6 @@ def main(cfg: DictConfig) -> float | None:
 
 def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _plain(node: Any) -> Any:
-    """Plain containers (not OmegaConf objects) so checkpoints load with ``weights_only``."""
-    if node is None:
-        return None
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _choice(group: str) -> str | None:

@@ -283,15 +283,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         labels = dataset.labels
         counts = torch.bincount(labels, minlength=self.num_classes).double()
         sampler = WeightedRandomSampler((1.0 / counts)[labels], num_samples=len(labels), replacement=True)
-        workers = self.resolved_num_workers()
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=workers > 0,
-        )
+        return self._loader(dataset, shuffle=False, sampler=sampler)
 
     # -- throughput ----------------------------------------------------------------------------
     def _measure_loader(self, dataset: Dataset, max_batches: int = 10, max_seconds: float = 2.0) -> float | None:
