@@ -71,7 +71,13 @@ class Sizes:
 
     image_size: int = 224
     batch_size: int = 32  # the book's
-    train_per_class: int = 4  # (1)-(3): per class, of which val_per_class go to validation
+    # Images per class (val_per_class of them go to validation). A run has fixed costs (Trainer start,
+    # checkpoints, TensorBoard figures, the test) that only a realistic image count amortises: the
+    # sweep needs a few hundred images for what caching saves to show; full fine-tuning is
+    # compute-bound, so a few images per class measure it.
+    train_per_class: int = 10  # (1) feature extraction, (3)
+    full_train_per_class: int = 4  # (1) full fine-tuning
+    sweep_train_per_class: int = 40  # (2)
     val_per_class: int = 1
     test_per_class: int = 1
     step_batches: int = 3  # (4): training batches per repetition (the first one is warm-up)
@@ -444,9 +450,10 @@ def render(rows: list[Row], info: dict[str, str], sizes: Sizes, data: str, devic
     return (
         f"Device: `{device}`; data: {data}; image size {sizes.image_size}, batch {sizes.batch_size}; "
         f"medians of {sizes.reps} repetitions (sweep: {sizes.sweep_reps}); resnet18, random init "
-        f"(speed does not depend on the weights); benchmark wall time {total:.0f}s.\n\n"
-        + "\n".join(lines)
-        + f"\n\nMachine:\n{described}\n"
+        f"(speed does not depend on the weights); images per class (incl. {sizes.val_per_class} for validation): "
+        f"{sizes.train_per_class} for (1) feature extraction and (3), {sizes.full_train_per_class} for (1) full "
+        f"fine-tuning, {sizes.sweep_train_per_class} for (2), plus {sizes.test_per_class} test; "
+        f"benchmark wall time {total:.0f}s.\n\n" + "\n".join(lines) + f"\n\nMachine:\n{described}\n"
     )
 
 
@@ -463,8 +470,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def sizes_for(args: argparse.Namespace) -> Sizes:
     if args.tiny:
-        sizes = Sizes(image_size=32, batch_size=8, train_per_class=3, test_per_class=1, step_batches=2, epochs_fe=1,
-                      sweep_lrs=(1e-3, 3e-3), sweep_epochs=2, reps=1)  # fmt: skip
+        sizes = Sizes(image_size=32, batch_size=8, train_per_class=3, full_train_per_class=3, sweep_train_per_class=3,
+                      test_per_class=1, step_batches=2, epochs_fe=1, sweep_lrs=(1e-3, 3e-3), sweep_epochs=2, reps=1)  # fmt: skip
     elif args.device == "cuda":
         sizes = Sizes(train_per_class=100, val_per_class=20, test_per_class=20, step_batches=20, epochs_fe=2)
     else:
@@ -493,12 +500,14 @@ def main(argv: list[str] | None = None) -> int:
         steps_folder = work / "subset-steps"  # (4) needs step_batches full batches of training images
         per_class = -(-(sizes.step_batches * sizes.batch_size) // num_classes(work / "subset")) + sizes.val_per_class
         make_subset(steps_folder, source, sizes, per_class)
+        make_subset(work / "subset-full", source, sizes, sizes.full_train_per_class)
+        make_subset(work / "subset-sweep", source, sizes, sizes.sweep_train_per_class)
         classes = num_classes(work / "subset")
         rows = []
         for label, measure in (
             ("(1) feature extraction", lambda: compare_runs(work / "subset", work / "r1", sizes, args.device, classes, False)),
-            ("(1) full fine-tuning", lambda: compare_runs(work / "subset", work / "r1f", sizes, args.device, classes, True)),
-            ("(2) sweep", lambda: compare_sweeps(work / "subset", work / "r2", sizes, args.device, classes)),
+            ("(1) full fine-tuning", lambda: compare_runs(work / "subset-full", work / "r1f", sizes, args.device, classes, True)),
+            ("(2) sweep", lambda: compare_sweeps(work / "subset-sweep", work / "r2", sizes, args.device, classes)),
             ("(3) feature pass", lambda: compare_feature_pass(work / "subset", work / "r3", sizes, args.device, classes)),
             ("(4) training step", lambda: compare_steps(steps_folder, work / "r4", sizes, args.device, classes)),
         ):  # fmt: skip
