@@ -11,11 +11,10 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import TINY, compose_config, run_cli
-from transfer_lightning.builders import build_trainer
+from transfer_lightning.builders import build_classifier, build_trainer
 from transfer_lightning.cache import FeatureCache, cache_key, data_fingerprint, use_feature_cache
 from transfer_lightning.cache.key import frozen_weights_fingerprint
 from transfer_lightning.classifier import TransferClassifier
-from transfer_lightning.train import _plain
 
 SMALL = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
 
@@ -29,14 +28,7 @@ def _build(tmp_path: Path, *overrides: str, seed: int = 0):
     L.seed_everything(seed, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    module = TransferClassifier(
-        model=_plain(cfg.model),
-        strategy=_plain(cfg.strategy),
-        optimizer=_plain(cfg.optimizer),
-        scheduler=None,
-        class_names=datamodule.class_names,
-        preprocessing=datamodule.preprocessing,
-    )
+    module = build_classifier(cfg, datamodule)
     trainer = build_trainer(cfg, [], False)
     return datamodule, module, trainer
 
