@@ -71,6 +71,7 @@ class ClassificationDataModule(L.LightningDataModule):
         feature_cache: str | bool = "auto",
         feature_cache_dir: str | None = None,
         feature_cache_max_gb: float = 4.0,
+        train_crop: str = "pad",
     ) -> None:
         super().__init__()
         if augment not in AUGMENTATIONS:
@@ -84,7 +85,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.feature_cache = feature_cache
         self.feature_cache_dir = feature_cache_dir
         self.feature_cache_max_gb = feature_cache_max_gb
-        self.preprocessor = BatchPreprocessor(image_size, augment, color_jitter)
+        self.preprocessor = BatchPreprocessor(image_size, augment, color_jitter, train_crop=train_crop)
         self.splits: Splits | None = None
 
     # -- to implement ------------------------------------------------------------------------

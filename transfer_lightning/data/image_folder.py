@@ -86,7 +86,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         cache_dir: str = "data/image_folder_cache",
         **common: Any,
     ) -> None:
-        super().__init__(**common)
+        # photos of any shape: training crops are random resized crops, not CIFAR's padded crops
+        super().__init__(train_crop="random_resized", **common)
         for key, value, allowed in (("on_bad_file", on_bad_file, ON_BAD_FILE), ("balance", balance, BALANCE),
                                     ("cache", cache, CACHE)):  # fmt: skip
             if value not in allowed:
@@ -99,9 +100,6 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.balance = balance
         self.cache = cache
         self.cache_dir = Path(cache_dir).expanduser()
-        self.preprocessor = BatchPreprocessor(
-            self.image_size, self.augment, self.preprocessor.color_jitter, train_crop="random_resized"
-        )
 
     @property
     def preprocessing(self) -> dict[str, Any]:
