@@ -122,8 +122,6 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "overrides": _overrides(),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    if logger and test_acc is not None:
-        logger.log_metrics({"test/acc": test_acc}, step=trainer.global_step)
     if not trainer.is_global_zero:
         return summary  # under DDP every process gets here; rank 0 writes the one summary
     path = write_summary(run_dir, summary)

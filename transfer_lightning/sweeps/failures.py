@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transfer_lightning.errors import UserError
-from transfer_lightning.summary import write_summary
+from transfer_lightning.summary import read_summary, write_failure_summary
 
 
 def error_line(error: BaseException) -> str:
@@ -15,6 +15,12 @@ def error_line(error: BaseException) -> str:
     return message if isinstance(error, UserError) else f"{type(error).__name__}: {message}".rstrip(": ")
 
 
-def write_failed_summary(run_dir: Path | str, error: BaseException, overrides: list[str]) -> Path:
-    """``run_summary.json`` with ``status: failed`` and the error line."""
-    return write_summary(Path(run_dir), {"status": "failed", "error": error_line(error), "overrides": overrides})
+def write_failed_summary(run_dir: Path | str, error: BaseException, overrides: list[str]) -> Path | None:
+    """``run_summary.json`` with ``status: failed`` and the error line, unless the run already
+    recorded this failure itself (``faults.recorded_outcome`` writes a richer one: model, strategy,
+    epoch and step reached), which is then kept as it is."""
+    line = error_line(error)
+    earlier = read_summary(Path(run_dir))
+    if earlier and earlier.get("status") == "failed" and earlier.get("error") == line:
+        return None
+    return write_failure_summary(Path(run_dir), "failed", line, overrides=overrides)
