@@ -31,7 +31,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` with an atomic local save and a loader that never unpickles code."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        if not _is_local(path):
+        if not is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, Path(path))
@@ -57,6 +57,27 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _fsync_folder(path.parent)
 
 
+def atomic_hard_link(source: Path, path: Path) -> bool:
+    """Make ``path`` a second name of the file ``source`` (no bytes copied), atomically like
+    ``atomic_torch_save``. Returns False where the file system has no hard links; nothing changed then.
+
+    Safe with the atomic saves above: a later save of either name replaces that name only.
+    """
+    _remove_stale_partials(path)
+    temporary = path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
+    try:
+        os.link(source, temporary)
+    except OSError:
+        return False
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+    return True
+
+
 def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu") -> dict:
     """Load a checkpoint with ``weights_only=True``; a file that needs arbitrary unpickling is refused."""
     path = Path(path)
@@ -75,7 +96,7 @@ def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu") -> dict:
         raise UserError(f"checkpoint {path} cannot be read ({error}); it is damaged or not a checkpoint") from error
 
 
-def _is_local(path: str | Path) -> bool:
+def is_local(path: str | Path) -> bool:
     return type(get_filesystem(str(path))).__name__ == "LocalFileSystem"
 
 

@@ -1,0 +1,82 @@
+"""RunCheckpoint: last.ckpt is always the latest epoch; it costs no second write when best.ckpt
+was written at the same step, and it is a file of its own once the best epoch is behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from transfer_lightning import checkpoint_io
+from transfer_lightning.callbacks import RunCheckpoint
+from transfer_lightning.checkpoint_io import AtomicCheckpointIO
+
+VAL_ACC_PER_EPOCH = [0.5, 0.7, 0.6]  # improves, improves, falls back: best is epoch 1, last is epoch 2
+
+
+class ScriptedAccuracy(L.LightningModule):
+    """A linear model whose ``val/acc`` follows ``VAL_ACC_PER_EPOCH``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.layer(x), y)
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self.log("val/acc", VAL_ACC_PER_EPOCH[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+def _fit(folder: Path, epochs: int) -> Path:
+    data = TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    checkpoints = folder / "checkpoints"
+    callback = RunCheckpoint(
+        dirpath=checkpoints, filename="best", monitor="val/acc", mode="max", save_top_k=1, save_last=True,
+        enable_version_counter=False,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator="cpu", callbacks=[callback], plugins=[AtomicCheckpointIO()],
+        logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=folder,
+    )  # fmt: skip
+    trainer.fit(ScriptedAccuracy(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
+    return checkpoints
+
+
+def _epoch(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+
+
+def test_last_is_a_second_name_of_best_while_it_improves_and_its_own_file_after(tmp_path) -> None:
+    checkpoints = _fit(tmp_path / "two", epochs=2)  # both epochs improve
+    best, last = checkpoints / "best.ckpt", checkpoints / "last.ckpt"
+    assert _epoch(last) == _epoch(best) == 1
+    assert os.path.samefile(best, last), "last.ckpt was written a second time instead of linked"
+
+    checkpoints = _fit(tmp_path / "three", epochs=3)  # epoch 2 does not improve
+    best, last = checkpoints / "best.ckpt", checkpoints / "last.ckpt"
+    assert (_epoch(best), _epoch(last)) == (1, 2)
+    assert not os.path.samefile(best, last)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]  # no partial files left
+
+
+def test_without_hard_links_last_is_written_in_full(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(source, target) -> None:
+        raise OSError("this file system has no hard links")
+
+    monkeypatch.setattr(checkpoint_io.os, "link", no_links)
+    checkpoints = _fit(tmp_path, epochs=2)
+    best, last = checkpoints / "best.ckpt", checkpoints / "last.ckpt"
+    assert _epoch(last) == _epoch(best) == 1
+    assert not os.path.samefile(best, last)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
