@@ -82,3 +82,21 @@ def test_weights_that_cannot_be_downloaded_name_the_expected_file(tmp_path, monk
 def test_unknown_weights_name_lists_the_allowed_ones() -> None:
     with pytest.raises(UserError, match="IMAGENET1K_V1"):
         build_resnet("resnet18", 10, "IMAGENET1K_V9")
+
+
+def test_the_start_check_and_the_model_build_read_the_weights_file_once(tmp_path, monkeypatch) -> None:
+    from transfer_lightning.models import weights as weights_module
+
+    state = _reference_state(num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(weights_module.torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+
+    weights_module.ensure_weights_available("resnet18", str(path))  # what train() does before the data
+    model, _ = build_resnet("resnet18", 10, str(path))
+    assert len(reads) == 1
+    assert torch.equal(model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    build_resnet("resnet18", 10, str(path))  # a second model is not handed the first one's tensors
+    assert len(reads) == 2

@@ -30,24 +30,31 @@ def load_weights(model: nn.Module, arch: str, weights: str | None) -> str:
     if weights is None or str(weights).lower() in {"none", "null"}:
         return "random init"
     weights = str(weights)
-    if is_weights_file(weights):
-        state_dict = _read_state_dict_file(Path(weights).expanduser())
-        source = f"file {weights}"
-    else:
-        state_dict = _download_torchvision_weights(arch, weights)
-        source = f"torchvision {arch} {weights}"
+    state_dict = _checked.pop((arch, weights), None)
+    if state_dict is None:
+        state_dict = _fetch_state_dict(arch, weights)
+    source = f"file {weights}" if is_weights_file(weights) else f"torchvision {arch} {weights}"
     _load_backbone_state(model, state_dict, source)
     return source
 
 
+# state dicts read by ensure_weights_available, handed to the next load_weights of the same
+# (arch, weights) so that a run reads (and hash-checks) its weights file once, not twice
+_checked: dict[tuple[str, str], dict] = {}
+
+
 def ensure_weights_available(arch: str, weights: str | None) -> None:
     """Fail before any data is touched if ``weights`` cannot be had (download or file)."""
+    _checked.clear()
     if weights is None or str(weights).lower() in {"none", "null"}:
         return
-    if is_weights_file(str(weights)):
-        _read_state_dict_file(Path(str(weights)).expanduser())
-    else:
-        _download_torchvision_weights(arch, str(weights))
+    _checked[(arch, str(weights))] = _fetch_state_dict(arch, str(weights))
+
+
+def _fetch_state_dict(arch: str, weights: str) -> dict:
+    if is_weights_file(weights):
+        return _read_state_dict_file(Path(weights).expanduser())
+    return _download_torchvision_weights(arch, weights)
 
 
 def torchvision_weights(arch: str, name: str) -> torchvision.models.WeightsEnum:
