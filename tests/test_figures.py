@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 from transfer_lightning.evaluation.examples import GridExamples
-from transfer_lightning.evaluation.figures import confusion_matrix_figure, prediction_grid_figure
+from transfer_lightning.evaluation.figures import ConfusionMatrixPlot, confusion_matrix_figure, prediction_grid_figure
 
 CLASS_NAMES = {
     "cifar": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
@@ -51,3 +51,14 @@ def test_prediction_grid_captions_stay_inside_the_picture(names, count) -> None:
         torch.rand(count, generator=generator),
     )
     assert _texts_outside(prediction_grid_figure(examples, names)) == []
+
+
+def test_a_refilled_confusion_matrix_shows_the_new_counts_only() -> None:
+    plot = ConfusionMatrixPlot(CLASS_NAMES["cifar"][:3])
+    plot.show(torch.tensor([[5, 1, 0], [0, 7, 2], [3, 0, 4]]), "epoch 0")
+    figure = plot.show(torch.tensor([[9, 0, 0], [0, 8, 0], [0, 1, 6]]), "epoch 1")
+    cells = sorted(text.get_text() for text in plot.axes.texts)
+    assert cells == ["1", "6", "8", "9"]  # zeros blank, nothing left from epoch 0
+    assert plot.axes.get_title() == "epoch 1"
+    assert plot.image.get_array()[2, 2] == pytest.approx(6 / 7)
+    assert _texts_outside(figure) == []

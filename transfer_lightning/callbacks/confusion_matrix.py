@@ -7,19 +7,21 @@ from lightning.pytorch.callbacks import Callback
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure
-from transfer_lightning.evaluation.figures import confusion_matrix_figure
+from transfer_lightning.evaluation.figures import ConfusionMatrixPlot
 
 
 class ConfusionMatrixImage(Callback):
     """Accumulates ``preds``/``target`` returned by ``validation_step``/``test_step`` with
     torchmetrics and logs the matrix figure as ``<stage>/confusion_matrix`` at each epoch end.
 
-    ``compute()`` runs on every rank (it syncs under DDP); only rank 0 draws and logs.
+    ``compute()`` runs on every rank (it syncs under DDP); only rank 0 draws and logs. One figure
+    per stage is built once and refilled each epoch (``ConfusionMatrixPlot``).
     """
 
     def __init__(self, stages: tuple[str, ...] = ("val", "test")) -> None:
         self.stages = tuple(stages)
         self.matrices: dict[str, MulticlassConfusionMatrix] = {}
+        self.plots: dict[str, ConfusionMatrixPlot] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for split in self.stages:
@@ -52,7 +54,8 @@ class ConfusionMatrixImage(Callback):
         matrix = metric.compute()
         metric.reset()
         if has_figure_logger(trainer):
+            plot = self.plots.get(split)
+            if plot is None or plot.class_names != list(pl_module.class_names):
+                plot = self.plots[split] = ConfusionMatrixPlot(pl_module.class_names)
             title = f"{split} confusion matrix, epoch {trainer.current_epoch}"
-            log_figure(
-                trainer, f"{split}/confusion_matrix", confusion_matrix_figure(matrix, pl_module.class_names, title)
-            )
+            log_figure(trainer, f"{split}/confusion_matrix", plot.show(matrix, title))

@@ -36,34 +36,56 @@ def _tick_label_inches(class_names: list[str]) -> float:
 
 def confusion_matrix_figure(matrix: torch.Tensor, class_names: list[str], title: str = "Confusion matrix") -> Figure:
     """Rows are true classes, columns predictions; colour = share of the true class, text = count."""
-    counts = matrix.detach().cpu().to(torch.long)
-    totals = counts.sum(dim=1, keepdim=True).clamp(min=1)
-    shares = (counts.float() / totals).numpy()
-    size = max(4.0, 0.5 * len(class_names) + 2.0)
-    labels = _tick_label_inches(class_names)
-    width, height = size + 1.8 + labels, size + 0.7 * labels
-    figure = Figure(figsize=(width, height), dpi=100)
-    figure.subplots_adjust(
-        left=(labels + _LABEL_INCHES) / width,
-        bottom=(0.71 * labels + _LABEL_INCHES) / height,  # tick labels are rotated 45 degrees
-        right=1 - 1.0 / width,  # the colour bar's ticks and label; the bar takes its room from the axes
-        top=1 - 0.4 / height,
-    )
-    axes = figure.add_subplot()
-    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
-    ticks = range(len(class_names))
-    axes.set_xticks(ticks, labels=class_names, rotation=45, ha="right", rotation_mode="anchor")
-    axes.set_yticks(ticks, labels=class_names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title)
-    if len(class_names) <= _ANNOTATE_MAX_CLASSES:
-        for row in range(len(class_names)):
-            for column in range(len(class_names)):
+    return ConfusionMatrixPlot(class_names).show(matrix, title)
+
+
+class ConfusionMatrixPlot:
+    """A confusion-matrix figure built once and refilled with each new matrix.
+
+    The axes, tick labels and colour bar are built in the constructor; ``show`` only sets the
+    colours, the counts and the title, so the per-epoch figure costs its numbers and its draw.
+    Counts of 0 are left blank (a mostly empty off-diagonal reads faster, and draws faster).
+    """
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.class_names = list(class_names)
+        size = max(4.0, 0.5 * len(class_names) + 2.0)
+        labels = _tick_label_inches(class_names)
+        width, height = size + 1.8 + labels, size + 0.7 * labels
+        self.figure = Figure(figsize=(width, height), dpi=100)
+        self.figure.subplots_adjust(
+            left=(labels + _LABEL_INCHES) / width,
+            bottom=(0.71 * labels + _LABEL_INCHES) / height,  # tick labels are rotated 45 degrees
+            right=1 - 1.0 / width,  # the colour bar's ticks and label; the bar takes its room from the axes
+            top=1 - 0.4 / height,
+        )
+        self.axes = self.figure.add_subplot()
+        classes = len(class_names)
+        self.image = self.axes.imshow(torch.zeros(classes, classes).numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
+        self.figure.colorbar(self.image, ax=self.axes, fraction=0.046, pad=0.04, label="share of the true class")
+        ticks = range(classes)
+        self.axes.set_xticks(ticks, labels=class_names, rotation=45, ha="right", rotation_mode="anchor")
+        self.axes.set_yticks(ticks, labels=class_names)
+        self.axes.set_xlabel("predicted")
+        self.axes.set_ylabel("true")
+        self.counts: list = []
+
+    def show(self, matrix: torch.Tensor, title: str) -> Figure:
+        counts = matrix.detach().cpu().to(torch.long)
+        shares = (counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
+        self.image.set_data(shares)
+        self.axes.set_title(title)
+        for text in self.counts:
+            text.remove()
+        self.counts = []
+        if len(self.class_names) <= _ANNOTATE_MAX_CLASSES:
+            for row, column in counts.nonzero().tolist():
                 color = "white" if shares[row, column] > 0.5 else "black"
-                axes.text(column, row, str(int(counts[row, column])), ha="center", va="center", color=color, fontsize=8)
-    return figure
+                count = str(int(counts[row, column]))
+                self.counts.append(
+                    self.axes.text(column, row, count, ha="center", va="center", color=color, fontsize=8)
+                )
+        return self.figure
 
 
 def prediction_grid_figure(examples: GridExamples, class_names: list[str], columns: int = 8) -> Figure:
