@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, TINY, compose_config, run_cli
+from tests.exit_after_epoch import EXIT_CODE
 
 # one epoch of 2 batches per job: the sweep machinery is under test, not the learning
 SWEEP_TINY = [
@@ -103,6 +105,30 @@ def test_killed_sweep_resumes_skips_finished_jobs_and_records_a_failed_one(tmp_p
     assert "strategy.frozen_stages=9 is not allowed" in rows["2"]["error"]
     report = (first_sweep / "sweep_report.md").read_text()
     assert "job 2 (failed): strategy.frozen_stages=9 is not allowed" in report
+
+
+def test_a_job_killed_mid_training_continues_from_its_last_ckpt_when_the_sweep_resumes(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    command = [
+        "-m", *SWEEP_TINY, "trainer.max_epochs=2", "optimizer.lr=1e-2,1e-3", f"hydra.sweep.dir={sweep}",
+        f"paths.data_dir={tmp_path}", "+callbacks.exit_after._target_=tests.exit_after_epoch.ExitAfterEpoch",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": str(ROOT)}
+    killed = run_cli(*command, env={**env, "EXIT_AFTER_EPOCH": "0"})  # job 0 dies as its epoch 2 starts
+    assert killed.returncode == EXIT_CODE, killed.stderr[-3000:]
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0
+    assert not (sweep / "0" / "run_summary.json").exists() and not (sweep / "1").exists()
+
+    resumed = run_cli(*command, "resume=true", env=env)  # the same command: no exit this time
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    job0 = json.loads((sweep / "0" / "run_summary.json").read_text())
+    assert job0["status"] == "completed" and job0["epochs"] == 2
+    assert job0["resumed_from"] == str(last)
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1  # epoch 2 trained, not redone
+    assert json.loads((sweep / "1" / "run_summary.json").read_text())["resumed_from"] is None
+    rows = {row["job"]: row["status"] for row in read_csv(sweep / "sweep_summary.csv")}
+    assert rows == {"0": "completed", "1": "completed"}
 
 
 def test_resume_of_a_folder_that_is_no_sweep_is_refused(tmp_path) -> None:
