@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TINY, compose_config, run_cli
+from tests.conftest import ROOT, TINY, compose_config, run_cli
 from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.decode import decode_square, open_rgb
 from transfer_lightning.data.transforms import BatchPreprocessor, random_resized_crop_and_flip
@@ -371,6 +371,25 @@ def test_a_messy_folder_trains_from_the_cli_and_the_summary_reports_skipped_file
     assert checkpoint["hyper_parameters"]["preprocessing"]["image_size"] == 32
     log = (run / "train.log").read_text()
     assert "Skipping 3 broken image file(s)" in log and "images/s" in log
+
+
+def test_the_weighted_sampler_balances_classes_across_two_ddp_processes(tmp_path) -> None:
+    root, run = tmp_path / "photos", tmp_path / "run"
+    write_class_folders(root, {"ants": 30, "honey bees": 5})  # train: 24 and 4
+    args = [a for a in TINY if a != "data=synthetic"]
+    result = run_cli(
+        *args, "data=image_folder", f"data.root={root}", "data.image_size=32", "data.batch_size=4",
+        "data.balance=weighted_sampler", "trainer.max_epochs=3", "trainer=ddp", "trainer.accelerator=cpu",
+        "trainer.devices=2", "trainer.sync_batchnorm=false", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path}",
+        "+callbacks.record_labels._target_=tests.record_labels.RecordTrainingLabels",
+        env={"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "run_summary.json").read_text())["status"] == "completed"
+    per_rank = [json.loads((run / f"training_labels_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [len(labels) for labels in per_rank] == [3 * 14, 3 * 14]  # each process: half of 28 draws per epoch
+    drawn = Counter(label for labels in per_rank for label in labels)
+    assert 0.3 < drawn[1] / sum(drawn.values()) < 0.7, drawn  # unweighted it would be 4/28 = 0.14
 
 
 def test_a_missing_root_is_one_sentence_from_the_cli_without_traceback(tmp_path) -> None:
