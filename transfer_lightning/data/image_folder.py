@@ -275,8 +275,8 @@ class ImageFolderDataModule(ClassificationDataModule):
     def _weighted_loader(self, dataset: Dataset) -> DataLoader:
         """Each image drawn with probability 1 / (its class's count): classes equally often.
 
-        On one device only as written: under DDP Lightning wraps this sampler in its
-        ``DistributedSamplerWrapper`` (each process takes a shard of the weighted draw).
+        Under DDP Lightning wraps this sampler in its ``DistributedSamplerWrapper``: each process
+        takes a shard of the weighted draw (tests/test_image_folder.py runs it on two processes).
         """
         labels = dataset.labels
         counts = torch.bincount(labels, minlength=self.num_classes).double()
