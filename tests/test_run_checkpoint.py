@@ -80,3 +80,12 @@ def test_without_hard_links_last_is_written_in_full(tmp_path, monkeypatch: pytes
     assert _epoch(last) == _epoch(best) == 1
     assert not os.path.samefile(best, last)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_linking_a_name_that_already_is_the_file_leaves_no_partial_file(tmp_path) -> None:
+    best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
+    best.write_bytes(b"state")
+    assert checkpoint_io.atomic_hard_link(best, last)
+    assert checkpoint_io.atomic_hard_link(best, last)  # POSIX rename between two names of one file is a no-op
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert os.path.samefile(best, last)

@@ -71,9 +71,8 @@ def atomic_hard_link(source: Path, path: Path) -> bool:
         return False
     try:
         os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    finally:
+        temporary.unlink(missing_ok=True)  # left behind when ``path`` already was this file (POSIX rename)
     _fsync_folder(path.parent)
     return True
 
