@@ -14,6 +14,8 @@ from typing import Any
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
+from transfer_lightning.data.image_folder import BALANCE, CACHE, ON_BAD_FILE
+from transfer_lightning.data.transforms import AUGMENTATIONS
 from transfer_lightning.errors import UserError
 from transfer_lightning.models import ARCHITECTURES
 
@@ -94,7 +96,7 @@ RULES: tuple[Rule, ...] = (
     Rule("data.image_size", lambda v: _is_int(v) and v >= 32, "an integer >= 32 (224 for pretrained ResNets)"),
     Rule("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     Rule("data.num_workers", lambda v: v == "auto" or (_is_int(v) and v >= 0), "auto or an integer >= 0"),
-    Rule("data.augment", lambda v: v in ("none", "standard"), "none | standard"),
+    Rule("data.augment", _one_of(*AUGMENTATIONS), " | ".join(AUGMENTATIONS)),
     Rule("data.color_jitter", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     Rule("data.feature_cache", lambda v: v == "auto" or v is False, "auto | false"),
     Rule("data.feature_cache_max_gb", lambda v: _is_number(v) and v > 0, "a number of GB > 0"),
@@ -104,9 +106,9 @@ RULES: tuple[Rule, ...] = (
     Rule("data.test_fraction", lambda v: v is None or (_is_number(v) and 0 < v < 1), "a fraction in (0, 1) or null"),
     Rule("data.root", lambda v: isinstance(v, str) and v.strip() != "", "a folder path, e.g. data.root=~/photos"),
     Rule("data.split_seed", _is_int, "an integer"),
-    Rule("data.on_bad_file", lambda v: v in ("skip", "error"), "skip | error"),
-    Rule("data.balance", lambda v: v in ("none", "weighted_sampler"), "none | weighted_sampler"),
-    Rule("data.cache", lambda v: v in ("auto", "memory", "disk", "none"), "auto | memory | disk | none"),
+    Rule("data.on_bad_file", _one_of(*ON_BAD_FILE), " | ".join(ON_BAD_FILE)),
+    Rule("data.balance", _one_of(*BALANCE), " | ".join(BALANCE)),
+    Rule("data.cache", _one_of(*CACHE), " | ".join(CACHE)),
     Rule("data.test_each_epoch", _is_bool, "true or false"),
     Rule("data.download", _is_bool, "true or false"),
     Rule("data.num_classes", _int_at_least(2), "an integer >= 2"),
