@@ -44,7 +44,7 @@ class TensorSubset(Dataset):
         return self.images[int(self.positions[index])], int(self.labels[index])
 
 
-class ImageFileDataset(Dataset):
+class DecodingDataset(Dataset):
     """Decodes each image from its file when asked (``data.cache=none``), at the stored size."""
 
     def __init__(self, paths: list[Path], labels: torch.Tensor, image_size: int) -> None:
@@ -246,7 +246,7 @@ class ImageFolderDataModule(ClassificationDataModule):
     ) -> Dataset:
         index = torch.tensor(indices, dtype=torch.long)
         if images is None:
-            return ImageFileDataset([good[i] for i in indices], labels[index], self.image_size)
+            return DecodingDataset([good[i] for i in indices], labels[index], self.image_size)
         return TensorSubset(images, index, labels[index])
 
     # -- class balance -------------------------------------------------------------------------
