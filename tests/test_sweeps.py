@@ -58,7 +58,10 @@ def test_lr_x_frozen_stages_grid_writes_four_jobs_csv_report_and_heatmap(tmp_pat
 
     # each job is its own TensorBoard run, named by what the sweep changed
     runs = sorted(p.name for p in (sweep / "0" / "tensorboard").iterdir() if p.is_dir())
-    assert runs == ["optimizer.lr=0.01,strategy.frozen_stages=5"]
+    assert runs == ["lr=0.01 fs=5"]  # short: the swept keys only
+    # strategy=finetune with frozen_stages=5 trains the head only: labelled by what it is
+    labels = {row["job"]: json.loads((sweep / row["job"] / "run_summary.json").read_text())["strategy"] for row in rows}
+    assert labels == {"0": "feature_extract", "1": "finetune", "2": "feature_extract", "3": "finetune"}
 
     # the report is rebuilt from the job folders alone
     for name in ("sweep_summary.csv", "sweep_report.md", "sweep_heatmap.png"):

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transfer_lightning.dashboard import short_run_name
 from transfer_lightning.errors import UserError
 from transfer_lightning.summary import read_summary
 from transfer_lightning.sweeps.report import job_overrides
@@ -122,13 +123,13 @@ def swept_keys_of_command(config: DictConfig) -> list[str]:
 
 
 def _name_tensorboard_run(cfg: DictConfig, overrides: list[str]) -> None:
-    """``<job>/tensorboard/<swept overrides>``: TensorBoard lists the jobs by what they changed."""
+    """``<job>/tensorboard/lr=0.01 fs=5``: TensorBoard lists the jobs by the values the sweep varies."""
     logger = cfg.get("logger")
     if not logger or "TensorBoardLogger" not in str(logger.get("_target_", "")):
         return
     # set by SweepCallback.on_multirun_start; every launcher's jobs inherit the environment
     swept = [key for key in os.environ.get(SWEPT_KEYS_VARIABLE, "").split(",") if key]
-    named = [item for item in overrides if item.split("=", 1)[0].lstrip("+~") in swept] or overrides
-    label = ",".join(named).replace("/", "_")[:200] or "defaults"
+    every_key = [item.split("=", 1)[0].lstrip("+~") for item in overrides]
+    label = short_run_name(overrides, swept) or short_run_name(overrides, every_key) or "defaults"
     with open_dict(cfg):
         OmegaConf.update(cfg, "logger.sub_dir", label, force_add=True)
