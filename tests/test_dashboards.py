@@ -25,25 +25,27 @@ from transfer_lightning.sweeps.report import HEATMAP_PNG, LINE_PNG, SUMMARY_CSV
 FREEZE = "transfer_lightning.strategies.FreezeStages"
 
 
+def session_hparams(folder: Path) -> tuple[dict, list[str]]:
+    """The HPARAMS columns (plus ``group_name``, the Trial ID) and metric names of one TensorBoard run."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = _events(folder)
+    content = {
+        tag: plugin_data_pb2.HParamsPluginData.FromString(data)
+        for tag, data in events.PluginTagToContent("hparams").items()
+    }
+    start = content["_hparams_/session_start_info"].session_start_info
+    typed = {key: getattr(value, value.WhichOneof("kind")) for key, value in start.hparams.items()}
+    metrics = [info.name.tag for info in content["_hparams_/experiment"].experiment.metric_infos]
+    return {**typed, "group_name": start.group_name}, metrics
+
+
 def _events(folder: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
     return events
-
-
-def _session_hparams(events) -> tuple[dict, list[str]]:
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    content = {
-        tag: plugin_data_pb2.HParamsPluginData.FromString(data)
-        for tag, data in events.PluginTagToContent("hparams").items()
-    }
-    values = content["_hparams_/session_start_info"].session_start_info.hparams
-    typed = {key: getattr(value, value.WhichOneof("kind")) for key, value in values.items()}
-    metrics = [info.name.tag for info in content["_hparams_/experiment"].experiment.metric_infos]
-    return typed, metrics
 
 
 def test_run_logs_only_measured_points_typed_hparams_and_no_advertising(tiny_run_args, tmp_path: Path) -> None:
@@ -61,13 +63,14 @@ def test_run_logs_only_measured_points_typed_hparams_and_no_advertising(tiny_run
     summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
     assert test_point.value == pytest.approx(summary["test_acc"])
 
-    hparams, metrics = _session_hparams(events)
+    hparams, metrics = session_hparams(tmp_path / "run" / "tensorboard")
     assert metrics == ["val/acc_best", "test/acc"]
     assert hparams["strategy"] == "custom (frozen_stages=3)" == summary["strategy"]  # not "finetune"
     assert hparams["frozen_stages"] == "3" and hparams["batch_size"] == "16" and hparams["max_epochs"] == "2"
     assert hparams["weights"] == ""  # null: an empty cell, not "None"
     assert hparams["lr"] == pytest.approx(1e-3)  # real numbers stay numbers
     assert "strategy.frozen_stages=3" in hparams["overrides"] and "data=synthetic" in hparams["overrides"]
+    assert hparams["group_name"] == ""  # a single run's Trial ID is its folder
 
     log = result.stdout + result.stderr
     assert "Tip:" not in log and "litlogger" not in log  # advertising

@@ -105,10 +105,34 @@ def write_hparams(logger: Logger | bool, hparams: Mapping[str, Any], metrics: Ma
     columns = {key: hparam_value(value) for key, value in hparams.items()}
     measured = {key: float(value) for key, value in metrics.items() if value is not None}
     logger.log_hyperparams(columns)  # hparams.yaml beside the events; no summary without metrics
+    experiment, session_start, session_end = hparams_summaries(columns, measured)
+    _name_trial(session_start, _trial_name(logger))
     writer = logger.experiment._get_file_writer()  # what Lightning's own log_hyperparams writes to
-    for summary in hparams_summaries(columns, measured):
+    for summary in (experiment, session_start, session_end):
         writer.add_summary(summary)
     logger.experiment.flush()
+
+
+def _trial_name(logger: TensorBoardLogger) -> str:
+    """HPARAMS' Trial ID of a sweep job: its short run name first (the table cuts long IDs), then
+    ``(<sweep folder>/<job>)`` so that equal names of two sweeps stay two trials. Empty for a
+    single run: TensorBoard then shows the run's folder."""
+    if not logger.sub_dir:
+        return ""
+    job = Path(logger.save_dir)
+    return f"{logger.sub_dir} ({job.parent.name}/{job.name})"
+
+
+def _name_trial(session_start: Any, name: str) -> None:
+    """Set ``group_name`` (shown as the Trial ID) in the session-start summary torch built."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    if not name:
+        return
+    metadata = session_start.value[0].metadata.plugin_data
+    content = plugin_data_pb2.HParamsPluginData.FromString(metadata.content)
+    content.session_start_info.group_name = name
+    metadata.content = content.SerializeToString()
 
 
 def hparams_columns(
