@@ -125,7 +125,7 @@ class PhaseProgress:
                 MofNCompleteColumn(),
                 _RateColumn(self.unit),
                 TimeElapsedColumn(),
-                TextColumn("left"),
+                TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=Console(),
             )
