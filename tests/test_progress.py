@@ -130,12 +130,14 @@ def _assert_plain(result, *phases: str) -> None:
         assert any(PERIODIC.search(line) for line in lines), f"no periodic {phase!r} line in:\n{output[-3000:]}"
 
 
-def test_feature_pass_epochs_test_evaluate_and_predict_print_plain_progress_lines(tmp_path) -> None:
+def test_feature_pass_lr_finder_epochs_test_evaluate_and_predict_print_plain_progress_lines(tmp_path) -> None:
     env = {INTERVAL_VARIABLE: "0"}  # a line at every step: any run is long enough to show one
     small = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
     run = tmp_path / "run"
-    trained = run_cli(*TINY, *small, f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", env=env)
-    _assert_plain(trained, "First feature pass (train split, 32 px, 5 frozen stages)", "Epoch 0", "Test pass")
+    lr_find = ["tune.lr_find=true", "tune.num_training=20"]
+    trained = run_cli(*TINY, *small, *lr_find, f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", env=env)
+    _assert_plain(trained, "First feature pass (train split, 32 px)", "LR finder", "Epoch 0", "Test pass")
+    assert "Epoch 0: 4/4 batches (100%) in" in trained.stdout  # validation batches are not counted as training
 
     checkpoint = run / "checkpoints" / "best.ckpt"
     folder = _image_folder(tmp_path / "photos")

@@ -121,7 +121,7 @@ class PhaseProgress:
         if live_bar_allowed():
             self._bar = Progress(
                 TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=24),
                 MofNCompleteColumn(),
                 _RateColumn(self.unit),
                 TimeElapsedColumn(),

@@ -154,7 +154,7 @@ def _compute(
     )
     outputs, labels = [], []
     progress = PhaseProgress(
-        f"First feature pass ({split} split, {datamodule.image_size} px, {stage} frozen stages)",
+        f"First feature pass ({split} split, {datamodule.image_size} px)",
         len(dataset),
         faster=_FASTER,
         where=f"on this {'GPU' if device.type == 'cuda' else device.type.upper()}",
