@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import CONFIG_DIR, ROOT, TINY, run_cli
 from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.errors import UserError
+from transfer_lightning.evaluate import evaluate
 from transfer_lightning.models.lineage import preprocessing_from_run, read_run_weights
 from transfer_lightning.models.weights import ensure_weights_available
 
@@ -87,23 +90,44 @@ def test_a_folder_without_a_checkpoint_is_one_clear_sentence(tmp_path: Path) -> 
         ensure_weights_available("resnet18", str(tmp_path))
 
 
-def test_chain_run_records_its_lineage_and_inherits_the_preprocessing(run_a: Path, tmp_path: Path) -> None:
-    run_b = tmp_path / "b"
+@pytest.fixture(scope="module")
+def run_b(run_a: Path) -> Path:
+    """Run B: 2 classes, started from A's best checkpoint, through the real CLI."""
+    run = run_a.parent / "b"
     result = run_cli(
         *TINY, "data.num_classes=2", f"model.weights={run_a / 'checkpoints' / 'best.ckpt'}",
-        f"hydra.run.dir={run_b}", f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={run}", f"paths.data_dir={run_a.parent / 'data'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Head: new, 2 classes" in result.stdout + result.stderr
+    return run
+
+
+def test_chain_run_records_its_lineage_and_inherits_the_preprocessing(run_a: Path, run_b: Path) -> None:
     summary = json.loads((run_b / "run_summary.json").read_text())
     a_summary = json.loads((run_a / "run_summary.json").read_text())
     lineage = summary["weights"]
     assert lineage["source"] == "run" and lineage["classes"] == a_summary["class_names"]
     assert lineage["path"] == str((run_a / "checkpoints" / "best.ckpt").resolve())
     assert lineage["parent"] == {"source": "random init"} == a_summary["weights"]
-    assert "Head: new, 2 classes" in result.stdout + result.stderr
     b = load_classifier(run_b / "checkpoints" / "best.ckpt")
     assert b.weights_lineage == lineage  # the checkpoint records the chain too
     assert b.hparams["preprocessing"]["image_size"] == 40  # A's, not the synthetic data's default 32
+
+
+def test_evaluate_report_shows_the_chain(run_a: Path, run_b: Path, tmp_path: Path) -> None:
+    overrides = [
+        f"ckpt_path={run_b / 'checkpoints' / 'best.ckpt'}", "data=synthetic", "data.num_classes=2",
+        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", f"output_dir={tmp_path}",
+        f"paths.root_dir={ROOT}", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}",
+    ]  # fmt: skip
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        report = evaluate(compose("evaluate", overrides=overrides))
+    a_checkpoint = (run_a / "checkpoints" / "best.ckpt").resolve()
+    assert report["context"]["weights"] == f"run {a_checkpoint} (3 classes) <- random init"
+    assert report["weights_lineage"]["parent"] == {"source": "random init"}
+    assert f"- weights: `run {a_checkpoint} (3 classes) <- random init`" in (tmp_path / "eval_report.md").read_text()
 
 
 def test_data_overrides_win_over_the_inherited_preprocessing_with_a_warning(run_a: Path, caplog) -> None:
