@@ -120,6 +120,12 @@ def preprocessing_from_run(run: RunWeights, overrides: dict[str, Any]) -> Prepro
     """The starting run's preprocessing, with the ``data.*`` values the user set (a warning each)."""
     inherited = Preprocessing.from_dict(run.preprocessing)
     resolved = resolve_preprocessing(overrides, inherited)
+    log.info(
+        "Preprocessing from the starting checkpoint: %d px, mean %s, std %s",
+        inherited.image_size,
+        list(inherited.mean),
+        list(inherited.std),
+    )
     for key, value in overrides.items():
         if value is not None and getattr(resolved, key) != getattr(inherited, key):
             log.warning(
