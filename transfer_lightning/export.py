@@ -2,9 +2,9 @@
 
 Writes ``<checkpoint name>.onnx`` (or ``.torchscript.pt``, or ``.pth``: the network's plain state
 dict, which torchvision's own model of the same architecture loads with ``strict=True``) and
-``<that file>.json``, the preprocessing contract (input size, mean, std, class names), beside the checkpoint (or into
-``output_dir``), after checking the export against PyTorch on a batch: the largest absolute
-logit difference is printed and must stay within ``parity_tolerance``.
+``<that file>.json``, the preprocessing contract (input size, mean, std, class names), beside the
+checkpoint (or into ``output_dir``), after checking the export against PyTorch on a batch: the
+largest absolute logit difference is printed and must stay within ``parity_tolerance``.
 """
 
 from __future__ import annotations
