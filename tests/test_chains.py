@@ -18,6 +18,7 @@ from transfer_lightning.errors import UserError
 from transfer_lightning.evaluate import evaluate
 from transfer_lightning.models.lineage import preprocessing_from_run, read_run_weights
 from transfer_lightning.models.weights import ensure_weights_available
+from transfer_lightning.resume import original_overrides
 
 STRATEGY = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 0}
 PREPROCESSING = {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
@@ -151,3 +152,14 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_the_data(run_a: 
     assert "holds a resnet18 but this run builds a resnet34" in error and "model=resnet18" in error
     assert "Traceback" not in result.stderr
     assert "Data: SyntheticDataModule" not in result.stdout + result.stderr  # the data's setup never ran
+
+
+def test_a_resumed_chain_run_reads_its_first_commands_data_overrides(tmp_path: Path) -> None:
+    # a resumed run's command line holds resume=..., not the data.image_size=... it started with
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints").mkdir()
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("- data.image_size=48\n- model.weights=/a\n")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert original_overrides(str(checkpoint)) == ["data.image_size=48", "model.weights=/a"]
+    assert original_overrides(None) == [] and original_overrides(str(tmp_path / "elsewhere.ckpt")) == []

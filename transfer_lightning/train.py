@@ -28,7 +28,7 @@ from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outc
 from transfer_lightning.models.lineage import RunWeights, describe_lineage, preprocessing_from_run
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
-from transfer_lightning.resume import check_checkpoint_fits, prepare_resume
+from transfer_lightning.resume import check_checkpoint_fits, original_overrides, prepare_resume
 from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
@@ -58,7 +58,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     starting_run = ensure_weights_available(cfg.model.name, cfg.model.weights)  # before any data is read
 
-    datamodule = _instantiate_data(cfg.data, starting_run)
+    datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule)
@@ -161,20 +161,21 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("best_val_acc")
 
 
-def _instantiate_data(data_cfg: DictConfig, starting_run: RunWeights | None) -> Any:
+def _instantiate_data(data_cfg: DictConfig, starting_run: RunWeights | None, resumed_from: str | None) -> Any:
     """The configured data module; a transfer chain's inputs are prepared as its starting run's were
     (image size and normalisation), unless ``data.*`` on the command line says otherwise."""
     if starting_run is None:
         return instantiate(data_cfg)
-    overrides = {key: data_cfg.get(key) for key in _PREPROCESSING_KEYS if _overridden(f"data.{key}")}
+    typed = _overrides() + original_overrides(resumed_from)  # a resumed run keeps its first command's
+    overrides = {key: data_cfg.get(key) for key in _PREPROCESSING_KEYS if _sets(typed, f"data.{key}")}
     preprocessing = preprocessing_from_run(starting_run, overrides)
     datamodule = instantiate(data_cfg, image_size=preprocessing.image_size)
     datamodule.use_normalization(preprocessing.mean, preprocessing.std)
     return datamodule
 
 
-def _overridden(key: str) -> bool:
-    return any(override.lstrip("+").split("=", 1)[0] == key for override in _overrides())
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(override.lstrip("+").split("=", 1)[0] == key for override in overrides)
 
 
 def _is_multirun() -> bool:
