@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -40,6 +41,10 @@ def test_lr_x_frozen_stages_grid_writes_four_jobs_csv_report_and_heatmap(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
+    output = result.stdout + result.stderr  # each job starts with where the sweep stands
+    assert "Sweep job 1 of 4 (optimizer.lr=0.01, strategy.frozen_stages=5); the sweep's time left" in output
+    assert re.search(r"Sweep job 4 of 4 \(optimizer.lr=0.001, strategy.frozen_stages=4\); about .+ left for the sweep "
+                     r"\(3 jobs in .+\)", output), output[-3000:]  # fmt: skip
     rows = read_csv(sweep / "sweep_summary.csv")
     assert len(rows) == 4 and {row["status"] for row in rows} == {"completed"}
     accuracies = [float(row["best_val_acc"]) for row in rows]
