@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
@@ -47,6 +48,9 @@ def test_data_fingerprint_hashes_in_memory_images_and_labels_and_refuses_the_res
     assert data_fingerprint(TensorImageDataset(images, labels.flip(0))) != data_fingerprint(dataset)
     assert data_fingerprint(_Named()) == "from-the-dataset"
     assert data_fingerprint(TensorDataset(images, labels)) is None, "not fingerprintable: never cached"
+    half_in_memory = TensorImageDataset(images, labels)
+    half_in_memory.labels = labels.tolist()
+    assert data_fingerprint(half_in_memory) is None, "images and labels must both be tensors"
 
 
 def test_frozen_weights_fingerprint_covers_exactly_the_first_n_stages() -> None:
@@ -75,6 +79,8 @@ def test_cache_key_depends_on_every_input_the_format_torch_and_the_code(monkeypa
     monkeypatch.undo()
     monkeypatch.setattr(key, "code_version", lambda: "edited")
     assert cache_key(**inputs) != base
+    # values JSON cannot write (a path) are hashed by their text
+    assert cache_key(**inputs, root=Path("a")) == cache_key(**inputs, root="a") != cache_key(**inputs, root=Path("b"))
 
 
 def test_code_version_changes_when_the_stage_or_preprocessing_source_changes(monkeypatch) -> None:
