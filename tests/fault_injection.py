@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -37,3 +39,37 @@ class OutOfMemoryOnFirstStep(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+
+class RecordTrainedEpochs(Callback):
+    """Appends ``<epoch> <process id>`` for every finished training epoch (0-based) to
+    ``<run>/trained_epochs.log``, across restarts: a test sees which process trained which epoch, and
+    whether a resumed run trained a finished epoch again."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and trainer.checkpoint_callback is not None:
+            log = Path(trainer.checkpoint_callback.dirpath).parent / "trained_epochs.log"
+            with open(log, "a") as handle:
+                handle.write(f"{trainer.current_epoch} {os.getpid()}\n")
+
+
+class NonFiniteLossOnRank(Callback):
+    """From epoch ``at_epoch`` on, the inputs of process ``rank`` are NaN: only that DDP process sees a NaN loss."""
+
+    def __init__(self, rank: int = 1, at_epoch: int = 1) -> None:
+        self.rank = rank
+        self.at_epoch = at_epoch
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_rank == self.rank and trainer.current_epoch >= self.at_epoch:
+            batch[0].fill_(float("nan"))
+
+
+class RecordProcessIds(Callback):
+    """Writes ``<run>/pids/rank<N>`` (the process id) as training starts, so a test can check that
+    every DDP process has exited."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = Path(trainer.checkpoint_callback.dirpath).parent / "pids"
+        folder.mkdir(exist_ok=True)
+        (folder / f"rank{trainer.global_rank}").write_text(str(os.getpid()))
