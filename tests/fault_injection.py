@@ -73,3 +73,30 @@ class RecordProcessIds(Callback):
         folder = Path(trainer.checkpoint_callback.dirpath).parent / "pids"
         folder.mkdir(exist_ok=True)
         (folder / f"rank{trainer.global_rank}").write_text(str(os.getpid()))
+
+
+class _SlowToWrite:
+    """Pickled as the number 0 (loads with ``weights_only``), after sleeping inside ``torch.save``."""
+
+    def __init__(self, marker: Path, seconds: float) -> None:
+        self.marker, self.seconds = marker, seconds
+
+    def __reduce__(self):
+        self.marker.write_text("writing")
+        time.sleep(self.seconds)
+        return (int, (0,))
+
+
+class SlowGracefulCheckpoint(Callback):
+    """The checkpoint written after the first Ctrl-C takes ``seconds`` inside ``torch.save``, and
+    ``<run>/writing`` appears as it starts: a test sends the second Ctrl-C in the middle of the write."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        from transfer_lightning.callbacks.graceful_stop import GracefulInterrupt
+
+        if any(isinstance(c, GracefulInterrupt) and c.requested for c in trainer.callbacks):
+            marker = Path(trainer.checkpoint_callback.dirpath).parent / "writing"
+            checkpoint["slow_to_write"] = _SlowToWrite(marker, self.seconds)
