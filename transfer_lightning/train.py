@@ -88,10 +88,11 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     best_ckpt = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     last_ckpt = checkpoint.last_model_path if checkpoint and checkpoint.last_model_path else None
 
-    test_acc, per_class = None, {}
+    test_acc, test_images, per_class = None, None, {}
     if cfg.get("test", True):
         results = trainer.test(module, datamodule=feature_cache.datamodule, ckpt_path=best_ckpt, verbose=False)
         test_acc = results[0].get("test/acc") if results else None
+        test_images = int(results[0]["test/images"]) if results and "test/images" in results[0] else None
         per_class_callback = find_callback(callbacks, PerClassAccuracy)
         per_class = per_class_callback.last.get("test", {}) if per_class_callback else {}
 
@@ -108,6 +109,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "best_val_acc": best_val,
         "test_acc": test_acc,
         "test_per_class_acc": per_class,
+        "test_images": test_images,  # each image of the split once, whatever the number of processes
         "test_split": datamodule.splits.notes.get("test_split", "test"),  # "val" when there is no test split
         "class_names": datamodule.class_names,
         "data": {"module": type(datamodule).__name__, **datamodule.splits.notes},

@@ -1,6 +1,7 @@
-"""DDP processes that stop together: a NaN loss on one process, Ctrl-C to the launching process and
-SIGTERM to one process each end every process within 30 s, with one summary that says why and a
-``last.ckpt`` that loads and resumes. Two CPU processes (gloo) through the real CLI."""
+"""Two CPU DDP processes (gloo) through the real CLI: they stop together (a NaN loss on one process,
+Ctrl-C to the launching process and SIGTERM to one process each end every process within 30 s, with
+one summary that says why and a ``last.ckpt`` that loads and resumes), and their test numbers count
+every image once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import ROOT, TINY, run_cli
@@ -101,3 +103,26 @@ def test_sigterm_to_one_ddp_process_stops_both_with_an_interrupted_summary(tmp_p
     os.kill(int((run / "pids" / "rank1").read_text()), signal.SIGTERM)
     stopped = _assert_stopped_together(run, process, time.monotonic())
     assert "another process of this run was signalled" in stopped["error"]  # rank 0 writes the summary
+
+
+def test_two_process_test_accuracy_counts_each_image_once_and_equals_a_one_process_evaluation(tmp_path) -> None:
+    run, odd = tmp_path / "run", 33  # 33 images on 2 processes: a padding sampler would count one twice
+    trained = run_cli(
+        *TINY, *DDP, f"data.test_size={odd}", "data.batch_size=8", f"hydra.run.dir={run}",
+        f"paths.data_dir={tmp_path / 'data'}", env=ENV, timeout=240,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert summary(run)["test_images"] == odd
+    evaluated = run_cli(
+        f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "data=synthetic", f"data.test_size={odd}",
+        "trainer.accelerator=cpu", f"output_dir={tmp_path / 'eval'}", f"hydra.run.dir={tmp_path / 'eval'}",
+        module="transfer_lightning.evaluate", env=ENV,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
+    assert report["num_images"] == odd
+    per_class = {name: row["accuracy"] for name, row in report["per_class"].items()}
+    assert summary(run)["test_per_class_acc"] == pytest.approx(per_class, abs=1e-6)
+    # test/acc is torchmetrics' default macro average (the mean over classes); the report's
+    # "accuracy" is the micro one (over images): with 9/8/8/8 images per class they differ
+    assert summary(run)["test_acc"] == pytest.approx(sum(per_class.values()) / len(per_class), abs=1e-6)
