@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from transfer_lightning.data import SyntheticDataModule
+
 
 class SlowTrainingSteps(Callback):
     """Sleeps after every training step, so a test can signal the process in the middle of an epoch."""
@@ -54,7 +56,8 @@ class RecordTrainedEpochs(Callback):
 
 
 class NonFiniteLossOnRank(Callback):
-    """From epoch ``at_epoch`` on, the inputs of process ``rank`` are NaN: only that DDP process sees a NaN loss."""
+    """From epoch ``at_epoch`` on, the inputs of process ``rank`` are NaN: only that DDP process sees a NaN
+    loss. ``<run>/nan_injected`` is touched when it happens."""
 
     def __init__(self, rank: int = 1, at_epoch: int = 1) -> None:
         self.rank = rank
@@ -63,6 +66,7 @@ class NonFiniteLossOnRank(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_rank == self.rank and trainer.current_epoch >= self.at_epoch:
             batch[0].fill_(float("nan"))
+            (Path(trainer.checkpoint_callback.dirpath).parent / "nan_injected").touch()
 
 
 class RecordProcessIds(Callback):
@@ -100,3 +104,16 @@ class SlowGracefulCheckpoint(Callback):
         if any(isinstance(c, GracefulInterrupt) and c.requested for c in trainer.callbacks):
             marker = Path(trainer.checkpoint_callback.dirpath).parent / "writing"
             checkpoint["slow_to_write"] = _SlowToWrite(marker, self.seconds)
+
+
+class PrepareRecordingSyntheticData(SyntheticDataModule):
+    """``data=synthetic`` that appends the process id to ``prepare_log`` whenever ``prepare_data`` runs
+    (use with ``data._target_=tests.fault_injection.PrepareRecordingSyntheticData +data.prepare_log=<file>``)."""
+
+    def __init__(self, prepare_log: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.prepare_log = Path(prepare_log)
+
+    def prepare_data(self) -> None:
+        with open(self.prepare_log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")

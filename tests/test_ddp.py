@@ -43,11 +43,13 @@ def assert_every_process_exits(run: Path, within: float) -> None:
         time.sleep(0.2)
 
 
-def test_nan_loss_on_one_ddp_process_fails_every_process_with_one_failed_summary(tmp_path) -> None:
+def test_nan_loss_on_one_ddp_process_fails_every_process_and_only_rank_0_prepared_the_data(tmp_path) -> None:
     run = tmp_path / "run"
     nan_on_rank_1 = "+callbacks.nan._target_=tests.fault_injection.NonFiniteLossOnRank"
+    recording_data = ["data._target_=tests.fault_injection.PrepareRecordingSyntheticData",
+                      f"+data.prepare_log={tmp_path / 'prepared'}"]  # fmt: skip
     result = run_cli(
-        *TINY, *DDP, "trainer.max_epochs=3", nan_on_rank_1, PIDS, f"hydra.run.dir={run}",
+        *TINY, *DDP, "trainer.max_epochs=3", nan_on_rank_1, PIDS, *recording_data, f"hydra.run.dir={run}",
         f"paths.data_dir={tmp_path / 'data'}", env=ENV, timeout=240,
     )  # fmt: skip
     ended = time.time()
@@ -57,8 +59,10 @@ def test_nan_loss_on_one_ddp_process_fails_every_process_with_one_failed_summary
     assert "another process of this run" in summary(run)["error"]  # rank 0's loss was finite
     assert "Error: the training loss became nan" in result.stderr  # rank 1's own message (same stderr)
     last = run / "checkpoints" / "last.ckpt"
-    assert ended - last.stat().st_mtime < 30  # the NaN came in the step after this save
+    assert ended - (run / "nan_injected").stat().st_mtime < 30  # not the collective's 30-minute timeout
     assert_every_process_exits(run, within=5)
+    # data prepared once per node: by rank 0 only (before fit, and again by Lightning in fit)
+    assert set((tmp_path / "prepared").read_text().split()) == {(run / "pids" / "rank0").read_text()}
     state = checkpoint(last)
     assert state["epoch"] == 0 and all(torch.isfinite(t).all() for t in state["state_dict"].values())
 

@@ -23,6 +23,7 @@ from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
+from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.models.weights import ensure_weights_available
@@ -56,15 +57,6 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ensure_weights_available(cfg.model.name, cfg.model.weights)
 
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
-    params = module.parameter_counts()
-    log.info("Weights: %s (model.weights)", module.weights_source)
-    log.info("Strategy %s", module.strategy.describe())
-    log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
-
     record.fields.update(model=cfg.model.name, strategy=_choice("strategy"), seed=cfg.seed, overrides=_overrides())
     callbacks = (
         build_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.enable_progress_bar is not False)
@@ -72,6 +64,15 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     )
     logger = build_logger(cfg.get("logger"))
     trainer = record.trainer = build_trainer(cfg, callbacks, logger)
+
+    datamodule = instantiate(cfg.data)
+    prepare_data_once_per_node(datamodule, trainer)
+    datamodule.setup("fit")
+    module = build_classifier(cfg, datamodule)
+    params = module.parameter_counts()
+    log.info("Weights: %s (model.weights)", module.weights_source)
+    log.info("Strategy %s", module.strategy.describe())
+    log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
     checkpoint = find_callback(callbacks, ModelCheckpoint)
     if cfg.get("ckpt_path"):
         state_keys = [callback.state_key for callback in trainer.callbacks]
