@@ -26,9 +26,11 @@ from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
+from transfer_lightning.models.lineage import RunWeights, describe_lineage, preprocessing_from_run
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
-from transfer_lightning.resume import check_checkpoint_fits, prepare_resume
+from transfer_lightning.progress import configure_progress
+from transfer_lightning.resume import check_checkpoint_fits, original_overrides, prepare_resume
 from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
@@ -40,6 +42,7 @@ log = logging.getLogger("transfer_lightning")
 # (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 still supports it.
 warnings.filterwarnings("ignore", message=r"[\s\S]*validated against ConfigStore schema with the same name")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+_PREPROCESSING_KEYS = ("image_size", "mean", "std")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -47,6 +50,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     cfg = prepare_resume(cfg)
     validate_config(cfg)
+    configure_progress(cfg.trainer.enable_progress_bar)
     run_dir = Path(cfg.paths.output_dir)
     check_run_folder(run_dir, cfg)
     with recorded_outcome(run_dir, cfg) as record:
@@ -55,7 +59,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ensure_weights_available(cfg.model.name, cfg.model.weights)
+    starting_run = ensure_weights_available(cfg.model.name, cfg.model.weights)  # before any data is read
 
     record.fields.update(model=cfg.model.name, strategy=_choice("strategy"), seed=cfg.seed, overrides=_overrides())
     callbacks = (
@@ -65,12 +69,12 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     logger = build_logger(cfg.get("logger"))
     trainer = record.trainer = build_trainer(cfg, callbacks, logger)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
     prepare_data_once_per_node(datamodule, trainer)
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule)
     params = module.parameter_counts()
-    log.info("Weights: %s (model.weights)", module.weights_source)
+    log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
     log.info("Strategy %s", module.strategy.describe())
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
     checkpoint = find_callback(callbacks, ModelCheckpoint)
@@ -101,7 +105,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     summary = {
         "status": "completed",
         "model": cfg.model.name,
-        "weights": module.weights_source,
+        "weights": module.weights_lineage,
         "strategy": _choice("strategy"),
         "frozen_stages": cfg.strategy.get("frozen_stages"),
         "params": params,
@@ -160,6 +164,23 @@ def main(cfg: DictConfig) -> float | None:
         write_failed_summary(cfg.paths.output_dir, error, _overrides())
         return None
     return summary.get("best_val_acc")
+
+
+def _instantiate_data(data_cfg: DictConfig, starting_run: RunWeights | None, resumed_from: str | None) -> Any:
+    """The configured data module; a transfer chain's inputs are prepared as its starting run's were
+    (image size and normalisation), unless ``data.*`` on the command line says otherwise."""
+    if starting_run is None:
+        return instantiate(data_cfg)
+    typed = _overrides() + original_overrides(resumed_from)  # a resumed run keeps its first command's
+    overrides = {key: data_cfg.get(key) for key in _PREPROCESSING_KEYS if _sets(typed, f"data.{key}")}
+    preprocessing = preprocessing_from_run(starting_run, overrides)
+    datamodule = instantiate(data_cfg, image_size=preprocessing.image_size)
+    datamodule.use_normalization(preprocessing.mean, preprocessing.std)
+    return datamodule
+
+
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(override.lstrip("+").split("=", 1)[0] == key for override in overrides)
 
 
 def _is_multirun() -> bool:
