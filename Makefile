@@ -11,7 +11,7 @@ ARGS ?=
 CIFAR_LOCAL ?= ../shared/data/cifar10-jpeg
 DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LOCAL)),)
 
-.PHONY: install train test test-all lint format bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
+.PHONY: install train test test-all test-slurm lint format bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ train: install
 # the suite without the tests marked slow (each slow one's behaviour has a fast test too); test-all runs them all
 test: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The tests marked `slurm` on a single-node SLURM cluster started here and stopped afterwards, even
+# when a test fails (needs root and Debian's slurm-wlm + munge; see scripts/slurm-local.sh).
+SLURM_LOCAL_DIR ?= $(or $(TMPDIR),/tmp)/transfer-lightning-slurm
+test-slurm: install
+	SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh start
+	SLURM_CONF=$(SLURM_LOCAL_DIR)/slurm.conf TL_SLURM_TESTS=1 $(PY) -m pytest -q -m slurm tests/test_slurm.py; \
+	status=$$?; SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh stop; exit $$status
 
 test-all: install
 	$(PY) -m pytest -q -m "slow or not slow"

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+
+from transfer_lightning.data import SyntheticDataModule
 
 
 class SlowTrainingSteps(Callback):
@@ -37,3 +41,79 @@ class OutOfMemoryOnFirstStep(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+
+class RecordTrainedEpochs(Callback):
+    """Appends ``<epoch> <process id>`` for every finished training epoch (0-based) to
+    ``<run>/trained_epochs.log``, across restarts: a test sees which process trained which epoch, and
+    whether a resumed run trained a finished epoch again."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and trainer.checkpoint_callback is not None:
+            log = Path(trainer.checkpoint_callback.dirpath).parent / "trained_epochs.log"
+            with open(log, "a") as handle:
+                handle.write(f"{trainer.current_epoch} {os.getpid()}\n")
+
+
+class NonFiniteLossOnRank(Callback):
+    """From epoch ``at_epoch`` on, the inputs of process ``rank`` are NaN: only that DDP process sees a NaN
+    loss. ``<run>/nan_injected`` is touched when it happens."""
+
+    def __init__(self, rank: int = 1, at_epoch: int = 1) -> None:
+        self.rank = rank
+        self.at_epoch = at_epoch
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_rank == self.rank and trainer.current_epoch >= self.at_epoch:
+            batch[0].fill_(float("nan"))
+            (Path(trainer.checkpoint_callback.dirpath).parent / "nan_injected").touch()
+
+
+class RecordProcessIds(Callback):
+    """Writes ``<run>/pids/rank<N>`` (the process id) as training starts, so a test can check that
+    every DDP process has exited."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = Path(trainer.checkpoint_callback.dirpath).parent / "pids"
+        folder.mkdir(exist_ok=True)
+        (folder / f"rank{trainer.global_rank}").write_text(str(os.getpid()))
+
+
+class _SlowToWrite:
+    """Pickled as the number 0 (loads with ``weights_only``), after sleeping inside ``torch.save``."""
+
+    def __init__(self, marker: Path, seconds: float) -> None:
+        self.marker, self.seconds = marker, seconds
+
+    def __reduce__(self):
+        self.marker.write_text("writing")
+        time.sleep(self.seconds)
+        return (int, (0,))
+
+
+class SlowGracefulCheckpoint(Callback):
+    """The checkpoint written after the first Ctrl-C takes ``seconds`` inside ``torch.save``, and
+    ``<run>/writing`` appears as it starts: a test sends the second Ctrl-C in the middle of the write."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        from transfer_lightning.callbacks.graceful_stop import GracefulInterrupt
+
+        if any(isinstance(c, GracefulInterrupt) and c.requested for c in trainer.callbacks):
+            marker = Path(trainer.checkpoint_callback.dirpath).parent / "writing"
+            checkpoint["slow_to_write"] = _SlowToWrite(marker, self.seconds)
+
+
+class PrepareRecordingSyntheticData(SyntheticDataModule):
+    """``data=synthetic`` that appends the process id to ``prepare_log`` whenever ``prepare_data`` runs
+    (use with ``data._target_=tests.fault_injection.PrepareRecordingSyntheticData +data.prepare_log=<file>``)."""
+
+    def __init__(self, prepare_log: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.prepare_log = Path(prepare_log)
+
+    def prepare_data(self) -> None:
+        with open(self.prepare_log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")

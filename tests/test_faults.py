@@ -62,6 +62,25 @@ def test_ctrl_c_stops_gracefully_with_a_fresh_last_checkpoint_and_interrupted_su
     assert stopped["epoch"] < 49
 
 
+def test_second_ctrl_c_during_the_checkpoint_write_exits_130_and_names_the_intact_checkpoint(tmp_path) -> None:
+    run = tmp_path / "run"
+    slow_write = "+callbacks.slow_write._target_=tests.fault_injection.SlowGracefulCheckpoint"
+    process = start_cli(*TINY, "trainer.max_epochs=50", *SLOW, slow_write, f"hydra.run.dir={run}")
+    last = run / "checkpoints" / "last.ckpt"
+    wait_for_file(last, process)
+    before = last.read_bytes()
+    process.send_signal(signal.SIGINT)
+    wait_for_file(run / "writing", process)  # the first Ctrl-C's checkpoint is being written
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "inline_container" not in stderr
+    message = f"stopped at once by a second Ctrl-C while last.ckpt was being written; {last} is intact"
+    assert f"Interrupted: {message}" in stderr
+    assert summary(run)["status"] == "interrupted" and summary(run)["error"] == message
+    assert last.read_bytes() == before and not list(last.parent.glob(".partial-*"))
+
+
 def test_unwritable_output_folder_is_refused_before_the_run_starts(tmp_path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

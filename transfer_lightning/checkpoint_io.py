@@ -1,4 +1,5 @@
-"""Checkpoints are written atomically and read with ``weights_only=True``.
+"""Checkpoints (and every other shared file) are written atomically; checkpoints are read with
+``weights_only=True``.
 
 Lightning's own local save (``_atomic_save``) goes through an fsspec transaction that writes to a
 file in the *system* temp folder and then ``shutil.move``s it: when that folder is on another
@@ -13,8 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
+import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
@@ -25,6 +29,7 @@ from transfer_lightning.errors import UserError
 log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".partial-"
+_HOST = socket.gethostname().replace("-", "_")  # no "-": the pid after it is found by splitting at "-"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -40,14 +45,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_safely(path, map_location=map_location or "cpu")
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` so that a crash at any moment leaves the previous file intact."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Write ``path`` through ``write(handle)`` so that a crash at any moment leaves the previous file
+    intact and concurrent writers never meet: a temporary file of a unique name in the same folder,
+    fsync, ``os.replace``. The one helper for every file that another process may read or write too
+    (checkpoints, caches, summaries); the last writer's complete file wins."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(path)
-    temporary = path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
+    temporary = _temporary_name(path)
     try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
+        # created exclusively (never another writer's file), readable by all like any data file
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -55,6 +66,22 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """``path`` holds ``data``, written atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """``path`` holds ``text`` (UTF-8), written atomically (see ``atomic_write``)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to ``path`` atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def atomic_hard_link(source: Path, path: Path) -> bool:
@@ -64,7 +91,7 @@ def atomic_hard_link(source: Path, path: Path) -> bool:
     Safe with the atomic saves above: a later save of either name replaces that name only.
     """
     _remove_stale_partials(path)
-    temporary = path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
+    temporary = _temporary_name(path)
     try:
         os.link(source, temporary)
     except OSError:
@@ -130,10 +157,31 @@ def is_local(path: str | Path) -> bool:
     return type(get_filesystem(str(path))).__name__ == "LocalFileSystem"
 
 
+def _temporary_name(path: Path) -> Path:
+    """``.partial-<host>-<pid>-<random>-<name>``: unique across threads, processes and machines."""
+    return path.with_name(f"{TEMP_MARKER}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+
+
 def _remove_stale_partials(path: Path) -> None:
-    """Temporary files of a process killed mid-write are garbage: remove them before they pile up."""
-    for stale in path.parent.glob(f"{TEMP_MARKER}*-{path.name}"):
-        stale.unlink(missing_ok=True)
+    """Temporary files of a process of this machine that died mid-write are garbage: remove them.
+
+    Only those of dead processes: another process may be writing its own temporary file right now.
+    """
+    prefix = f"{TEMP_MARKER}{_HOST}-"
+    for stale in path.parent.glob(f"{prefix}*-{path.name}"):
+        pid = stale.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_folder(folder: Path) -> None:

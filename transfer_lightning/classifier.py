@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from transfer_lightning.errors import UserError
@@ -58,6 +58,7 @@ class TransferClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=num_classes)
         self.val_acc = MulticlassAccuracy(num_classes=num_classes)
         self.test_acc = MulticlassAccuracy(num_classes=num_classes)
+        self.test_images = SumMetric()  # how many images the test accuracy counted (all processes)
         self.extra_test_acc = MulticlassAccuracy(num_classes=num_classes)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in the checkpoint, so a resumed run keeps its best score
@@ -88,7 +89,8 @@ class TransferClassifier(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         self.train_acc(logits, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # sync_dist: under DDP the mean over every process's batches, not rank 0's
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
@@ -101,7 +103,7 @@ class TransferClassifier(L.LightningModule):
             return {}
         loss = F.cross_entropy(logits, labels)
         self.val_acc(logits, labels)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, add_dataloader_idx=False, sync_dist=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
         return {"preds": logits.argmax(dim=1), "target": labels, "logits": logits}
 
@@ -115,8 +117,10 @@ class TransferClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         self.test_acc(logits, labels)
-        self.log("test/loss", F.cross_entropy(logits, labels), on_epoch=True)
+        self.test_images(torch.ones_like(labels).sum())
+        self.log("test/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
+        self.log("test/images", self.test_images, on_epoch=True)  # summed over processes: each image once
         return {"preds": logits.argmax(dim=1), "target": labels, "logits": logits}
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:

@@ -88,6 +88,8 @@ def out_of_memory_error(error: BaseException, cfg: DictConfig) -> UserError:
 
 
 def _record(run_dir: str | Path, record: RunRecord, status: str, reason: str) -> None:
+    if record.trainer is not None and not record.trainer.is_global_zero:
+        return  # under DDP every process gets here; rank 0 writes the one summary
     write_failure_summary(Path(run_dir), status, reason, **record.fields, **record.progress())
 
 

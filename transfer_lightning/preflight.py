@@ -26,6 +26,30 @@ CHECKPOINT_FILES = 3  # best.ckpt, last.ckpt and the temporary file of an atomic
 LOG_MARGIN_BYTES = 100 * 2**20  # TensorBoard events, logs, config
 
 
+_claimed: dict[str, str] = {}  # proposed folder -> the one this process claimed (Hydra resolves it more than once)
+
+
+def claim_new_run_folder(proposed: str) -> str:
+    """A folder of this run alone: ``proposed`` (``outputs/<date>/<time>``), or ``<proposed>-2``,
+    ``-3``, ... when another run already took it (two runs started in the same second).
+
+    Claimed with ``os.mkdir``, which exactly one process wins; the same process gets the same answer
+    every time it asks. DDP processes started by Lightning receive rank 0's folder as ``hydra.run.dir``.
+    """
+    if proposed in _claimed:
+        return _claimed[proposed]
+    Path(proposed).parent.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 10_000):
+        candidate = proposed if number == 1 else f"{proposed}-{number}"
+        try:
+            os.mkdir(candidate)
+        except FileExistsError:
+            continue
+        _claimed[proposed] = candidate
+        return candidate
+    raise UserError(f"{proposed} and 9,999 numbered folders beside it exist already; set hydra.run.dir")
+
+
 def check_run_folder(run_dir: str | Path, cfg: DictConfig) -> None:
     """Raise ``UserError`` when ``run_dir`` cannot be created/written or its disk is too full."""
     run_dir = Path(run_dir)

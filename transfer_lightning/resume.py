@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transfer_lightning.checkpoint_io import load_checkpoint_safely
 from transfer_lightning.errors import UserError
+from transfer_lightning.preflight import claim_new_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def original_overrides(ckpt_path: Any) -> list[str]:
 
 
 def _run_dir_resolver(resume: Any, ckpt_path: Any, default: str) -> str:
-    return run_folder_of(resume, ckpt_path) or default
+    return run_folder_of(resume, ckpt_path) or claim_new_run_folder(default)
 
 
 def _hydra_subdir_resolver(resume: Any, ckpt_path: Any) -> str:

@@ -23,6 +23,7 @@ from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.dashboard import hparams_columns, write_hparams
+from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.log_filters import install_log_filters
@@ -59,15 +60,6 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     starting_run = ensure_weights_available(cfg.model.name, cfg.model.weights)  # before any data is read
 
-    datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
-    params = module.parameter_counts()
-    log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
-    log.info("Strategy %s", module.strategy.describe())
-    log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
-
     record.fields.update(model=cfg.model.name, strategy=_choice("strategy"), seed=cfg.seed, overrides=_overrides())
     callbacks = (
         build_callbacks(cfg.get("callbacks"), progress_bar=cfg.trainer.enable_progress_bar is not False)
@@ -75,6 +67,15 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     )
     logger = build_logger(cfg.get("logger"))
     trainer = record.trainer = build_trainer(cfg, callbacks, logger)
+
+    datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
+    prepare_data_once_per_node(datamodule, trainer)
+    datamodule.setup("fit")
+    module = build_classifier(cfg, datamodule)
+    params = module.parameter_counts()
+    log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
+    log.info("Strategy %s", module.strategy.describe())
+    log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
     checkpoint = find_callback(callbacks, ModelCheckpoint)
     if cfg.get("ckpt_path"):
         state_keys = [callback.state_key for callback in trainer.callbacks]
@@ -90,10 +91,11 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     best_ckpt = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     last_ckpt = checkpoint.last_model_path if checkpoint and checkpoint.last_model_path else None
 
-    test_acc, per_class = None, {}
+    test_acc, test_images, per_class = None, None, {}
     if cfg.get("test", True):
         results = trainer.test(module, datamodule=feature_cache.datamodule, ckpt_path=best_ckpt, verbose=False)
         test_acc = results[0].get("test/acc") if results else None
+        test_images = int(results[0]["test/images"]) if results and "test/images" in results[0] else None
         per_class_callback = find_callback(callbacks, PerClassAccuracy)
         per_class = per_class_callback.last.get("test", {}) if per_class_callback else {}
 
@@ -110,6 +112,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "best_val_acc": best_val,
         "test_acc": test_acc,
         "test_per_class_acc": per_class,
+        "test_images": test_images,  # each image of the split once, whatever the number of processes
         "test_split": datamodule.splits.notes.get("test_split", "test"),  # "val" when there is no test split
         "class_names": datamodule.class_names,
         "data": {"module": type(datamodule).__name__, **datamodule.splits.notes},

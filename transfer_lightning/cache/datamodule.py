@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from transfer_lightning.cache.store import Features
+from transfer_lightning.data.base import each_item_once_per_run
 
 
 class CachedFeatureDataModule(L.LightningDataModule):
@@ -34,7 +35,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", shuffle=False, once_per_run=True)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         features, labels = batch
@@ -54,12 +55,14 @@ class CachedFeatureDataModule(L.LightningDataModule):
     def splits(self) -> Any:
         return self.source.splits
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, once_per_run: bool = False) -> DataLoader:
+        dataset = TensorDataset(*self.features[split])
         # in memory: indexing a tensor needs no worker processes
         return DataLoader(
-            TensorDataset(*self.features[split]),
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=each_item_once_per_run(dataset) if once_per_run else None,
             num_workers=0,
             pin_memory=torch.cuda.is_available(),
         )

@@ -1,4 +1,4 @@
-"""Ctrl-C stops at the next step boundary with a fresh ``last.ckpt`` instead of wherever Python was."""
+"""Ctrl-C (or SIGTERM) stops at the next step boundary with a fresh ``last.ckpt``, on every DDP process."""
 
 from __future__ import annotations
 
@@ -13,57 +13,88 @@ from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
 
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
 
 class RunInterrupted(Exception):
-    """The user stopped the run (Ctrl-C); ``last.ckpt`` holds the state at the stop."""
+    """The user stopped the run (Ctrl-C, SIGTERM); the message names the checkpoint that holds its state."""
 
 
 class GracefulInterrupt(Callback):
-    """First Ctrl-C (SIGINT): finish the current training step, write ``last.ckpt``, stop the run.
+    """First Ctrl-C (SIGINT) or SIGTERM: finish the current training step, write ``last.ckpt``, stop.
 
     Lightning's own handling turns Ctrl-C into a ``KeyboardInterrupt`` wherever the process is, e.g.
-    halfway through an optimizer step, and saves nothing. Here the signal only raises a flag; the
-    checkpoint is written at the end of the step, where the weights, the optimizer and the loop
-    counters agree. A second Ctrl-C stops at once (the previous ``last.ckpt`` stays).
+    halfway through an optimizer step, and saves nothing. Here the signal only raises a flag; at the
+    end of the step every process learns, through Lightning's cross-process decision
+    (``strategy.reduce_boolean_decision``), whether any of them was signalled, so all DDP processes
+    write the checkpoint and stop together, whichever one got the signal. A second signal stops at
+    once; the previous ``last.ckpt`` stays (checkpoints are written to a temporary file and renamed).
     """
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.requested: str | None = None  # the signal's name once one arrived
+        self._saving: Path | None = None
+        self._forced = False  # a second signal came
+        self._previous: dict[int, Any] = {}
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning's own SIGTERM handler (registered once fit has started), which it replaces:
+        # that one broadcasts from inside the handler and hangs when the signal reaches one rank only
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_signal)
+            for signum in _SIGNAL_NAMES:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        log.warning("Ctrl-C: stopping after this training step and writing last.ckpt (Ctrl-C again stops at once)")
+        if self.requested is None:
+            self.requested = _SIGNAL_NAMES.get(signum, f"signal {signum}")
+            log.warning(
+                "%s: stopping after this training step and writing last.ckpt (Ctrl-C again stops at once)",
+                self.requested,
+            )
+            return
+        self._forced = True
+        raise RunInterrupted(self._stopped_at_once())
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if not self.requested:
+        if not trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
             return
         saved = self._save_last(trainer)
         where = f"epoch {trainer.current_epoch} (0-based), global step {trainer.global_step}"
-        raise RunInterrupted(f"stopped by Ctrl-C at {where}; " + (f"saved {saved}" if saved else "no checkpoint"))
+        cause = f"by {self.requested}" if self.requested else "because another process of this run was signalled"
+        raise RunInterrupted(f"stopped {cause} at {where}; " + (f"saved {saved}" if saved else "no checkpoint"))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
-    def _restore_handler(self) -> None:
-        if self._previous is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+    def _restore_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+        self._previous = {}
 
-    @staticmethod
-    def _save_last(trainer: L.Trainer) -> Path | None:
+    def _stopped_at_once(self) -> str:
+        if self._saving is None:
+            return "stopped at once by a second signal (Ctrl-C); last.ckpt is the one before"
+        if self._saving.is_file():
+            return f"stopped at once by a second Ctrl-C while last.ckpt was being written; {self._saving} is intact"
+        return f"stopped at once by a second Ctrl-C while last.ckpt was being written; no checkpoint ({self._saving})"
+
+    def _save_last(self, trainer: L.Trainer) -> Path | None:
         checkpoint = trainer.checkpoint_callback
         if checkpoint is None or not getattr(checkpoint, "save_last", False) or not checkpoint.dirpath:
             return None
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
-        trainer.save_checkpoint(path)
+        self._saving = path
+        try:
+            trainer.save_checkpoint(path)
+        except BaseException:
+            if self._forced:  # torch's writer turns the interruption into its own RuntimeError
+                raise RunInterrupted(self._stopped_at_once()) from None
+            raise
+        finally:
+            self._saving = None
         checkpoint.last_model_path = str(path)
         return path

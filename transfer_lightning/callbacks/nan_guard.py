@@ -1,4 +1,5 @@
-"""Stop at the first non-finite loss, before it reaches the weights, and never checkpoint NaN weights."""
+"""Stop at the first non-finite loss (on every DDP process), before it reaches the weights, and never
+checkpoint NaN weights."""
 
 from __future__ import annotations
 
@@ -24,13 +25,20 @@ class NonFiniteLossGuard(Callback):
     """
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss.detach()).all():
-            raise TrainingDiverged(
-                f"the training loss became {loss.item()} at epoch {trainer.current_epoch} (0-based), "
-                f"batch {trainer.fit_loop.epoch_loop.batch_idx}, global step {trainer.global_step}; "
-                f"the learning rate is probably too high ({_learning_rates(trainer)}): lower optimizer.lr "
-                f"(e.g. 10x) and start again{_kept(trainer)}"
-            )
+        finite = bool(torch.isfinite(loss.detach()).all())
+        # every DDP process takes the same decision (Lightning's all-reduce), so all stop together
+        # instead of the others waiting for the diverged one at the next collective
+        if not trainer.strategy.reduce_boolean_decision(not finite, all=False):
+            return
+        where = (
+            f"at epoch {trainer.current_epoch} (0-based), batch {trainer.fit_loop.epoch_loop.batch_idx}, "
+            f"global step {trainer.global_step}"
+        )
+        became = f"became {loss.item()}" if not finite else "became non-finite in another process of this run"
+        raise TrainingDiverged(
+            f"the training loss {became} {where}; the learning rate is probably too high "
+            f"({_learning_rates(trainer)}): lower optimizer.lr (e.g. 10x) and start again{_kept(trainer)}"
+        )
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # the network's weights and buffers only: metric states (e.g. MaxMetric's -inf start) may be infinite

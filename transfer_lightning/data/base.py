@@ -115,7 +115,8 @@ class ClassificationDataModule(L.LightningDataModule):
         return val
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._splits().test, shuffle=False)
+        test = self._splits().test
+        return self._loader(test, shuffle=False, sampler=each_item_once_per_run(test))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
@@ -168,6 +169,22 @@ class ClassificationDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
         )
+
+
+def each_item_once_per_run(dataset: Dataset) -> Sampler | None:
+    """Under DDP, a share of ``dataset`` per process with no item twice (Lightning's own sampler pads
+    the last share with repeated items, which the test accuracy would count twice); None otherwise.
+
+    Lightning keeps a ``DistributedSampler`` it finds in a loader (this is one), so shares may differ
+    by one item: fine for the test loop, whose metrics are reduced once at the end.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    if torch.distributed.get_world_size() == 1:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 def seeded_split(num_items: int, second_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
