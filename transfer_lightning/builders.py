@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.callbacks import resolve_precision
 from transfer_lightning.checkpoint_io import AtomicCheckpointIO
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | b
     except InstantiationException as error:
         cause = error.__cause__ or error
         raise UserError(
-            f"the trainer settings cannot run here ({str(cause).strip().splitlines()[0]}); check the "
+            f"the trainer settings cannot run here ({first_line(cause)}); check the "
             "trainer.* overrides (trainer.accelerator=auto takes a GPU when present, else the CPU)"
         ) from error
 

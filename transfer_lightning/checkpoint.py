@@ -17,7 +17,7 @@ import torch
 
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data.contract import preprocessor_for
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - truncated, not a torch file, or pickled code: same advice
         raise UserError(
-            f"{path} cannot be loaded safely as a checkpoint ({_first_line(error)}): it is corrupt or truncated, "
+            f"{path} cannot be loaded safely as a checkpoint ({first_line(error, 200)}): it is corrupt or truncated, "
             "not a PyTorch file, or holds pickled objects (refused for safety); pass a .ckpt written by "
             "python -m transfer_lightning"
         ) from error
@@ -61,7 +61,7 @@ def load_classifier(path: str | Path) -> TransferClassifier:
     except RuntimeError as error:
         raise UserError(
             f"the weights in {path} do not fit the {hparams['model'].get('name')} model it describes "
-            f"({_first_line(error)}); the checkpoint is damaged or was edited"
+            f"({first_line(error, 200)}); the checkpoint is damaged or was edited"
         ) from error
     module.on_load_checkpoint(checkpoint)
     return module.eval()
@@ -98,8 +98,3 @@ def _targets(node: Any) -> list[Any]:
     if isinstance(node, (list, tuple)):
         return [t for value in node for t in _targets(value)]
     return []
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

@@ -1,4 +1,5 @@
-"""Checkpoints are written atomically and read with ``weights_only=True``.
+"""Checkpoints (and every file the project writes: summaries, reports, caches) are written atomically;
+checkpoints are read with ``weights_only=True``.
 
 Lightning's own local save (``_atomic_save``) goes through an fsspec transaction that writes to a
 file in the *system* temp folder and then ``shutil.move``s it: when that folder is on another
@@ -13,14 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_safely(path, map_location=map_location or "cpu")
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` so that a crash at any moment leaves the previous file intact."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any], shared: bool = False) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, then swap it in: a crash at any
+    moment leaves the previous ``path`` (or none), never half a file. The one atomic write of the project.
+
+    ``shared``: other processes may write ``path`` at the same time (a feature cache used by a sweep's
+    parallel jobs), so their temporary files are left alone instead of cleared as a dead process's.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(path)
+    if not shared:
+        _remove_stale_partials(path)
     temporary = path.with_name(f"{TEMP_MARKER}{os.getpid()}-{path.name}")
     try:
         with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -55,6 +64,17 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path, shared: bool = False) -> Path:
+    """``torch.save`` to ``path`` atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle), shared=shared)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def atomic_hard_link(source: Path, path: Path) -> bool:
@@ -85,9 +105,8 @@ def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"checkpoint {path} holds objects that only arbitrary unpickling could rebuild ({first}); it was "
+            f"checkpoint {path} holds objects that only arbitrary unpickling could rebuild ({first_line(error)}); it was "
             "refused, not executed (loading with weights_only=False could run code from the file). Use "
             "checkpoints written by this project, or re-save a trusted file as plain tensors and containers"
         ) from error

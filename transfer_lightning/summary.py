@@ -5,28 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from transfer_lightning.checkpoint_io import atomic_write_text
+
 SUMMARY_FILE = "run_summary.json"
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write ``run_summary.json`` atomically (a kill mid-write leaves no half file)."""
-    path = Path(run_dir) / SUMMARY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = _jsonable(summary)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(clean, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-        temporary = handle.name
-    os.replace(temporary, path)
-    return path
+    text = json.dumps(_jsonable(summary), indent=2, ensure_ascii=False) + "\n"
+    return atomic_write_text(Path(run_dir) / SUMMARY_FILE, text)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import torch
 
 from transfer_lightning.cache.key import tensor_fingerprint
+from transfer_lightning.checkpoint_io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class FeatureCache:
         return features, labels
 
     def save(self, key: str, features: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any]) -> Path:
-        """Write the entry of ``key`` atomically (temporary file + ``os.replace``)."""
+        """Write the entry of ``key`` atomically (``checkpoint_io.atomic_torch_save``)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         entry = {
             "key": key,
@@ -65,16 +64,7 @@ class FeatureCache:
             "checksum": tensor_fingerprint(features, labels),
             "meta": meta,
         }
-        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{key[:12]}-", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                torch.save(entry, handle)
-            os.chmod(temporary, 0o644)  # shared by every job of a sweep, like any data file
-            os.replace(temporary, self.path(key))
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return self.path(key)
+        return atomic_torch_save(entry, self.path(key), shared=True)  # a sweep's parallel jobs share the folder
 
     def get_or_compute(self, key: str, name: str, compute: Callable[[], Features], meta: dict[str, Any]) -> Features:
         """Load ``key`` (a hit) or ``compute()`` and store it (a miss); ``name`` labels the log line."""

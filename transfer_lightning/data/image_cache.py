@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from transfer_lightning.checkpoint_io import atomic_torch_save
 from transfer_lightning.data.scan import BadFile
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,7 @@ class DiskCache:
             "good": [self._relative(p) for p in cached.good],
             "bad": [[self._relative(bad.path), bad.reason] for bad in cached.bad],
         }
-        temporary = path.with_suffix(".tmp")
-        torch.save(stored, temporary)
-        os.replace(temporary, path)
+        atomic_torch_save(stored, path, shared=True)
         for stale in self.folder.glob(f"{self.prefix}*.pt"):
             if stale != path:
                 stale.unlink(missing_ok=True)

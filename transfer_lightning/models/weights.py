@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 
 _HEAD_PREFIX = "fc."
 
@@ -97,7 +97,7 @@ def _read_state_dict_file(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
         raise UserError(
-            f"model.weights file {path} cannot be loaded safely as a state dict ({_first_line(error)}); "
+            f"model.weights file {path} cannot be loaded safely as a state dict ({first_line(error)}); "
             "save it with torch.save(model.state_dict(), path)"
         ) from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -129,8 +129,3 @@ def _load_backbone_state(model: nn.Module, state_dict: dict, source: str) -> Non
             "check that model.name matches the architecture the file was saved from"
         )
     model.load_state_dict(state_dict, strict=False)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

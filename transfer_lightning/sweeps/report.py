@@ -7,6 +7,7 @@ Everything is read from what each job left on disk (``.hydra/overrides.yaml`` an
 from __future__ import annotations
 
 import csv
+import io
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from transfer_lightning.checkpoint_io import atomic_write_text
 from transfer_lightning.summary import read_summary
 
 SUMMARY_CSV = "sweep_summary.csv"
@@ -123,11 +125,11 @@ def write_sweep_report(sweep_dir: Path) -> list[Path]:
 
 
 def _write_csv(path: Path, jobs: list[JobResult]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(job.row() for job in jobs)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(job.row() for job in jobs)
+    return atomic_write_text(path, text.getvalue())
 
 
 def _percent(value: float | None) -> str:
@@ -183,5 +185,4 @@ def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: li
         ]
     if heatmap:
         lines += ["", f"## Best val accuracy over `{axes[0]}` x `{axes[1]}`", "", f"![heatmap]({heatmap.name})"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
