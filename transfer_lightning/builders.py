@@ -53,18 +53,26 @@ def find_callback(callbacks: list[Callback], kind: type) -> Any:
     return next((callback for callback in callbacks if isinstance(callback, kind)), None)
 
 
-def build_classifier(cfg: DictConfig, datamodule: Any) -> Any:
-    """The ``TransferClassifier`` of ``cfg`` sized to ``datamodule``'s classes (plain-container hparams)."""
+def build_classifier(cfg: DictConfig, datamodule: Any, resumed_from: str | None = None) -> Any:
+    """The ``TransferClassifier`` of ``cfg`` sized to ``datamodule``'s classes (plain-container hparams).
+
+    ``resumed_from``: the checkpoint whose state dict will replace the weights, so the pretrained
+    weights are not loaded (nor fetched from the network).
+    """
     from transfer_lightning.classifier import TransferClassifier
 
-    return TransferClassifier(
+    module = TransferClassifier(
         model=_plain(cfg.model),
         strategy=_plain(cfg.strategy),
         optimizer=_plain(cfg.optimizer),
         scheduler=_plain(cfg.scheduler) or None,
         class_names=datamodule.class_names,
         preprocessing=datamodule.preprocessing,
+        load_pretrained=resumed_from is None,
     )
+    if resumed_from is not None:
+        module.weights_source = f"checkpoint {resumed_from} (trained from model.weights={cfg.model.weights})"
+    return module
 
 
 def _plain(node: Any) -> Any:

@@ -50,7 +50,7 @@ class TransferClassifier(L.LightningModule):
         self.save_hyperparameters(logger=False)
         weights = model.get("weights") if load_pretrained else None
         self.net, self.weights_source = build_resnet(model["name"], len(class_names), weights)
-        self.strategy: FreezingStrategy = _instantiate_strategy(strategy)
+        self.strategy: FreezingStrategy = instantiate_strategy(strategy)
         self.strategy.apply(self.net)
         self.class_names = list(class_names)
         num_classes = len(class_names)
@@ -166,7 +166,7 @@ class TransferClassifier(L.LightningModule):
         self.strategy.apply(self.net, checkpoint.get("epoch", 0))
 
 
-def _instantiate_strategy(config: dict[str, Any]) -> FreezingStrategy:
+def instantiate_strategy(config: dict[str, Any]) -> FreezingStrategy:
     """Build the strategy; a ``UserError`` from its checks surfaces as itself, not wrapped by Hydra."""
     try:
         return instantiate(config)

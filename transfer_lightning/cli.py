@@ -13,10 +13,11 @@ from transfer_lightning.errors import UserError
 
 log = logging.getLogger("transfer_lightning")
 Result = TypeVar("Result")
+Argument = TypeVar("Argument")
 
 
-def run_tool(task: Callable[[DictConfig], Result], cfg: DictConfig) -> Result:
-    """Run ``task(cfg)``; a ``UserError`` exits with status 2 and no traceback."""
+def run_tool(task: Callable[[Argument], Result], cfg: Argument) -> Result:
+    """Run ``task(cfg)`` (a config, or the command line); a ``UserError`` exits with status 2 and no traceback."""
     try:
         return task(cfg)
     except UserError as error:

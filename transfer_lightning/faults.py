@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.errors import UserError, first_line
+from transfer_lightning.resume import ResumeRefused
 from transfer_lightning.summary import write_failure_summary
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -60,6 +61,8 @@ def recorded_outcome(run_dir: str | Path, cfg: DictConfig) -> Iterator[RunRecord
         if record.trainer is not None and record.trainer.interrupted:
             _record(run_dir, record, "interrupted", "stopped at once by Ctrl-C; last.ckpt is the one before")
         raise
+    except ResumeRefused:
+        raise  # nothing ran: the resumed run's own record stays as it was
     except UserError as error:
         _record(run_dir, record, "failed", str(error))
         raise

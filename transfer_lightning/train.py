@@ -27,39 +27,51 @@ from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
-from transfer_lightning.resume import check_checkpoint_fits, prepare_resume
+from transfer_lightning.resume import ResumeRefused, check_checkpoint_fits, forget_refused_resume, prepare_resume
 from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
-from transfer_lightning.tuning import find_learning_rate
-from transfer_lightning.validation import validate_config
+from transfer_lightning.tuning import find_learning_rate, keep_found_learning_rate
+from transfer_lightning.validation import CONFIG_FOLDER, validate_training_config
 
 log = logging.getLogger("transfer_lightning")
 # conf/hydra/launcher/submitit_slurm.yaml extends the plugin's schema of the same name on purpose
 # (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 still supports it.
 warnings.filterwarnings("ignore", message=r"[\s\S]*validated against ConfigStore schema with the same name")
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = str(CONFIG_FOLDER)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and summarise one experiment described by ``cfg`` (or continue the run ``cfg.resume``)."""
     started = time.perf_counter()
-    cfg = prepare_resume(cfg)
-    validate_config(cfg)
-    run_dir = Path(cfg.paths.output_dir)
-    check_run_folder(run_dir, cfg)
-    with recorded_outcome(run_dir, cfg) as record:
-        return _fit_and_test(cfg, run_dir, record, started)
+    try:  # every check of the config, before any data is read
+        cfg = prepare_resume(cfg)
+        validate_training_config(cfg)
+        run_dir = Path(cfg.paths.output_dir)
+        check_run_folder(run_dir, cfg)
+    except UserError as error:
+        forget_refused_resume(error)  # a refused resume leaves no .hydra/resumed-<time>/ behind
+        raise
+    try:
+        with recorded_outcome(run_dir, cfg) as record:
+            return _fit_and_test(cfg, run_dir, record, started)
+    except ResumeRefused as error:  # the checkpoint does not fit: nothing ran
+        forget_refused_resume(error)
+        raise
 
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ensure_weights_available(cfg.model.name, cfg.model.weights)
+    resuming = bool(cfg.get("ckpt_path"))
+    if resuming:
+        keep_found_learning_rate(cfg, cfg.ckpt_path)  # tune.lr_find: the rate it found is in the checkpoint
+    else:  # a resumed run's weights come from its checkpoint: nothing to fetch
+        ensure_weights_available(cfg.model.name, cfg.model.weights)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
+    module = build_classifier(cfg, datamodule, resumed_from=cfg.get("ckpt_path"))
     params = module.parameter_counts()
     log.info("Weights: %s (model.weights)", module.weights_source)
     log.info("Strategy %s", module.strategy.describe())

@@ -6,9 +6,11 @@ values of the right key but the wrong kind. Add a rule = add one line to ``RULES
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.utils import _locate
@@ -20,6 +22,7 @@ from transfer_lightning.errors import UserError
 from transfer_lightning.models import ARCHITECTURES
 
 _MISSING = object()
+CONFIG_FOLDER = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _is_int(value: Any) -> bool:
@@ -172,6 +175,47 @@ RULES: tuple[Rule, ...] = (
     Rule("paths.root_dir", lambda v: isinstance(v, str) and v != "", "a folder path"),
     Rule("paths.data_dir", lambda v: isinstance(v, str) and v != "", "a folder path"),
 )  # fmt: skip
+
+
+def validate_training_config(cfg: DictConfig, config_dir: Path = CONFIG_FOLDER) -> None:
+    """Every check of a training config, all before any data is read: the rules, the top-level keys,
+    the arguments of built nodes, ``ckpt_path`` and the strategy's own checks (``strategy.milestones`` ...)."""
+    check_top_level_keys(cfg, top_level_settings(config_dir))
+    validate_config(cfg)
+    checkpoint = cfg.get("ckpt_path")
+    if checkpoint and not Path(checkpoint).expanduser().is_file():
+        raise UserError(
+            f"ckpt_path={checkpoint} does not exist; give the checkpoint of a run to continue "
+            "(outputs/<date>/<time>/checkpoints/last.ckpt) or resume=<run folder>"
+        )
+    from transfer_lightning.classifier import instantiate_strategy  # its constructor checks its settings
+
+    instantiate_strategy(OmegaConf.to_container(cfg.strategy, resolve=True))
+
+
+def top_level_settings(config_dir: Path) -> set[str]:
+    """The top-level keys a training config may hold: ``config.yaml``'s own keys and its config groups."""
+    own = set(OmegaConf.load(config_dir / "config.yaml").keys()) - {"defaults"}
+    return own | {folder.name for folder in config_dir.iterdir() if folder.is_dir() and folder.name != "hydra"}
+
+
+def check_top_level_keys(cfg: DictConfig, known: set[str]) -> None:
+    """A top-level key added with ``+`` (``+seeed=3``, ``+strategyy=finetune``) that no code reads is a typo:
+    Hydra would store it silently and the run would use the default."""
+    unknown = sorted(set(cfg.keys()) - known)
+    if not unknown:
+        return
+    key = unknown[0]
+    value = OmegaConf.select(cfg, key)
+    guess = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = (
+        f"; did you mean {guess[0]}={value}?"
+        if guess and not OmegaConf.is_config(value)
+        else (f"; did you mean {guess[0]}?" if guess else "")
+    )
+    raise UserError(
+        f"+{key}={value} adds a key that is not a setting of this project{hint} (settings: {', '.join(sorted(known))})"
+    )
 
 
 def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
