@@ -196,3 +196,13 @@ def test_top_level_settings_are_read_from_the_config_folder_and_the_defaults_pas
     assert {"seed", "ckpt_path", "resume", "tune", "compile", "strategy", "data", "trainer"} <= known
     assert "hydra" not in known and "defaults" not in known
     validate_training_config(compose_config([*TINY, "strategy=gradual", "scheduler=cosine"]))
+
+
+def test_command_line_refuses_a_misspelt_top_level_key_before_hydra_composes() -> None:
+    from transfer_lightning.cli import check_command_line
+
+    with pytest.raises(UserError, match=r"^\+strategyy=finetune adds a key .*did you mean strategy=finetune\?"):
+        check_command_line(["+strategyy=finetune", "data=synthetic"])
+    with pytest.raises(UserError, match=r"did you mean seed=3\?"):
+        check_command_line(["++seeed=3"])
+    check_command_line(["+optimizer.learning_rate=0.1", "+experiment=fastai_style", "seed=3", "-m"])  # later checks

@@ -2,11 +2,10 @@
 
 import sys
 
-from transfer_lightning.cli import run_tool
-from transfer_lightning.resume import check_resume_command
+from transfer_lightning.cli import check_command_line, run_tool
 
 if __name__ == "__main__":
-    run_tool(check_resume_command, sys.argv[1:])  # before Hydra writes anything into the run folder
+    run_tool(check_command_line, sys.argv[1:])  # before Hydra writes anything, and before torch loads
     from transfer_lightning.train import main
 
     main()

@@ -6,7 +6,6 @@ values of the right key but the wrong kind. Add a rule = add one line to ``RULES
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,13 +15,13 @@ from typing import Any
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
+from transfer_lightning.cli import CONFIG_FOLDER, check_top_level_keys, top_level_settings
 from transfer_lightning.data.image_folder import BALANCE, CACHE, ON_BAD_FILE
 from transfer_lightning.data.transforms import AUGMENTATIONS
 from transfer_lightning.errors import UserError
 from transfer_lightning.models import ARCHITECTURES
 
 _MISSING = object()
-CONFIG_FOLDER = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _is_int(value: Any) -> bool:
@@ -191,31 +190,6 @@ def validate_training_config(cfg: DictConfig, config_dir: Path = CONFIG_FOLDER) 
     from transfer_lightning.classifier import instantiate_strategy  # its constructor checks its settings
 
     instantiate_strategy(OmegaConf.to_container(cfg.strategy, resolve=True))
-
-
-def top_level_settings(config_dir: Path) -> set[str]:
-    """The top-level keys a training config may hold: ``config.yaml``'s own keys and its config groups."""
-    own = set(OmegaConf.load(config_dir / "config.yaml").keys()) - {"defaults"}
-    return own | {folder.name for folder in config_dir.iterdir() if folder.is_dir() and folder.name != "hydra"}
-
-
-def check_top_level_keys(cfg: DictConfig, known: set[str]) -> None:
-    """A top-level key added with ``+`` (``+seeed=3``, ``+strategyy=finetune``) that no code reads is a typo:
-    Hydra would store it silently and the run would use the default."""
-    unknown = sorted(set(cfg.keys()) - known)
-    if not unknown:
-        return
-    key = unknown[0]
-    value = OmegaConf.select(cfg, key)
-    guess = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = (
-        f"; did you mean {guess[0]}={value}?"
-        if guess and not OmegaConf.is_config(value)
-        else (f"; did you mean {guess[0]}?" if guess else "")
-    )
-    raise UserError(
-        f"+{key}={value} adds a key that is not a setting of this project{hint} (settings: {', '.join(sorted(known))})"
-    )
 
 
 def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
