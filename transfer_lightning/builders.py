@@ -56,8 +56,8 @@ def find_callback(callbacks: list[Callback], kind: type) -> Any:
 def build_classifier(cfg: DictConfig, datamodule: Any, resumed_from: str | None = None) -> Any:
     """The ``TransferClassifier`` of ``cfg`` sized to ``datamodule``'s classes (plain-container hparams).
 
-    ``resumed_from``: the checkpoint whose state dict will replace the weights, so the pretrained
-    weights are not loaded (nor fetched from the network).
+    ``resumed_from``: the checkpoint whose state dict will replace the weights (``resume.restore_weights``),
+    so the pretrained weights are not loaded (nor fetched from the network).
     """
     from transfer_lightning.classifier import TransferClassifier
 
@@ -70,8 +70,6 @@ def build_classifier(cfg: DictConfig, datamodule: Any, resumed_from: str | None 
         preprocessing=datamodule.preprocessing,
         load_pretrained=resumed_from is None,
     )
-    if resumed_from is not None:
-        module.weights_source = f"checkpoint {resumed_from} (trained from model.weights={cfg.model.weights})"
     return module
 
 

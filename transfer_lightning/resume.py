@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 RESUMED_SUBDIR = ".hydra/resumed"  # + -<time>: the resuming command's own config
+SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 # Settings a resumed run may change; listed in the README ("When things go wrong").
 ALLOWED_ON_RESUME: tuple[str, ...] = (
@@ -67,6 +68,13 @@ def run_folder_of(resume: Any, ckpt_path: Any) -> str | None:
         if checkpoint.parent.name == "checkpoints" and (run / SAVED_CONFIG).is_file():
             return str(run)
     return None
+
+
+def original_overrides(ckpt_path: Any) -> list[str]:
+    """The command-line overrides of the run that ``ckpt_path`` continues (none for a fresh run)."""
+    run = run_folder_of(None, ckpt_path)
+    saved = Path(run) / SAVED_OVERRIDES if run else None
+    return [str(item) for item in OmegaConf.load(saved)] if saved and saved.is_file() else []
 
 
 def _run_dir_resolver(resume: Any, ckpt_path: Any, default: str) -> str:
@@ -253,6 +261,21 @@ def check_checkpoint_fits(
             saved_dir,
             checkpoint_dir,
         )
+
+
+def restore_weights(module: Any, ckpt_path: str | Path) -> None:
+    """Load the checkpoint's weights (and their lineage) into ``module`` before training starts.
+
+    A resumed run is built without its pretrained weights (nothing is fetched); Lightning restores the
+    state dict only inside ``fit``, but the feature cache computes the frozen stages' output before
+    that, so they must already be the trained ones.
+    """
+    from transfer_lightning.checkpoint_io import load_checkpoint_safely
+
+    checkpoint = load_checkpoint_safely(ckpt_path)
+    module.load_state_dict(checkpoint["state_dict"])
+    if "weights_lineage" in checkpoint:
+        module.weights_lineage = checkpoint["weights_lineage"]
 
 
 def _dotted_keys(node: Any, prefix: str = "") -> list[str]:

@@ -25,9 +25,17 @@ from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
+from transfer_lightning.models.lineage import RunWeights, describe_lineage, is_run_weights, preprocessing_from_run
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
-from transfer_lightning.resume import ResumeRefused, check_checkpoint_fits, forget_refused_resume, prepare_resume
+from transfer_lightning.resume import (
+    ResumeRefused,
+    check_checkpoint_fits,
+    forget_refused_resume,
+    original_overrides,
+    prepare_resume,
+    restore_weights,
+)
 from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
@@ -39,6 +47,7 @@ log = logging.getLogger("transfer_lightning")
 # (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 still supports it.
 warnings.filterwarnings("ignore", message=r"[\s\S]*validated against ConfigStore schema with the same name")
 CONFIG_DIR = str(CONFIG_FOLDER)
+_PREPROCESSING_KEYS = ("image_size", "mean", "std")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -65,15 +74,17 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     resuming = bool(cfg.get("ckpt_path"))
     if resuming:
         keep_found_learning_rate(cfg, cfg.ckpt_path)  # tune.lr_find: the rate it found is in the checkpoint
-    else:  # a resumed run's weights come from its checkpoint: nothing to fetch
-        ensure_weights_available(cfg.model.name, cfg.model.weights)
+    # before any data is read; a resumed run's ImageNet weights come from its checkpoint (nothing to fetch),
+    # a transfer chain's starting run is read from disk
+    fetch = not resuming or is_run_weights(str(cfg.model.weights))
+    starting_run = ensure_weights_available(cfg.model.name, cfg.model.weights) if fetch else None
 
-    datamodule = instantiate(cfg.data)
+    datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule, resumed_from=cfg.get("ckpt_path"))
     params = module.parameter_counts()
-    log.info("Weights: %s (model.weights)", module.weights_source)
+    log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
     log.info("Strategy %s", module.strategy.describe())
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
 
@@ -88,6 +99,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     if cfg.get("ckpt_path"):
         state_keys = [callback.state_key for callback in trainer.callbacks]
         check_checkpoint_fits(cfg.ckpt_path, module.hparams, state_keys, checkpoint.dirpath if checkpoint else None)
+        restore_weights(module, cfg.ckpt_path)  # the feature cache below reads the trained frozen stages
     autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
     feature_cache = use_feature_cache(datamodule, module, trainer)
@@ -111,7 +123,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     summary = {
         "status": "completed",
         "model": cfg.model.name,
-        "weights": module.weights_source,
+        "weights": module.weights_lineage,
         "strategy": _choice("strategy"),
         "frozen_stages": cfg.strategy.get("frozen_stages"),
         "params": params,
@@ -169,6 +181,23 @@ def main(cfg: DictConfig) -> float | None:
         write_failed_summary(cfg.paths.output_dir, error, _overrides())
         return None
     return summary.get("best_val_acc")
+
+
+def _instantiate_data(data_cfg: DictConfig, starting_run: RunWeights | None, resumed_from: str | None) -> Any:
+    """The configured data module; a transfer chain's inputs are prepared as its starting run's were
+    (image size and normalisation), unless ``data.*`` on the command line says otherwise."""
+    if starting_run is None:
+        return instantiate(data_cfg)
+    typed = _overrides() + original_overrides(resumed_from)  # a resumed run keeps its first command's
+    overrides = {key: data_cfg.get(key) for key in _PREPROCESSING_KEYS if _sets(typed, f"data.{key}")}
+    preprocessing = preprocessing_from_run(starting_run, overrides)
+    datamodule = instantiate(data_cfg, image_size=preprocessing.image_size)
+    datamodule.use_normalization(preprocessing.mean, preprocessing.std)
+    return datamodule
+
+
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(override.lstrip("+").split("=", 1)[0] == key for override in overrides)
 
 
 def _is_multirun() -> bool:
