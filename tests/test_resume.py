@@ -294,6 +294,8 @@ def test_lr_find_run_resumes_offline_and_its_checkpoint_evaluates_predicts_expor
     summary = json.loads((run / "run_summary.json").read_text())
     assert summary["epochs"] == 2 and summary["lr_find"] == {"resumed": True, "lr": found["suggestion"]}
     assert summary["weights"] == first_summary["weights"]  # the lineage comes back with the checkpoint
+    # the frozen stages the feature cache reads are the checkpoint's (not a random init): the first run's features
+    assert summary["feature_cache"]["enabled"] and summary["feature_cache"]["misses"] == []
     last = load_checkpoint_safely(run / "checkpoints" / "last.ckpt")
     assert last["hyper_parameters"]["optimizer"]["lr"] == found["suggestion"]
 
