@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.errors import UserError
+from transfer_lightning.progress import configure_progress
 
 log = logging.getLogger("transfer_lightning")
 CONFIG_FOLDER = Path(__file__).resolve().parents[1] / "conf"
@@ -22,6 +23,8 @@ Argument = TypeVar("Argument")
 
 def run_tool(task: Callable[[Argument], Result], cfg: Argument) -> Result:
     """Run ``task(cfg)`` (a config, or the command line); a ``UserError`` exits with status 2 and no traceback."""
+    if OmegaConf.is_config(cfg):
+        configure_progress((cfg.get("trainer") or {}).get("enable_progress_bar"))
     try:
         return task(cfg)
     except UserError as error:

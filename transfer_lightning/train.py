@@ -28,6 +28,7 @@ from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outc
 from transfer_lightning.models.lineage import RunWeights, describe_lineage, is_run_weights, preprocessing_from_run
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
+from transfer_lightning.progress import configure_progress
 from transfer_lightning.resume import (
     ResumeRefused,
     check_checkpoint_fits,
@@ -56,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:  # every check of the config, before any data is read
         cfg = prepare_resume(cfg)
         validate_training_config(cfg)
+        configure_progress(cfg.trainer.enable_progress_bar)
         run_dir = Path(cfg.paths.output_dir)
         check_run_folder(run_dir, cfg)
     except UserError as error:
