@@ -343,6 +343,14 @@ def test_kill_after_first_unfreeze_then_resume_trains_the_unfrozen_stage(tmp_pat
     }
 
 
+def test_resuming_with_another_unfreezing_schedule_is_refused_not_ignored() -> None:
+    strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=2)
+    strategy.load_state_dict(GradualUnfreeze(head_epochs=1, unfreeze_every=2).state_dict())  # the same: loads
+    with pytest.raises(UserError, match="a resumed run keeps its strategy"):
+        strategy.load_state_dict(GradualUnfreeze(head_epochs=1, unfreeze_every=1).state_dict())
+    assert strategy.unfreeze_epochs["layer3"] == 3  # this run's schedule, untouched
+
+
 def _logged_rates(tensorboard_dir: Path) -> dict[str, list[float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

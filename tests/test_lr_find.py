@@ -96,11 +96,11 @@ def test_lr_find_sweeps_the_head_rate_with_the_strategy_ratios_and_apply_false_k
     assert all(torch.equal(weights_before[k], v) for k, v in module.state_dict().items())  # the sweep is undone
 
 
-def test_lr_find_refuses_resume_and_distributed_runs(tmp_path: Path) -> None:
+def test_lr_find_is_not_run_again_on_resume_and_refuses_distributed_runs(tmp_path: Path) -> None:
     strategy = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 5}
     trainer, module, datamodule = _setup(tmp_path, strategy)
-    with pytest.raises(UserError, match="ckpt_path"):
-        find_learning_rate(_tune_config(apply=True, ckpt_path="last.ckpt"), trainer, module, datamodule, tmp_path)
+    resumed = find_learning_rate(_tune_config(apply=True, ckpt_path="last.ckpt"), trainer, module, datamodule, tmp_path)
+    assert resumed == {"resumed": True, "lr": 1e-3} and not (tmp_path / PLOT_FILE).exists()
     ddp = L.Trainer(accelerator="cpu", strategy="ddp", devices=2, logger=False)
     with pytest.raises(UserError, match="one device"):
         find_learning_rate(_tune_config(apply=True), ddp, module, datamodule, tmp_path)

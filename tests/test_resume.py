@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
 from transfer_lightning.checkpoint_io import atomic_torch_save, load_checkpoint_safely
 from transfer_lightning.errors import UserError
-from transfer_lightning.resume import check_checkpoint_fits
+from transfer_lightning.resume import ResumeRefused, check_checkpoint_fits, check_resume_command
 
 THREE_EPOCHS = [*TINY, "trainer.max_epochs=3", "strategy=finetune"]
 SLOW = ["+callbacks.slow._target_=tests.fault_injection.SlowTrainingSteps", "+callbacks.slow.seconds=0.4"]
@@ -145,16 +147,74 @@ def test_run_killed_after_a_mid_epoch_step_checkpoint_resumes_from_that_step(tmp
     assert frozen and all(torch.equal(final["state_dict"][name], reference_state[name]) for name in frozen)
 
 
-def test_resume_refuses_an_override_that_changes_the_experiment(tmp_path) -> None:
-    run = tmp_path / "run"
-    (run / ".hydra").mkdir(parents=True)
-    (run / "checkpoints").mkdir()
-    OmegaConf.save(compose_config(TINY), run / ".hydra" / "config.yaml")
-    torch.save({}, run / "checkpoints" / "last.ckpt")
-    result = run_cli(f"resume={run}", "model=resnet34", "trainer.max_epochs=4", timeout=120)
-    assert result.returncode == 2
-    assert "model=resnet34" in result.stderr and "trainer.max_epochs" in result.stderr  # refused + allowed list
-    assert "Traceback" not in result.stderr
+def _saved_run(folder: Path, *overrides: str) -> Path:
+    """A run folder as training leaves it: ``.hydra/config.yaml`` (interpolations kept) and a last.ckpt."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / "checkpoints").mkdir()
+    OmegaConf.save(compose_config([*TINY, *overrides]), folder / ".hydra" / "config.yaml")
+    torch.save({}, folder / "checkpoints" / "last.ckpt")
+    return folder
+
+
+def test_refused_resume_exits_2_in_one_line_and_leaves_the_run_folder_as_it_was(tmp_path) -> None:
+    run = _saved_run(tmp_path / "run", "strategy=gradual")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    result = run_cli(f"resume={run}", "strategy.unfreeze_every=2", "trainer.max_epochs=4", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "strategy.unfreeze_every=2 would change" in result.stderr and "not in struct" not in result.stderr
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # no .hydra/resumed-<time>/, no summary
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("strategy.unfreeze_every=2", "strategy.unfreeze_every=2 would change strategy.unfreeze_every (1 in that run)"),
+        ("strategy.unfreze_every=2", "is not a setting of that run (did you mean strategy.unfreeze_every?)"),
+        ("model=resnet34", "model=resnet34 would change model"),
+        ("trainer.max_epochs=5", "trainer.max_epochs=5 cannot change that run's schedule"),
+    ],
+)
+def test_resume_command_is_checked_against_the_runs_own_config(tmp_path, override: str, expected: str) -> None:
+    run = _saved_run(tmp_path / "run", "strategy=gradual", "scheduler=cosine", "trainer.max_epochs=3")
+    with pytest.raises(UserError) as raised:
+        check_resume_command([f"resume={run}", override])
+    message = str(raised.value)
+    assert expected in message and "\n" not in message
+    if override.startswith("trainer.max_epochs"):  # refused with its reason, never listed as allowed
+        assert "may only change" not in message and "trainer.max_epochs=3" in message
+    else:
+        assert "a resumed run may only change trainer.max_epochs" in message
+
+
+def test_resume_command_takes_the_allowed_overrides_and_leaves_sweeps_alone(tmp_path) -> None:
+    cosine = _saved_run(tmp_path / "cosine", "scheduler=cosine", "trainer.max_epochs=3")
+    check_resume_command([f"resume={cosine}", "trainer.max_epochs=3", "trainer.accelerator=cpu", "hydra.run.dir=x"])
+    constant = _saved_run(tmp_path / "constant", "trainer.max_epochs=3")
+    check_resume_command([f"resume={constant}", "trainer.max_epochs=5"])  # no schedule over the epochs
+    check_resume_command(["-m", "resume=true", "optimizer.lr=1e-2,1e-3"])  # a sweep's resume: sweeps/resume.py
+
+
+def test_checkpoint_of_another_schedule_length_is_refused_with_the_reason(tmp_path) -> None:
+    path = tmp_path / "last.ckpt"
+    cosine = {"_target_": "transfer_lightning.optim.schedulers.cosine_with_warmup", "_partial_": True}
+    torch.save({"hyper_parameters": {**_hparams(4), "scheduler": {**cosine, "max_epochs": 3}}, "callbacks": {}}, path)
+    with pytest.raises(ResumeRefused) as raised:
+        check_checkpoint_fits(path, {**_hparams(4), "scheduler": {**cosine, "max_epochs": 5}}, [], None)
+    message = str(raised.value)
+    assert "schedule over 3 epochs" in message and "trainer.max_epochs=3" in message
+    assert "may only change" not in message
+
+
+def test_checkpoint_that_does_not_fit_is_refused_before_training_and_leaves_nothing(tmp_path) -> None:
+    run = _saved_run(tmp_path / "run")
+    last = run / "checkpoints" / "last.ckpt"
+    torch.save({"hyper_parameters": _hparams(4, "resnet34"), "callbacks": {}}, last)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    result = run_cli(*TINY, f"ckpt_path={last}", f"paths.data_dir={tmp_path / 'data'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "does not match this config (model.name: checkpoint 'resnet34'" in result.stderr
+    after = sorted(p.relative_to(run) for p in run.rglob("*") if p.name != "train.log")  # Hydra's log appends
+    assert after == before  # no .hydra/resumed-<time>/, no "failed" run_summary.json
 
 
 def _hparams(classes: int, name: str = "resnet18") -> dict:
@@ -233,3 +293,70 @@ def test_every_n_steps_key_sets_the_checkpoint_step_interval() -> None:
     cfg = compose_config(["callbacks.checkpoint.every_n_steps=7"])
     assert cfg.callbacks.model_checkpoint.every_n_train_steps == 7
     assert cfg.callbacks.model_checkpoint.enable_version_counter is False
+
+
+def _compose_tool(name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(name, overrides=[f"paths.root_dir={ROOT}", *overrides])
+
+
+def test_lr_find_run_resumes_offline_and_its_checkpoint_evaluates_predicts_exports_offline(
+    tmp_path, monkeypatch
+) -> None:
+    from torchvision.models import resnet18
+
+    from transfer_lightning.evaluate import evaluate
+    from transfer_lightning.export import export
+    from transfer_lightning.models.weights import expected_weights_path
+    from transfer_lightning.predict import predict
+
+    torch_home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    weights = expected_weights_path("resnet18", "DEFAULT")  # torchvision's cache: no hash check on a cached file
+    weights.parent.mkdir(parents=True)
+    torch.save(resnet18().state_dict(), weights)
+    offline = {"TORCH_HOME": str(torch_home), "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    run = tmp_path / "run"
+    args = [a for a in TINY if not a.startswith("model.weights")]
+    # batch size 2: 32 steps an epoch, enough for the finder's 20
+    first = run_cli(
+        *args, "model.weights=DEFAULT", "tune.lr_find=true", "tune.num_training=20", "data.batch_size=2",
+        f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", env=offline,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    first_summary = json.loads((run / "run_summary.json").read_text())
+    found = first_summary["lr_find"]
+    assert found["applied"] and found["suggestion"] != found["lr_before"]
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").optimizer.lr == found["suggestion"]  # the run's config
+
+    weights.unlink()  # from here on, ImageNet weights could only come from the network
+    resumed = run_cli(f"resume={run}", "trainer.max_epochs=2", env=offline)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["lr_find"] == {"resumed": True, "lr": found["suggestion"]}
+    assert summary["weights"] == first_summary["weights"]  # the lineage comes back with the checkpoint
+    # the frozen stages the feature cache reads are the checkpoint's (not a random init): the first run's features
+    assert summary["feature_cache"]["enabled"] and summary["feature_cache"]["misses"] == []
+    last = load_checkpoint_safely(run / "checkpoints" / "last.ckpt")
+    assert last["hyper_parameters"]["optimizer"]["lr"] == found["suggestion"]
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    best = run / "checkpoints" / "best.ckpt"
+    tool = [f"ckpt_path={best}", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"]
+    evaluate(_compose_tool("evaluate", [*tool, "data=synthetic", f"output_dir={tmp_path / 'eval'}"]))
+    assert (tmp_path / "eval" / "eval_report.json").is_file()
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(images / "red.png")
+    rows = predict(_compose_tool("predict", [*tool, f"inputs={images}"]))
+    assert len(rows) == 1 and not rows[0]["error"]
+    contract = export(_compose_tool("export", [f"ckpt_path={best}", "format=torchscript", f"output_dir={tmp_path}"]))
+    assert (tmp_path / contract["file"]).is_file()
+    assert not weights.exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
@@ -109,7 +110,7 @@ def test_killed_sweep_resumes_skips_finished_jobs_and_records_a_failed_one(tmp_p
 
     resumed = run_cli(*command, "resume=true", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert len(list(tmp_path.glob("outputs/multirun/*/*/multirun.yaml"))) == 1  # no new sweep folder
+    assert list(tmp_path.glob("outputs/multirun/*/*")) == [first_sweep]  # no new (even empty) sweep folder
     assert (first_sweep / "0" / "run_summary.json").stat().st_mtime_ns == finished_at  # skipped
     rows = {row["job"]: row for row in read_csv(first_sweep / "sweep_summary.csv")}
     assert rows["0"]["status"] == "completed" and rows["1"]["status"] == "completed"
@@ -141,6 +142,22 @@ def test_a_job_killed_mid_training_continues_from_its_last_ckpt_when_the_sweep_r
     assert json.loads((sweep / "1" / "run_summary.json").read_text())["resumed_from"] is None
     rows = {row["job"]: row["status"] for row in read_csv(sweep / "sweep_summary.csv")}
     assert rows == {"0": "completed", "1": "completed"}
+
+
+def test_resume_true_of_a_finished_sweep_skips_its_jobs_and_creates_no_new_folder(tmp_path) -> None:
+    command = ["data=synthetic", "seed=1"]
+    earlier = tmp_path / "outputs" / "multirun" / "2026-01-01" / "00-00-00"
+    (earlier / "0" / ".hydra").mkdir(parents=True)
+    (earlier / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": command}}}))
+    (earlier / "0" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(command))
+    summary = {"status": "completed", "overrides": command, "best_val_acc": 0.5}
+    (earlier / "0" / "run_summary.json").write_text(json.dumps(summary))
+
+    resumed = run_cli("-m", *command, "resume=true", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert list(tmp_path.glob("outputs/multirun/*/*")) == [earlier]  # the folder check ran on the earlier sweep
+    assert json.loads((earlier / "0" / "run_summary.json").read_text()) == summary  # skipped, not re-run
+    assert (earlier / "sweep_summary.csv").is_file()
 
 
 def test_resume_of_a_folder_that_is_no_sweep_is_refused(tmp_path) -> None:

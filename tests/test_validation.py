@@ -7,7 +7,13 @@ from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import TINY, compose_config, run_cli
 from transfer_lightning.errors import UserError
-from transfer_lightning.validation import RULES, validate_config
+from transfer_lightning.validation import (
+    CONFIG_FOLDER,
+    RULES,
+    top_level_settings,
+    validate_config,
+    validate_training_config,
+)
 
 # One bad value per rule (wrong type or out of range); the test below fails if a rule has none.
 BAD_VALUES = {
@@ -151,11 +157,52 @@ def test_key_added_with_plus_that_the_class_does_not_take_is_refused() -> None:
         ("optimizer.lr=fast", "optimizer.lr='fast' is not allowed; expected a number > 0"),
         ("data.batch_size=0", "data.batch_size=0 is not allowed; expected an integer >= 1"),
         ("+optimizer.learning_rate=0.1", "optimizer.learning_rate is not a setting of torch.optim.Adam"),
+        ("+seeed=3", "+seeed=3 adds a key that is not a setting of this project; did you mean seed=3?"),
+        ("strategy=gradual strategy.milestones=[1,3]", "strategy.milestones=[1, 3] is not allowed; give 5"),
     ],
 )
 def test_cli_refuses_bad_value_in_one_line_with_exit_2_before_data(override, expected, tmp_path) -> None:
-    result = run_cli(*TINY, "data=cifar10", f"data.root={tmp_path / 'no-data'}", f"hydra.run.dir={tmp_path}", override)
+    result = run_cli(
+        *TINY, "data=cifar10", f"data.root={tmp_path / 'no-data'}", f"hydra.run.dir={tmp_path}", *override.split()
+    )
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("Error: ") and expected in last_line and "Traceback" not in result.stderr
     assert not (tmp_path / "no-data").exists()  # refused before the data was touched
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["+seeed=3"], "+seeed=3 adds a key that is not a setting of this project; did you mean seed=3?"),
+        (["+strategyy=finetune"], "did you mean strategy=finetune?"),
+        (["strategy=gradual", "strategy.milestones=[1,3]"], "strategy.milestones=[1, 3] is not allowed"),
+        (["strategy=gradual", "strategy.min_frozen_stages=3", "strategy.milestones=[3,1]"], "non-decreasing"),
+        (
+            ["ckpt_path=/no/such/run/checkpoints/last.ckpt"],
+            "ckpt_path=/no/such/run/checkpoints/last.ckpt does not exist",
+        ),
+    ],
+)
+def test_training_config_checks_run_before_data_in_one_sentence(overrides: list[str], expected: str) -> None:
+    cfg = compose_config([*TINY, *overrides])
+    with pytest.raises(UserError) as raised:
+        validate_training_config(cfg)
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_top_level_settings_are_read_from_the_config_folder_and_the_defaults_pass() -> None:
+    known = top_level_settings(CONFIG_FOLDER)
+    assert {"seed", "ckpt_path", "resume", "tune", "compile", "strategy", "data", "trainer"} <= known
+    assert "hydra" not in known and "defaults" not in known
+    validate_training_config(compose_config([*TINY, "strategy=gradual", "scheduler=cosine"]))
+
+
+def test_command_line_refuses_a_misspelt_top_level_key_before_hydra_composes() -> None:
+    from transfer_lightning.cli import check_command_line
+
+    with pytest.raises(UserError, match=r"^\+strategyy=finetune adds a key .*did you mean strategy=finetune\?"):
+        check_command_line(["+strategyy=finetune", "data=synthetic"])
+    with pytest.raises(UserError, match=r"did you mean seed=3\?"):
+        check_command_line(["++seeed=3"])
+    check_command_line(["+optimizer.learning_rate=0.1", "+experiment=fastai_style", "seed=3", "-m"])  # later checks

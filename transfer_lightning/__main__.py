@@ -1,6 +1,11 @@
 """`python -m transfer_lightning ...`: train one experiment (or a sweep with -m)."""
 
-from transfer_lightning.train import main
+import sys
+
+from transfer_lightning.cli import check_command_line, run_tool
 
 if __name__ == "__main__":
+    run_tool(check_command_line, sys.argv[1:])  # before Hydra writes anything, and before torch loads
+    from transfer_lightning.train import main
+
     main()

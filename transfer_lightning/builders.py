@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from transfer_lightning.callbacks import resolve_precision
 from transfer_lightning.callbacks.loop_progress import LoopProgress
 from transfer_lightning.checkpoint_io import AtomicCheckpointIO
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 from transfer_lightning.progress import live_bar_allowed
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | b
     except InstantiationException as error:
         cause = error.__cause__ or error
         raise UserError(
-            f"the trainer settings cannot run here ({str(cause).strip().splitlines()[0]}); check the "
+            f"the trainer settings cannot run here ({first_line(cause)}); check the "
             "trainer.* overrides (trainer.accelerator=auto takes a GPU when present, else the CPU)"
         ) from error
 
@@ -63,18 +63,24 @@ def find_callback(callbacks: list[Callback], kind: type) -> Any:
     return next((callback for callback in callbacks if isinstance(callback, kind)), None)
 
 
-def build_classifier(cfg: DictConfig, datamodule: Any) -> Any:
-    """The ``TransferClassifier`` of ``cfg`` sized to ``datamodule``'s classes (plain-container hparams)."""
+def build_classifier(cfg: DictConfig, datamodule: Any, resumed_from: str | None = None) -> Any:
+    """The ``TransferClassifier`` of ``cfg`` sized to ``datamodule``'s classes (plain-container hparams).
+
+    ``resumed_from``: the checkpoint whose state dict will replace the weights (``resume.restore_weights``),
+    so the pretrained weights are not loaded (nor fetched from the network).
+    """
     from transfer_lightning.classifier import TransferClassifier
 
-    return TransferClassifier(
+    module = TransferClassifier(
         model=_plain(cfg.model),
         strategy=_plain(cfg.strategy),
         optimizer=_plain(cfg.optimizer),
         scheduler=_plain(cfg.scheduler) or None,
         class_names=datamodule.class_names,
         preprocessing=datamodule.preprocessing,
+        load_pretrained=resumed_from is None,
     )
+    return module
 
 
 def _plain(node: Any) -> Any:

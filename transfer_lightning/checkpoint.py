@@ -18,7 +18,7 @@ import torch
 from transfer_lightning.checkpoint_io import unreadable_file_reason
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data.contract import preprocessor_for
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def load_classifier(path: str | Path) -> TransferClassifier:
     except RuntimeError as error:
         raise UserError(
             f"the weights in {path} do not fit the {hparams['model'].get('name')} model it describes "
-            f"({_first_line(error)}); the checkpoint is damaged or was edited"
+            f"({first_line(error, 200)}); the checkpoint is damaged or was edited"
         ) from error
     module.on_load_checkpoint(checkpoint)
     return module.eval()
@@ -95,8 +95,3 @@ def _targets(node: Any) -> list[Any]:
     if isinstance(node, (list, tuple)):
         return [t for value in node for t in _targets(value)]
     return []
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

@@ -1,5 +1,5 @@
-"""Checkpoints (and every other shared file) are written atomically; checkpoints are read with
-``weights_only=True``.
+"""Checkpoints (and every file the project writes: summaries, reports, caches) are written atomically;
+checkpoints are read with ``weights_only=True``.
 
 Lightning's own local save (``_atomic_save``) goes through an fsspec transaction that writes to a
 file in the *system* temp folder and then ``shutil.move``s it: when that folder is on another

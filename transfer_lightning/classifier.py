@@ -51,7 +51,7 @@ class TransferClassifier(L.LightningModule):
         weights = model.get("weights") if load_pretrained else None
         # where the weights came from, as a chain (models/lineage.py); a checkpoint restores its own
         self.net, self.weights_lineage = build_resnet(model["name"], len(class_names), weights, list(class_names))
-        self.strategy: FreezingStrategy = _instantiate_strategy(strategy)
+        self.strategy: FreezingStrategy = instantiate_strategy(strategy)
         self.strategy.apply(self.net)
         self.class_names = list(class_names)
         num_classes = len(class_names)
@@ -174,7 +174,7 @@ class TransferClassifier(L.LightningModule):
             self.weights_lineage = checkpoint["weights_lineage"]
 
 
-def _instantiate_strategy(config: dict[str, Any]) -> FreezingStrategy:
+def instantiate_strategy(config: dict[str, Any]) -> FreezingStrategy:
     """Build the strategy; a ``UserError`` from its checks surfaces as itself, not wrapped by Hydra."""
     try:
         return instantiate(config)

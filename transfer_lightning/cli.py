@@ -1,24 +1,30 @@
-"""What every command-line tool shares: a ``UserError`` is one line on stderr and exit status 2."""
+"""What every command-line tool shares: a ``UserError`` is one line on stderr and exit status 2, and the
+checks of a command line that need no composed config (they run before Hydra, torch or Lightning load)."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.errors import UserError
 from transfer_lightning.progress import configure_progress
 
 log = logging.getLogger("transfer_lightning")
+CONFIG_FOLDER = Path(__file__).resolve().parents[1] / "conf"
 Result = TypeVar("Result")
+Argument = TypeVar("Argument")
 
 
-def run_tool(task: Callable[[DictConfig], Result], cfg: DictConfig) -> Result:
-    """Run ``task(cfg)``; a ``UserError`` exits with status 2 and no traceback."""
-    configure_progress((cfg.get("trainer") or {}).get("enable_progress_bar"))
+def run_tool(task: Callable[[Argument], Result], cfg: Argument) -> Result:
+    """Run ``task(cfg)`` (a config, or the command line); a ``UserError`` exits with status 2 and no traceback."""
+    if OmegaConf.is_config(cfg):
+        configure_progress((cfg.get("trainer") or {}).get("enable_progress_bar"))
     try:
         return task(cfg)
     except UserError as error:
@@ -32,3 +38,46 @@ def require(cfg: DictConfig, key: str, example: str) -> Any:
     if value is None or value == "":
         raise UserError(f"{key} is required, e.g. {example}")
     return value
+
+
+def check_command_line(argv: list[str]) -> None:
+    """``python -m transfer_lightning``'s checks before Hydra composes (or writes) anything: a top-level key
+    added with ``+`` must be a setting, and a ``resume=<run folder>`` must fit that run."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from transfer_lightning.resume import check_resume_command
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([arg for arg in argv if not arg.startswith("-")])
+    except Exception:  # noqa: BLE001 - a malformed override is Hydra's to report
+        return
+    known = top_level_settings(CONFIG_FOLDER)
+    for override in parsed:
+        key = override.key_or_group
+        if (override.is_add() or override.is_force_add()) and "." not in key and "/" not in key and key not in known:
+            refuse_unknown_top_level_key(key, override.value(), known)
+    check_resume_command(argv)
+
+
+def top_level_settings(config_dir: Path) -> set[str]:
+    """The top-level keys a training config may hold: ``config.yaml``'s own keys and its config groups."""
+    own = set(OmegaConf.load(config_dir / "config.yaml").keys()) - {"defaults"}
+    return own | {folder.name for folder in config_dir.iterdir() if folder.is_dir() and folder.name != "hydra"}
+
+
+def check_top_level_keys(cfg: DictConfig, known: set[str]) -> None:
+    """A top-level key added with ``+`` (``+seeed=3``, ``+strategyy=finetune``) that no code reads is a typo:
+    Hydra would store it silently and the run would use the default."""
+    unknown = sorted(set(cfg.keys()) - known)
+    if unknown:
+        refuse_unknown_top_level_key(unknown[0], OmegaConf.select(cfg, unknown[0]), known)
+
+
+def refuse_unknown_top_level_key(key: str, value: Any, known: set[str]) -> None:
+    """Raise the one sentence for ``+key=value`` at the top level, with the closest setting."""
+    guess = difflib.get_close_matches(key, sorted(known), n=1)
+    shown = "..." if OmegaConf.is_config(value) or isinstance(value, (dict, list)) else value
+    hint = f"; did you mean {guess[0]}={shown}?" if guess else ""
+    raise UserError(
+        f"+{key}={shown} adds a key that is not a setting of this project{hint} (settings: {', '.join(sorted(known))})"
+    )

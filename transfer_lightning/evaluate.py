@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from transfer_lightning.builders import build_trainer
 from transfer_lightning.callbacks import DeviceReport
 from transfer_lightning.checkpoint import load_classifier, preprocessor_for
-from transfer_lightning.checkpoint_io import checkpoint_origin
+from transfer_lightning.checkpoint_io import atomic_write_text, checkpoint_origin
 from transfer_lightning.cli import require, run_tool
 from transfer_lightning.data.base import ClassificationDataModule
 from transfer_lightning.errors import UserError
@@ -123,8 +123,10 @@ def write_evaluation(
     save_figure(prediction_grid_figure(examples, class_names, shown), output_dir / "predictions.png")
     images = {"Confusion matrix": "confusion_matrix.png", "Predictions (misclassified first)": "predictions.png"}
     report["files"] = images
-    (output_dir / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (output_dir / "eval_report.md").write_text(report_markdown(report, f"Evaluation on the {split} split", images))
+    atomic_write_text(output_dir / "eval_report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(
+        output_dir / "eval_report.md", report_markdown(report, f"Evaluation on the {split} split", images)
+    )
     print_report_table(report, f"Evaluation ({split})")
     log.info("Weights: %s", report["context"]["weights"])
     log.info("Report: %s (eval_report.json, eval_report.md, confusion_matrix.png, predictions.png)", output_dir)

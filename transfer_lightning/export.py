@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from transfer_lightning.checkpoint import load_classifier, preprocessor_for
+from transfer_lightning.checkpoint_io import atomic_write_text
 from transfer_lightning.cli import require, run_tool
 from transfer_lightning.errors import UserError
 from transfer_lightning.train import CONFIG_DIR
@@ -62,7 +63,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     if cfg.format == "state_dict":
         contract["load"] = state_dict_loading_hint(contract["model"], len(module.class_names), target.name)
     contract_file = target.with_name(target.name + ".json")
-    contract_file.write_text(json.dumps(contract, indent=2) + "\n")
+    atomic_write_text(contract_file, json.dumps(contract, indent=2) + "\n")
     print(f"Exported {target} with its preprocessing contract {contract_file}")
     return contract
 

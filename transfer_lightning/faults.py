@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig
 
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
+from transfer_lightning.resume import ResumeRefused
 from transfer_lightning.summary import write_failure_summary
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -60,6 +61,8 @@ def recorded_outcome(run_dir: str | Path, cfg: DictConfig) -> Iterator[RunRecord
         if record.trainer is not None and record.trainer.interrupted:
             _record(run_dir, record, "interrupted", "stopped at once by Ctrl-C; last.ckpt is the one before")
         raise
+    except ResumeRefused:
+        raise  # nothing ran: the resumed run's own record stays as it was
     except UserError as error:
         _record(run_dir, record, "failed", str(error))
         raise
@@ -68,7 +71,7 @@ def recorded_outcome(run_dir: str | Path, cfg: DictConfig) -> Iterator[RunRecord
             user_error = out_of_memory_error(error, cfg)
             _record(run_dir, record, "failed", str(user_error))
             raise user_error from error
-        _record(run_dir, record, "failed", f"{type(error).__name__}: {_first_line(error)}")
+        _record(run_dir, record, "failed", f"{type(error).__name__}: {first_line(error)}")
         raise
 
 
@@ -81,7 +84,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 def out_of_memory_error(error: BaseException, cfg: DictConfig) -> UserError:
     data = cfg.get("data") or {}
     return UserError(
-        f"the device ran out of memory ({_first_line(error)[:120]}); use a smaller "
+        f"the device ran out of memory ({first_line(error, 120)}); use a smaller "
         f"data.batch_size (now {data.get('batch_size')}) or data.image_size (now {data.get('image_size')}); "
         "trainer.accumulate_grad_batches=N keeps the effective batch size"
     )
@@ -91,8 +94,3 @@ def _record(run_dir: str | Path, record: RunRecord, status: str, reason: str) ->
     if record.trainer is not None and not record.trainer.is_global_zero:
         return  # under DDP every process gets here; rank 0 writes the one summary
     write_failure_summary(Path(run_dir), status, reason, **record.fields, **record.progress())
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -7,6 +7,7 @@ error). Runs batched on the GPU when present (``trainer.accelerator=auto``).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from transfer_lightning.builders import build_trainer
 from transfer_lightning.callbacks import DeviceReport
 from transfer_lightning.checkpoint import load_classifier, preprocessor_for
+from transfer_lightning.checkpoint_io import atomic_write_text
 from transfer_lightning.cli import require, run_tool
 from transfer_lightning.data.image_files import ImageFileDataset, list_image_files, unreadable_reason
 from transfer_lightning.errors import UserError
@@ -80,16 +82,15 @@ def _rows(
 
 def write_csv(path: Path, rows: list[dict[str, Any]], top_k: int) -> Path:
     """``path, top1, top1_prob, ..., topK, topK_prob, error``: one row per input file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = ["path"] + [name for rank in range(1, top_k + 1) for name in (f"top{rank}", f"top{rank}_prob")] + ["error"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row in rows:
-            cells = [value for name, p in row["top"] for value in (name, f"{p:.6f}")]
-            cells += [""] * (2 * top_k - len(cells))
-            writer.writerow([row["path"], *cells, row["error"]])
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    for row in rows:
+        cells = [value for name, p in row["top"] for value in (name, f"{p:.6f}")]
+        cells += [""] * (2 * top_k - len(cells))
+        writer.writerow([row["path"], *cells, row["error"]])
+    return atomic_write_text(path, text.getvalue())
 
 
 def print_predictions(rows: list[dict[str, Any]], top_k: int, limit: int, console: Console | None = None) -> None:

@@ -12,7 +12,9 @@ the new command's composed config goes to ``.hydra/resumed-<time>/`` so the orig
 
 from __future__ import annotations
 
+import difflib
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transfer_lightning.checkpoint_io import load_checkpoint_safely
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 from transfer_lightning.preflight import claim_new_run_folder
 
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
+RESUMED_SUBDIR = ".hydra/resumed"  # + -<time>: the resuming command's own config
 SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 # Settings a resumed run may change; listed in the README ("When things go wrong").
@@ -50,6 +53,11 @@ ALLOWED_ON_RESUME: tuple[str, ...] = (
 # What the checkpoint's hyperparameters must share with the config that resumes it.
 _MUST_MATCH = ("model", "strategy", "optimizer", "scheduler", "class_names", "preprocessing")
 _IGNORED = {"model.weights"}  # the checkpoint's weights replace whatever model.weights names
+_ABSENT = object()
+
+
+class ResumeRefused(UserError):
+    """A checkpoint this run cannot continue from: refused before training, so the run records nothing."""
 
 
 def run_folder_of(resume: Any, ckpt_path: Any) -> str | None:
@@ -78,7 +86,7 @@ def _run_dir_resolver(resume: Any, ckpt_path: Any, default: str) -> str:
 def _hydra_subdir_resolver(resume: Any, ckpt_path: Any) -> str:
     if run_folder_of(resume, ckpt_path) is None:
         return ".hydra"
-    return f".hydra/resumed-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    return f"{RESUMED_SUBDIR}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
 OmegaConf.register_new_resolver("tl.run_dir", _run_dir_resolver, replace=True)
@@ -89,17 +97,99 @@ def prepare_resume(cfg: DictConfig) -> DictConfig:
     """The config to run: ``cfg`` itself, or the resumed run's saved config plus allowed overrides.
 
     The result's ``ckpt_path`` names the checkpoint to continue from. Raises ``UserError`` for a
-    missing run folder or checkpoint, or an override that would change the experiment.
+    missing run folder or checkpoint, or an override that would change the experiment (the CLI
+    makes the same checks before Hydra starts: ``check_resume_command``).
     """
     resume = cfg.get("resume")
     if resume is None or _is_multirun():
         return cfg  # a sweep's resume=true is the sweep's business
+    overrides = _override_keys()
+    saved, checkpoint = _resumable_run(resume, bool(cfg.get("ckpt_path")))
+    check_resume_overrides(saved, {key: OmegaConf.select(cfg, key) for key, _ in overrides}, dict(overrides), resume)
+    for key, _ in overrides:
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+    with open_dict(saved):
+        saved.resume = None
+        saved.ckpt_path = str(checkpoint.resolve())
+    OmegaConf.set_struct(saved, True)
+    log.info("Resuming %s from %s", resume, checkpoint.name)
+    return saved
+
+
+def check_resume_command(argv: list[str]) -> None:
+    """Refuse a ``resume=<run folder>`` command line that cannot continue that run, before Hydra composes
+    (or writes) anything: overrides are checked against the run's own config, not the default one (so
+    ``resume=<gradual run> strategy.unfreeze_every=2`` is refused as a change, not as an unknown key).
+    A multirun's ``resume`` names a sweep and is left to ``sweeps.resume``.
+    """
+    if any(arg in ("-m", "--multirun") for arg in argv):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides([arg for arg in argv if not arg.startswith("-")])
+    except Exception:  # noqa: BLE001 - a malformed override is Hydra's to report
+        return
+    task = [o for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/")) and o.key_or_group != "hydra"]
+    resume = next((o.value() for o in task if o.key_or_group == "resume"), None)
+    if not isinstance(resume, str) or not resume:
+        return
+    ckpt_given = any(o.key_or_group == "ckpt_path" and o.value() not in (None, "") for o in task)
+    saved, _ = _resumable_run(resume, ckpt_given)
+    typed = [o for o in task if o.key_or_group not in ("resume", "ckpt_path")]
+    texts = {_override_key(o, o.input_line): o.input_line for o in typed}
+    values = {_override_key(o, o.input_line): o.value() for o in typed}
+    check_resume_overrides(saved, values, texts, resume)
+
+
+def check_resume_overrides(saved: DictConfig, values: dict[str, Any], texts: dict[str, str], resume: str) -> None:
+    """Refuse overrides (``key -> new value``, ``key -> the override as typed``) that a resumed run cannot take.
+
+    Only ``ALLOWED_ON_RESUME`` may change; a key the run's config does not have is named with the
+    closest key it has; a longer or shorter ``trainer.max_epochs`` under a schedule that spans
+    ``trainer.max_epochs`` (``scheduler=cosine``) is refused with the reason.
+    """
+    allowed = f"a resumed run may only change {', '.join(ALLOWED_ON_RESUME)}"
+    for key, text in texts.items():
+        if key in ALLOWED_ON_RESUME:
+            continue
+        current = OmegaConf.select(saved, key, default=_ABSENT)
+        if current is _ABSENT:
+            guess = difflib.get_close_matches(key, _dotted_keys(saved), n=1)
+            hint = f" (did you mean {guess[0]}?)" if guess else ""
+            raise UserError(f"resume={resume}: {text} is not a setting of that run{hint}; {allowed}")
+        shown = "" if OmegaConf.is_config(current) else f" ({current!r} in that run)"
+        raise UserError(
+            f"resume={resume}: {text} would change {key}{shown}, part of the experiment its checkpoint was trained "
+            f"with; {allowed}, or start a new run"
+        )
+    if "trainer.max_epochs" in values:
+        _check_schedule_length(saved, values["trainer.max_epochs"], resume)
+
+
+def _check_schedule_length(saved: DictConfig, max_epochs: Any, resume: str) -> None:
+    """A schedule computed over ``trainer.max_epochs`` (cosine) is part way along when the run stopped:
+    another length would change the rates of the epochs already planned, so it is refused."""
+    scheduler = saved.get("scheduler")
+    if not OmegaConf.is_dict(scheduler) or "max_epochs" not in scheduler:
+        return
+    raw = OmegaConf.to_container(scheduler, resolve=False).get("max_epochs")
+    before = saved.trainer.get("max_epochs")
+    if raw == "${trainer.max_epochs}" and max_epochs != before:
+        raise UserError(
+            f"resume={resume}: trainer.max_epochs={max_epochs} cannot change that run's schedule: its scheduler "
+            f"decays the learning rate over scheduler.max_epochs = trainer.max_epochs = {before} epochs and the "
+            f"checkpoint is part way along that curve; resume with trainer.max_epochs={before}, or start a new run "
+            "with the length you want"
+        )
+
+
+def _resumable_run(resume: Any, ckpt_given: bool) -> tuple[DictConfig, Path]:
+    """The saved config and ``last.ckpt`` of the run folder ``resume``; ``UserError`` when there is none."""
     if not isinstance(resume, str):
         raise UserError(
             f"resume={resume!r} is not a run folder; give the folder of the run to continue, "
             "e.g. resume=outputs/2026-01-31/12-00-00"
         )
-    if cfg.get("ckpt_path"):
+    if ckpt_given:
         raise UserError("give either resume=<run folder> or ckpt_path=<file>, not both")
     folder = Path(resume).expanduser()
     saved_path = folder / SAVED_CONFIG
@@ -108,14 +198,19 @@ def prepare_resume(cfg: DictConfig) -> DictConfig:
     checkpoint = folder / LAST_CHECKPOINT
     if not checkpoint.is_file():
         raise UserError(f"resume={resume}: {checkpoint} does not exist, so there is nothing to resume; start anew")
-    saved = OmegaConf.load(saved_path)
-    _apply_allowed_overrides(saved, cfg, _override_keys(), resume)
-    with open_dict(saved):
-        saved.resume = None
-        saved.ckpt_path = str(checkpoint.resolve())
-    OmegaConf.set_struct(saved, True)
-    log.info("Resuming %s from %s", folder, checkpoint.name)
-    return saved
+    return OmegaConf.load(saved_path), checkpoint
+
+
+def forget_refused_resume(error: UserError) -> None:
+    """Remove the ``.hydra/resumed-<time>/`` Hydra wrote for a resume that was then refused: a refused
+    resume leaves the run folder as it was (``run_summary.json`` is not touched either: see ``faults``)."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    subdir = str(hydra.output_subdir or "")
+    if subdir.startswith(f"{RESUMED_SUBDIR}-"):
+        shutil.rmtree(Path(hydra.runtime.output_dir) / subdir, ignore_errors=True)
+        log.info("Resume refused; %s removed (%s)", subdir, first_line(error))
 
 
 def check_checkpoint_fits(
@@ -127,16 +222,25 @@ def check_checkpoint_fits(
 
     Loads the file with ``weights_only=True`` (a file needing arbitrary unpickling is refused).
     """
+
     checkpoint = load_checkpoint_safely(ckpt_path)
     saved = checkpoint.get("hyper_parameters")
     if not isinstance(saved, dict):
-        raise UserError(f"checkpoint {ckpt_path} has no hyper_parameters; it was not written by this project")
+        raise ResumeRefused(f"checkpoint {ckpt_path} has no hyper_parameters; it was not written by this project")
     differences = []
     for key in _MUST_MATCH:
         differences += _differences(key, saved.get(key), _plain(hparams.get(key)))
+    horizon = _differences("scheduler.max_epochs", _schedule_length(saved), _schedule_length(hparams))
+    if horizon:
+        raise ResumeRefused(
+            f"checkpoint {ckpt_path} is part way along a schedule over {_schedule_length(saved)} epochs "
+            f"(scheduler.max_epochs, which follows trainer.max_epochs); this config's spans "
+            f"{_schedule_length(hparams)}: the schedule cannot change mid-run, so resume with "
+            f"trainer.max_epochs={_schedule_length(saved)} or start a new run"
+        )
     if differences:
         shown = "; ".join(differences[:4]) + (f" (+{len(differences) - 4} more)" if len(differences) > 4 else "")
-        raise UserError(
+        raise ResumeRefused(
             f"checkpoint {ckpt_path} does not match this config ({shown}); resume with the run's own settings "
             f"(only {', '.join(ALLOWED_ON_RESUME)} may change) or start a new run"
         )
@@ -146,7 +250,7 @@ def check_checkpoint_fits(
         if key.startswith(("ModelCheckpoint", "RunCheckpoint", "EarlyStopping")) and key not in callback_keys
     ]
     if orphaned:
-        raise UserError(
+        raise ResumeRefused(
             f"checkpoint {ckpt_path} holds callback state {orphaned[0]} that no callback of this config would "
             "restore (its monitor, mode or save frequency changed); resume with the run's own callbacks.* settings"
         )
@@ -160,30 +264,46 @@ def check_checkpoint_fits(
         )
 
 
+def restore_weights(module: Any, ckpt_path: str | Path) -> None:
+    """Load the checkpoint's weights (and their lineage) into ``module`` before training starts.
+
+    A resumed run is built without its pretrained weights (nothing is fetched); Lightning restores the
+    state dict only inside ``fit``, but the feature cache computes the frozen stages' output before
+    that, so they must already be the trained ones.
+    """
+
+    checkpoint = load_checkpoint_safely(ckpt_path)
+    module.load_state_dict(checkpoint["state_dict"])
+    if "weights_lineage" in checkpoint:
+        module.weights_lineage = checkpoint["weights_lineage"]
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key of a config, dotted (``strategy.unfreeze_every``), for a did-you-mean."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=False)
+    if not isinstance(node, dict):
+        return []
+    return [k for name, value in node.items() for k in (f"{prefix}{name}", *_dotted_keys(value, f"{prefix}{name}."))]
+
+
 def _override_keys() -> list[tuple[str, str]]:
     """(key, the override as typed) of the command line's task overrides, ``resume`` excluded."""
     if not HydraConfig.initialized():
         return []
     typed = list(HydraConfig.get().overrides.task)
     parsed = OverridesParser.create().parse_overrides(typed)
-    keys = []
-    for override, text in zip(parsed, typed, strict=True):
-        key = override.key_or_group
-        if key != "resume":
-            plain = override.is_add() is False and override.is_delete() is False and not override.is_force_add()
-            keys.append((key if plain else text, text))
-    return keys
+    return [
+        (_override_key(override, text), text)
+        for override, text in zip(parsed, typed, strict=True)
+        if override.key_or_group != "resume"
+    ]
 
 
-def _apply_allowed_overrides(saved: DictConfig, current: DictConfig, overrides: list[tuple[str, str]], resume: str):
-    refused = [text for key, text in overrides if key not in ALLOWED_ON_RESUME]
-    if refused:
-        raise UserError(
-            f"resume={resume}: {', '.join(refused)} would change the experiment the checkpoint was trained with; "
-            f"a resumed run may only change {', '.join(ALLOWED_ON_RESUME)}"
-        )
-    for key, _ in overrides:
-        OmegaConf.update(saved, key, OmegaConf.select(current, key), force_add=True)
+def _override_key(override: Any, text: str) -> str:
+    """The dotted key of a plain ``key=value`` override; an added/deleted key (``+``, ``++``, ``~``) as typed."""
+    plain = not override.is_add() and not override.is_delete() and not override.is_force_add()
+    return override.key_or_group if plain else text
 
 
 def _differences(key: str, saved: Any, current: Any) -> list[str]:
@@ -197,6 +317,11 @@ def _differences(key: str, saved: Any, current: Any) -> list[str]:
     if saved != current:
         return [f"{key}: checkpoint {saved!r}, config {current!r}"]
     return []
+
+
+def _schedule_length(hparams: dict[str, Any]) -> Any:
+    scheduler = _plain(hparams.get("scheduler"))
+    return scheduler.get("max_epochs") if isinstance(scheduler, dict) else None
 
 
 def _plain(value: Any) -> Any:

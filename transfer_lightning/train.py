@@ -27,38 +27,59 @@ from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.log_filters import install_log_filters
-from transfer_lightning.models.lineage import RunWeights, describe_lineage, preprocessing_from_run
+from transfer_lightning.models.lineage import RunWeights, describe_lineage, is_run_weights, preprocessing_from_run
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
 from transfer_lightning.progress import configure_progress
-from transfer_lightning.resume import check_checkpoint_fits, original_overrides, prepare_resume
+from transfer_lightning.resume import (
+    ResumeRefused,
+    check_checkpoint_fits,
+    forget_refused_resume,
+    original_overrides,
+    prepare_resume,
+    restore_weights,
+)
 from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
-from transfer_lightning.tuning import find_learning_rate
-from transfer_lightning.validation import validate_config
+from transfer_lightning.tuning import find_learning_rate, keep_found_learning_rate
+from transfer_lightning.validation import CONFIG_FOLDER, validate_training_config
 
 log = logging.getLogger("transfer_lightning")
 install_log_filters()  # Lightning's advertising and known-harmless warnings (log_filters.py)
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONFIG_DIR = str(CONFIG_FOLDER)
 _PREPROCESSING_KEYS = ("image_size", "mean", "std")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test and summarise one experiment described by ``cfg`` (or continue the run ``cfg.resume``)."""
     started = time.perf_counter()
-    cfg = prepare_resume(cfg)
-    validate_config(cfg)
-    configure_progress(cfg.trainer.enable_progress_bar)
-    run_dir = Path(cfg.paths.output_dir)
-    check_run_folder(run_dir, cfg)
-    with recorded_outcome(run_dir, cfg) as record:
-        return _fit_and_test(cfg, run_dir, record, started)
+    try:  # every check of the config, before any data is read
+        cfg = prepare_resume(cfg)
+        validate_training_config(cfg)
+        configure_progress(cfg.trainer.enable_progress_bar)
+        run_dir = Path(cfg.paths.output_dir)
+        check_run_folder(run_dir, cfg)
+    except UserError as error:
+        forget_refused_resume(error)  # a refused resume leaves no .hydra/resumed-<time>/ behind
+        raise
+    try:
+        with recorded_outcome(run_dir, cfg) as record:
+            return _fit_and_test(cfg, run_dir, record, started)
+    except ResumeRefused as error:  # the checkpoint does not fit: nothing ran
+        forget_refused_resume(error)
+        raise
 
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    starting_run = ensure_weights_available(cfg.model.name, cfg.model.weights)  # before any data is read
+    resuming = bool(cfg.get("ckpt_path"))
+    if resuming:
+        keep_found_learning_rate(cfg, cfg.ckpt_path)  # tune.lr_find: the rate it found is in the checkpoint
+    # before any data is read; a resumed run's ImageNet weights come from its checkpoint (nothing to fetch),
+    # a transfer chain's starting run is read from disk
+    fetch = not resuming or is_run_weights(str(cfg.model.weights))
+    starting_run = ensure_weights_available(cfg.model.name, cfg.model.weights) if fetch else None
 
     record.fields.update(model=cfg.model.name, strategy=_choice("strategy"), seed=cfg.seed, overrides=_overrides())
     callbacks = (
@@ -71,7 +92,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
     prepare_data_once_per_node(datamodule, trainer)
     datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
+    module = build_classifier(cfg, datamodule, resumed_from=cfg.get("ckpt_path"))
     params = module.parameter_counts()
     log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
     log.info("Strategy %s", module.strategy.describe())
@@ -80,6 +101,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     if cfg.get("ckpt_path"):
         state_keys = [callback.state_key for callback in trainer.callbacks]
         check_checkpoint_fits(cfg.ckpt_path, module.hparams, state_keys, checkpoint.dirpath if checkpoint else None)
+        restore_weights(module, cfg.ckpt_path)  # the feature cache below reads the trained frozen stages
     autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
     feature_cache = use_feature_cache(datamodule, module, trainer)

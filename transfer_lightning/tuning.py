@@ -19,11 +19,13 @@ from typing import Any
 
 import lightning as L
 import matplotlib.pyplot as plt
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.tuner import Tuner
 from lightning.pytorch.tuner import lr_finder as lightning_lr_finder
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
+from transfer_lightning.checkpoint_io import atomic_write_text, load_checkpoint_safely
 from transfer_lightning.errors import UserError
 from transfer_lightning.progress import PhaseProgress
 
@@ -38,7 +40,10 @@ def find_learning_rate(
     tune = cfg.get("tune")
     if not tune or not tune.lr_find:
         return None
-    _check_setup(cfg, trainer)
+    if cfg.get("ckpt_path"):  # resumed: the finder ran when the run started (keep_found_learning_rate)
+        log.info("LR finder: not run again on resume; optimizer.lr=%g as the run started with", cfg.optimizer.lr)
+        return {"resumed": True, "lr": float(cfg.optimizer.lr)}
+    _check_setup(trainer)
     _check_steps_fit(int(tune.num_training), trainer, datamodule)
     lr_before = float(module.hparams.optimizer["lr"])
     with _finder_progress():
@@ -72,6 +77,7 @@ def find_learning_rate(
     elif applied:
         module.hparams.optimizer["lr"] = suggestion
         cfg.optimizer.lr = suggestion
+        _record_in_saved_config(suggestion)
         log.info("LR finder: optimizer.lr %g -> %g (tune.apply=false keeps the configured rate)", lr_before, suggestion)
     else:
         log.info("LR finder suggests optimizer.lr=%g; keeping %g (tune.apply=false)", suggestion, lr_before)
@@ -81,9 +87,33 @@ def find_learning_rate(
     return {"suggestion": suggestion, "applied": applied, "lr_before": lr_before, "steps": steps, "plot": str(plot)}
 
 
-def _check_setup(cfg: DictConfig, trainer: L.Trainer) -> None:
-    if cfg.get("ckpt_path"):
-        raise UserError("tune.lr_find=true cannot be combined with ckpt_path (resuming); drop one of the two")
+def keep_found_learning_rate(cfg: DictConfig, ckpt_path: str) -> None:
+    """Resuming a run whose finder set ``optimizer.lr``: that rate is part of the run's state, so it is
+    taken from the checkpoint (``ckpt_path=...`` typed with the run's original command still fits)."""
+    tune = cfg.get("tune")
+    if not tune or not tune.lr_find or not tune.apply:
+        return
+    saved = (load_checkpoint_safely(ckpt_path).get("hyper_parameters") or {}).get("optimizer") or {}
+    if saved.get("lr") is not None and saved["lr"] != cfg.optimizer.lr:
+        log.info("LR finder: optimizer.lr=%g, the rate the run found (from %s)", saved["lr"], Path(ckpt_path).name)
+        cfg.optimizer.lr = saved["lr"]
+
+
+def _record_in_saved_config(rate: float) -> None:
+    """Write the found rate into the run's ``.hydra/config.yaml``: the run's config then says what it trained
+    with, and ``resume=<run>`` continues with it."""
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    path = Path(hydra.runtime.output_dir) / str(hydra.output_subdir) / "config.yaml"
+    if not path.is_file():
+        return
+    saved = OmegaConf.load(path)
+    saved.optimizer.lr = rate
+    atomic_write_text(path, OmegaConf.to_yaml(saved))
+
+
+def _check_setup(trainer: L.Trainer) -> None:
     if trainer.world_size > 1 or trainer.num_nodes > 1:
         raise UserError(
             "tune.lr_find=true runs on one device; run it without trainer.strategy=ddp / trainer.devices>1, "

@@ -9,11 +9,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
+from transfer_lightning.cli import CONFIG_FOLDER, check_top_level_keys, top_level_settings
 from transfer_lightning.data.image_folder import BALANCE, CACHE, ON_BAD_FILE
 from transfer_lightning.data.transforms import AUGMENTATIONS
 from transfer_lightning.errors import UserError
@@ -172,6 +174,22 @@ RULES: tuple[Rule, ...] = (
     Rule("paths.root_dir", lambda v: isinstance(v, str) and v != "", "a folder path"),
     Rule("paths.data_dir", lambda v: isinstance(v, str) and v != "", "a folder path"),
 )  # fmt: skip
+
+
+def validate_training_config(cfg: DictConfig, config_dir: Path = CONFIG_FOLDER) -> None:
+    """Every check of a training config, all before any data is read: the rules, the top-level keys,
+    the arguments of built nodes, ``ckpt_path`` and the strategy's own checks (``strategy.milestones`` ...)."""
+    check_top_level_keys(cfg, top_level_settings(config_dir))
+    validate_config(cfg)
+    checkpoint = cfg.get("ckpt_path")
+    if checkpoint and not Path(checkpoint).expanduser().is_file():
+        raise UserError(
+            f"ckpt_path={checkpoint} does not exist; give the checkpoint of a run to continue "
+            "(outputs/<date>/<time>/checkpoints/last.ckpt) or resume=<run folder>"
+        )
+    from transfer_lightning.classifier import instantiate_strategy  # its constructor checks its settings
+
+    instantiate_strategy(OmegaConf.to_container(cfg.strategy, resolve=True))
 
 
 def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:

@@ -11,7 +11,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from transfer_lightning.data.folder_reader import IMAGE_EXTENSIONS
 from transfer_lightning.data.transforms import BatchPreprocessor
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 
 
 def list_image_files(inputs: str | list[str]) -> list[Path]:
@@ -44,7 +44,7 @@ def unreadable_reason(path: Path) -> str:
     try:
         read_image(path)
     except Exception as error:  # noqa: BLE001 - any failure is reported, none is fatal
-        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return first_line(error)
     return "unreadable"
 
 

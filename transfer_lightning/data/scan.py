@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from transfer_lightning.data.decode import to_rgb
+from transfer_lightning.errors import first_line
 from transfer_lightning.progress import PhaseProgress
 
 
@@ -98,5 +99,4 @@ def scan_threads() -> int:
 def _reason(error: Exception) -> str:
     if isinstance(error, Image.UnidentifiedImageError):
         return "not an image: its contents do not match its extension"
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:200]
+    return first_line(error, 200)

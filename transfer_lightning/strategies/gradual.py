@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from transfer_lightning.errors import UserError
 from transfer_lightning.models import STAGE_NAMES
 from transfer_lightning.strategies.base import NUM_STAGES, FreezingStrategy
-
-log = logging.getLogger(__name__)
 
 
 class GradualUnfreeze(FreezingStrategy):
@@ -23,8 +20,8 @@ class GradualUnfreeze(FreezingStrategy):
     Every stage that will train is in the optimizer from the start with learning rate 0 until
     its epoch (DDP-safe, scheduler-safe; see ``FreezingStrategy``). A newly unfrozen stage gets
     ``lr_decay ** depth`` of the head's rate, ramped in linearly over ``unfreeze_warmup_epochs``.
-    The schedule (stage -> first epoch) is saved in checkpoints; a resumed run follows the
-    checkpoint's schedule.
+    The schedule (stage -> first epoch) is saved in checkpoints; resuming with other ``strategy.*``
+    settings is refused (README "When things go wrong"), so a resumed run follows the same schedule.
 
     Example::
 
@@ -71,14 +68,11 @@ class GradualUnfreeze(FreezingStrategy):
         saved = state.get("unfreeze_epochs")
         if saved is None:
             return
-        if saved != self.unfreeze_epochs:
-            log.warning(
-                "Resuming with the checkpoint's unfreezing schedule %s; the strategy.* settings of this run "
-                "(%s) are ignored",
-                saved,
-                self.unfreeze_epochs,
+        if saved != self.unfreeze_epochs:  # resume.check_checkpoint_fits refuses this earlier, by config
+            raise UserError(
+                f"the checkpoint's unfreezing schedule {saved} differs from this run's {self.unfreeze_epochs}: a "
+                "resumed run keeps its strategy, so resume with the run's own strategy.* settings or start a new run"
             )
-        self.unfreeze_epochs = dict(saved)
 
     def describe(self) -> str:
         steps = ", ".join(f"{stage} from epoch {start}" for stage, start in self.unfreeze_epochs.items())

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transfer_lightning.errors import UserError
+from transfer_lightning.errors import UserError, first_line
 from transfer_lightning.summary import read_summary, write_failure_summary
 
 
 def error_line(error: BaseException) -> str:
     """One line that says what went wrong (the exception type unless it is a user's mistake)."""
-    lines = str(error).strip().splitlines()
-    message = lines[0] if lines else ""
-    return message if isinstance(error, UserError) else f"{type(error).__name__}: {message}".rstrip(": ")
+    return first_line(error) if isinstance(error, UserError) else f"{type(error).__name__}: {first_line(error)}"
 
 
 def write_failed_summary(run_dir: Path | str, error: BaseException, overrides: list[str]) -> Path | None:

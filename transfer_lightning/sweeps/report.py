@@ -7,6 +7,7 @@ Everything is read from what each job left on disk (``.hydra/overrides.yaml`` an
 from __future__ import annotations
 
 import csv
+import io
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from transfer_lightning.checkpoint_io import atomic_write_text
 from transfer_lightning.summary import read_summary
 
 SUMMARY_CSV = "sweep_summary.csv"
@@ -170,11 +172,11 @@ def _significant(value: float | None) -> float | None:
 
 
 def _write_csv(path: Path, jobs: list[JobResult]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(job.row() for job in jobs)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(job.row() for job in jobs)
+    return atomic_write_text(path, text.getvalue())
 
 
 def _percent(value: float | None) -> str:
@@ -231,5 +233,4 @@ def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: li
     if plot:
         over = " x ".join(f"`{key}`" for key in axes[:2])
         lines += ["", f"## Best val accuracy over {over}", "", f"![best val accuracy]({plot.name})"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
