@@ -25,7 +25,7 @@ from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
-from transfer_lightning.models.weights import ensure_weights_available
+from transfer_lightning.models import backbone_class
 from transfer_lightning.preflight import check_run_folder
 from transfer_lightning.resume import check_checkpoint_fits, prepare_resume
 from transfer_lightning.speed import tune_for_device
@@ -54,13 +54,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ensure_weights_available(cfg.model.name, cfg.model.weights)
+    backbone_class(cfg.model).ensure_weights(cfg.model.name, cfg.model.weights)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule)
     params = module.parameter_counts()
+    log.info("Backbone %s (model.name)", module.backbone.describe())
     log.info("Weights: %s (model.weights)", module.weights_source)
     log.info("Strategy %s", module.strategy.describe())
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
@@ -101,7 +102,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "model": cfg.model.name,
         "weights": module.weights_source,
         "strategy": _choice("strategy"),
-        "frozen_stages": cfg.strategy.get("frozen_stages"),
+        "frozen_stages": module.strategy.frozen_stages,
+        "stages": list(module.backbone.stage_names),
         "params": params,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -13,19 +13,19 @@ from torch import nn
 
 from transfer_lightning.errors import UserError
 
-_HEAD_PREFIX = "fc."
-
 
 def is_weights_file(weights: str) -> bool:
     """A weights value naming a file (a path), not a torchvision weights enum member."""
-    return weights.endswith((".pth", ".pt", ".bin")) or os.sep in weights or "/" in weights
+    return weights.endswith((".pth", ".pt", ".bin", ".safetensors")) or os.sep in weights or "/" in weights
 
 
-def load_weights(model: nn.Module, arch: str, weights: str | None) -> str:
-    """Load ``weights`` into ``model`` (whose head still has torchvision's shape).
+def load_weights(model: nn.Module, arch: str, weights: str | None, head_prefix: str) -> str:
+    """Load ``weights`` into ``model`` (whose head still has its original shape).
 
     ``weights`` is ``None`` (random init), a torchvision weights name such as ``DEFAULT`` or
-    ``IMAGENET1K_V1``, or a path to a ``.pth`` state dict. Returns a description of the source.
+    ``IMAGENET1K_V1``, or a path to a ``.pth`` / ``.safetensors`` state dict. Keys under
+    ``head_prefix`` (the head's state-dict prefix) may have another shape. Returns a description
+    of the source.
     """
     if weights is None or str(weights).lower() in {"none", "null"}:
         return "random init"
@@ -34,7 +34,7 @@ def load_weights(model: nn.Module, arch: str, weights: str | None) -> str:
     if state_dict is None:
         state_dict = _fetch_state_dict(arch, weights)
     source = f"file {weights}" if is_weights_file(weights) else f"torchvision {arch} {weights}"
-    _load_backbone_state(model, state_dict, source)
+    load_backbone_state(model, state_dict, source, head_prefix)
     return source
 
 
@@ -53,7 +53,7 @@ def ensure_weights_available(arch: str, weights: str | None) -> None:
 
 def _fetch_state_dict(arch: str, weights: str) -> dict:
     if is_weights_file(weights):
-        return _read_state_dict_file(Path(weights).expanduser())
+        return read_state_dict_file(Path(weights).expanduser())
     return _download_torchvision_weights(arch, weights)
 
 
@@ -90,10 +90,15 @@ def _download_torchvision_weights(arch: str, name: str) -> dict:
         ) from error
 
 
-def _read_state_dict_file(path: Path) -> dict:
+def read_state_dict_file(path: Path) -> dict:
+    """The state dict in a ``.pth`` (``torch.save``) or ``.safetensors`` file."""
     if not path.is_file():
-        raise UserError(f"model.weights file {path} does not exist; give the path to a .pth state dict")
+        raise UserError(f"model.weights file {path} does not exist; give the path to a .pth or .safetensors state dict")
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
         raise UserError(
@@ -107,15 +112,15 @@ def _read_state_dict_file(path: Path) -> dict:
     return state
 
 
-def _load_backbone_state(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Load everything but a head of another size; any other mismatch names the keys."""
+def load_backbone_state(model: nn.Module, state_dict: dict, source: str, head_prefix: str) -> None:
+    """Load everything but a head (keys under ``head_prefix``) of another size; any other mismatch names the keys."""
     own = model.state_dict()
     state_dict = {
         key: value
         for key, value in state_dict.items()
-        if not (key.startswith(_HEAD_PREFIX) and key in own and own[key].shape != value.shape)
+        if not (key.startswith(head_prefix) and key in own and own[key].shape != value.shape)
     }
-    missing = sorted(k for k in own if k not in state_dict and not k.startswith(_HEAD_PREFIX))
+    missing = sorted(k for k in own if k not in state_dict and not k.startswith(head_prefix))
     unexpected = sorted(k for k in state_dict if k not in own)
     mismatched = sorted(k for k in state_dict if k in own and own[k].shape != state_dict[k].shape)
     if missing or unexpected or mismatched:
