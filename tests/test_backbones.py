@@ -280,3 +280,45 @@ def test_frozen_stages_range_is_the_chosen_backbones_stage_count() -> None:
         validate_config(compose_config(["model=resnet18", "model.name=convnext_tiny"]))
     with pytest.raises(UserError, match="is not a timm model"):
         validate_config(compose_config(["model=timm", "model.name=no_such_net"]))
+
+
+# -- the whole module: train on cached features, checkpoint, reload, predict, export ---------------
+def test_a_timm_backbone_trains_on_cached_features_and_its_checkpoint_reloads_and_exports(tmp_path: Path) -> None:
+    import lightning as L
+
+    from transfer_lightning.cache import use_feature_cache
+    from transfer_lightning.checkpoint import load_classifier
+    from transfer_lightning.classifier import TransferClassifier
+    from transfer_lightning.data import SyntheticDataModule
+
+    datamodule = SyntheticDataModule(
+        train_size=16, val_size=8, test_size=8, image_size=SIZE, batch_size=8, num_workers=0,
+        feature_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = TransferClassifier(
+        model={"backbone": "transfer_lightning.models.timm_backbone.TimmBackbone", "name": "test_convnext",
+               "weights": None},
+        strategy={"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": "all"},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+        scheduler=None,
+        class_names=datamodule.class_names,
+        preprocessing=datamodule.preprocessing,
+    )  # fmt: skip
+    assert module.strategy.num_stages == 5 and module.parameter_counts()["trainable"] == 64 * 4 + 4
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    report = use_feature_cache(datamodule, module, trainer)
+    assert report.enabled and report.stage == 5 and module.input_stage == 5
+    trainer.fit(module, datamodule=report.datamodule)
+    checkpoint = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    reloaded = load_classifier(checkpoint)
+    images = datamodule.preprocessor(datamodule.splits.test.images[:4])
+    module.input_stage = 0
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images), module.eval()(images))
+    parity = export_checked(reloaded, "torchscript", tmp_path / "model.pt", batch_size=2, tolerance=1e-4)
+    assert parity["max_abs_logit_diff"] <= 1e-4
