@@ -201,7 +201,11 @@ def test_layer_wise_decay_per_block_for_transformers() -> None:
 def test_export_matches_pytorch_for_every_family(family: str, tmp_path: Path) -> None:
     backbone = _tiny(family)
     module = SimpleNamespace(
-        net=backbone.model, hparams={"preprocessing": {"image_size": SIZE, "mean": [0.5] * 3, "std": [0.25] * 3}}
+        net=backbone.model,
+        hparams={
+            "model": {"name": backbone.name},
+            "preprocessing": {"image_size": SIZE, "mean": [0.5] * 3, "std": [0.25] * 3},
+        },
     )
     formats = ["torchscript"]
     if family == "vit":  # ONNX once here (test_export.py exports a ResNet): a transformer's ops
@@ -242,7 +246,7 @@ def test_timm_pretrained_loads_from_the_local_hugging_face_cache(tmp_path: Path,
     _fake_hub_cache(tmp_path, "timm/test_resnet.r160_in1k", reference)
     TimmBackbone.ensure_weights("test_resnet", "pretrained")
     backbone = TimmBackbone.build("test_resnet", CLASSES, "pretrained")
-    assert backbone.weights_source.startswith("timm test_resnet pretrained")
+    assert backbone.weights_lineage["source"] == "timm"
     assert torch.equal(backbone.model.layer2[0].conv1.weight, reference["layer2.0.conv1.weight"])
     assert backbone.head().out_features == CLASSES
 
@@ -252,7 +256,7 @@ def test_a_local_safetensors_state_dict_works_for_a_non_resnet_backbone(tmp_path
     path = tmp_path / "convnext.safetensors"
     save_file({k: v.contiguous() for k, v in reference.items()}, str(path))
     backbone = TimmBackbone.build("test_convnext", CLASSES, str(path))
-    assert backbone.weights_source == f"file {path}"
+    assert backbone.weights_lineage["source"] == "file" and backbone.weights_lineage["path"] == str(path)
     assert torch.equal(backbone.model.stages[1].blocks[0].conv_dw.weight, reference["stages.1.blocks.0.conv_dw.weight"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ def test_local_state_dict_loads_and_a_head_of_another_size_is_dropped(tmp_path: 
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
     backbone = build_backbone({"name": "resnet18", "weights": str(path)}, 7)
-    model, source = backbone.model, backbone.weights_source
-    assert source == f"file {path}"
+    model, source = backbone.model, backbone.weights_lineage
+    assert source == {"source": "file", "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     assert torch.equal(model.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
     assert model.fc.out_features == 7
 
@@ -60,8 +61,8 @@ def test_torchvision_weights_name_loads_from_the_torch_hub_cache_offline(tmp_pat
     state = _reference_state()
     torch.save(state, target)
     backbone = build_backbone({"name": "resnet18", "weights": "DEFAULT"}, 10)
-    model, source = backbone.model, backbone.weights_source
-    assert source == "torchvision resnet18 DEFAULT"
+    model, source = backbone.model, backbone.weights_lineage
+    assert source == {"source": "torchvision", "name": "IMAGENET1K_V1"}  # DEFAULT resolved to what it is
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
 
 
@@ -98,7 +99,7 @@ def test_the_start_check_and_the_model_build_read_the_weights_file_once(tmp_path
 
     weights_module.ensure_weights_available("resnet18", str(path))  # what train() does before the data
     backbone = build_backbone({"name": "resnet18", "weights": str(path)}, 10)
-    model, _ = backbone.model, backbone.weights_source
+    model, _ = backbone.model, backbone.weights_lineage
     assert len(reads) == 1
     assert torch.equal(model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
     build_backbone(

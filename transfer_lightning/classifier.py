@@ -28,8 +28,8 @@ class TransferClassifier(L.LightningModule):
     that the checkpoint's state dict replaces anyway).
 
     Args:
-        model: ``{"name": "resnet18", "weights": "DEFAULT" | None | "/path/file.pth"}``, with
-            ``backbone`` (a ``Backbone`` class path, e.g. for timm) where the name alone does not say.
+        model: ``{"name": "resnet18", "weights": "DEFAULT" | None | "/path/file.pth" | "<run>/checkpoints/best.ckpt"}``,
+            with ``backbone`` (a ``Backbone`` class path, e.g. for timm) where the name alone does not say.
         strategy: a ``FreezingStrategy`` config (``_target_`` + arguments).
         optimizer: a partial optimizer config (``_target_``, ``_partial_: true``, ``lr`` ...).
         scheduler: a partial LR-scheduler config, or ``None``.
@@ -50,9 +50,12 @@ class TransferClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         weights = model.get("weights") if load_pretrained else None
-        self.backbone: Backbone = build_backbone({**model, "weights": weights}, len(class_names))
+        # where the weights came from, as a chain (models/lineage.py); a checkpoint restores its own
+        self.backbone: Backbone = build_backbone(
+            {**model, "weights": weights}, len(class_names), class_names=list(class_names)
+        )
         self.net = self.backbone.model
-        self.weights_source = self.backbone.weights_source
+        self.weights_lineage = self.backbone.weights_lineage
         self.strategy: FreezingStrategy = _instantiate_strategy(strategy, self.backbone.stage_names)
         self.strategy.apply(self.backbone)
         self.class_names = list(class_names)
@@ -163,10 +166,13 @@ class TransferClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["freezing_strategy"] = self.strategy.state_dict()
         checkpoint["class_names"] = list(self.class_names)
+        checkpoint["weights_lineage"] = self.weights_lineage
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.strategy.load_state_dict(checkpoint.get("freezing_strategy", {}))
         self.strategy.apply(self.backbone, checkpoint.get("epoch", 0))
+        if "weights_lineage" in checkpoint:
+            self.weights_lineage = checkpoint["weights_lineage"]
 
 
 def _instantiate_strategy(config: dict[str, Any], stage_names: tuple[str, ...]) -> FreezingStrategy:

@@ -26,8 +26,9 @@ from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.models import backbone_class
+from transfer_lightning.models.lineage import RunWeights, describe_lineage, preprocessing_from_run
 from transfer_lightning.preflight import check_run_folder
-from transfer_lightning.resume import check_checkpoint_fits, prepare_resume
+from transfer_lightning.resume import check_checkpoint_fits, original_overrides, prepare_resume
 from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
@@ -39,6 +40,7 @@ log = logging.getLogger("transfer_lightning")
 # (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 still supports it.
 warnings.filterwarnings("ignore", message=r"[\s\S]*validated against ConfigStore schema with the same name")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+_PREPROCESSING_KEYS = ("image_size", "mean", "std")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -54,15 +56,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    backbone_class(cfg.model).ensure_weights(cfg.model.name, cfg.model.weights)
+    starting_run = backbone_class(cfg.model).ensure_weights(cfg.model.name, cfg.model.weights)  # before any data
 
-    datamodule = instantiate(cfg.data)
+    datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
+    if starting_run is None:  # normalise as the weights were trained (a chain keeps its run's instead)
+        defaults = backbone_class(cfg.model).default_preprocessing(cfg.model.name, cfg.model.weights)
+        datamodule.use_normalization(defaults.mean, defaults.std)
+        log.info(
+            "Preprocessing of the weights: mean %s, std %s (Backbone.default_preprocessing)",
+            defaults.mean,
+            defaults.std,
+        )
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule)
     params = module.parameter_counts()
     log.info("Backbone %s (model.name)", module.backbone.describe())
-    log.info("Weights: %s (model.weights)", module.weights_source)
+    log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
     log.info("Strategy %s", module.strategy.describe())
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
 
@@ -100,7 +110,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     summary = {
         "status": "completed",
         "model": cfg.model.name,
-        "weights": module.weights_source,
+        "weights": module.weights_lineage,
         "strategy": _choice("strategy"),
         "frozen_stages": module.strategy.frozen_stages,
         "stages": list(module.backbone.stage_names),
@@ -159,6 +169,23 @@ def main(cfg: DictConfig) -> float | None:
         write_failed_summary(cfg.paths.output_dir, error, _overrides())
         return None
     return summary.get("best_val_acc")
+
+
+def _instantiate_data(data_cfg: DictConfig, starting_run: RunWeights | None, resumed_from: str | None) -> Any:
+    """The configured data module; a transfer chain's inputs are prepared as its starting run's were
+    (image size and normalisation), unless ``data.*`` on the command line says otherwise."""
+    if starting_run is None:
+        return instantiate(data_cfg)
+    typed = _overrides() + original_overrides(resumed_from)  # a resumed run keeps its first command's
+    overrides = {key: data_cfg.get(key) for key in _PREPROCESSING_KEYS if _sets(typed, f"data.{key}")}
+    preprocessing = preprocessing_from_run(starting_run, overrides)
+    datamodule = instantiate(data_cfg, image_size=preprocessing.image_size)
+    datamodule.use_normalization(preprocessing.mean, preprocessing.std)
+    return datamodule
+
+
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(override.lstrip("+").split("=", 1)[0] == key for override in overrides)
 
 
 def _is_multirun() -> bool:

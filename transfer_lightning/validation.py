@@ -73,7 +73,7 @@ RULES: tuple[Rule, ...] = (
     Rule("model.name", lambda v: isinstance(v, str) and v != "", "a model name, e.g. resnet18 (model=<name>)",
          optional=False),
     Rule("model.weights", lambda v: v is None or isinstance(v, str),
-         "DEFAULT, a torchvision weights name, pretrained (timm), a path to a .pth/.safetensors file, or null"),
+         "DEFAULT, a torchvision weights name, pretrained (timm), a path to a .pth/.safetensors file, a run's .ckpt or folder, or null"),
     Rule("model.backbone", lambda v: isinstance(v, str) and v != "", "a Backbone class path (set by model=<name>)"),
     # strategy (the ranges that depend on the backbone's stage count: check_stage_counts)
     Rule("strategy.frozen_stages", lambda v: (_is_int(v) and v >= 0) or v in (ALL_STAGES, ALL_BUT_LAST),

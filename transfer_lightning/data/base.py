@@ -86,6 +86,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.feature_cache_dir = feature_cache_dir
         self.feature_cache_max_gb = feature_cache_max_gb
         self.preprocessor = BatchPreprocessor(image_size, augment, color_jitter, train_crop=train_crop)
+        self.normalization = (IMAGENET_MEAN, IMAGENET_STD)
         self.splits: Splits | None = None
 
     # -- to implement ------------------------------------------------------------------------
@@ -134,7 +135,14 @@ class ClassificationDataModule(L.LightningDataModule):
     @property
     def preprocessing(self) -> dict[str, Any]:
         """The contract a checkpoint records to rebuild inputs: size and normalisation."""
-        return {"image_size": self.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        mean, std = self.normalization
+        return {"image_size": self.image_size, "mean": list(mean), "std": list(std)}
+
+    def use_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Normalise with ``mean``/``std`` (e.g. a starting checkpoint's) instead of ImageNet's."""
+        self.normalization = (tuple(mean), tuple(std))
+        self.preprocessor.mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+        self.preprocessor.std.copy_(torch.tensor(std).view(1, 3, 1, 1))
 
     def resolved_num_workers(self) -> int:
         if self.num_workers != "auto":

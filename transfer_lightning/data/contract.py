@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from transfer_lightning.data.transforms import BatchPreprocessor
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model expects of its inputs: side, resize, interpolation and normalisation."""
+
+    image_size: int
+    resize_size: int | None = None
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        known = {field.name for field in fields(cls)}
+        kept = {key: value for key, value in values.items() if key in known and value is not None}
+        for key in ("mean", "std"):
+            if key in kept:
+                kept[key] = tuple(float(v) for v in kept[key])
+        return cls(**kept)
+
+
+def resolve_preprocessing(overrides: dict[str, Any], defaults: Preprocessing) -> Preprocessing:
+    """``defaults`` (the model's or a checkpoint's) with every non-null ``overrides`` value (data.*) applied."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    for key in ("mean", "std"):
+        if key in given:
+            given[key] = tuple(float(v) for v in given[key])
+    return replace(defaults, **given)
 
 
 def preprocessor_for(preprocessing: dict[str, Any]) -> BatchPreprocessor:
@@ -16,37 +48,3 @@ def preprocessor_for(preprocessing: dict[str, Any]) -> BatchPreprocessor:
         mean=tuple(preprocessing["mean"]),
         std=tuple(preprocessing["std"]),
     )
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a network expects as input: square side, resize before the centre crop, and normalisation.
-
-    A backbone's ``default_preprocessing`` gives the values its weights were trained with;
-    ``data.*`` settings that are not null override them (``resolve_preprocessing``).
-    """
-
-    image_size: int
-    resize_size: int
-    interpolation: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
-        return cls(
-            image_size=int(values["image_size"]),
-            resize_size=int(values.get("resize_size", values["image_size"])),
-            interpolation=str(values.get("interpolation", "bilinear")),
-            mean=tuple(float(v) for v in values["mean"]),
-            std=tuple(float(v) for v in values["std"]),
-        )
-
-
-def resolve_preprocessing(overrides: dict[str, Any], defaults: Preprocessing) -> Preprocessing:
-    """``defaults`` with every field of ``overrides`` that is not None replacing the model's value."""
-    chosen = {key: value for key, value in overrides.items() if key in defaults.to_dict() and value is not None}
-    return Preprocessing.from_dict({**defaults.to_dict(), **chosen})

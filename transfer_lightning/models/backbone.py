@@ -48,7 +48,7 @@ class Backbone:
     def __init__(self, model: nn.Module, name: str) -> None:
         self.model = model
         self.name = name
-        self.weights_source = "random init"
+        self.weights_lineage: dict[str, Any] = {"source": "random init"}  # models/lineage.py
         self._layout = self.stage_layout()
 
     # -- what a family defines --------------------------------------------------------------
@@ -115,29 +115,38 @@ class Backbone:
             return cls(cls.create(name), name).stage_names
 
     @classmethod
-    def ensure_weights(cls, name: str, weights: str | None) -> None:
-        """Fail before any data is touched if ``weights`` cannot be had (download or file)."""
+    def ensure_weights(cls, name: str, weights: str | None) -> Any:
+        """Fail before any data is touched if ``weights`` cannot be had (download, file or run).
+
+        Returns the run (``lineage.RunWeights``) a transfer chain starts from, if any."""
         from transfer_lightning.models.weights import ensure_weights_available
 
         cls.check_name(name)
-        ensure_weights_available(name, weights)
+        return ensure_weights_available(name, weights)
 
-    def load_weights(self, weights: str | None) -> str:
-        """Load ``weights`` (a name, a file, or None) into the model; returns their description."""
+    def load_weights(self, weights: str | None) -> dict[str, Any]:
+        """Load ``weights`` (a name, a file, a run, or None) into the model; returns their lineage."""
         from transfer_lightning.models.weights import load_weights
 
-        return load_weights(self.model, self.name, weights, head_prefix=self.head_path + ".")
+        return load_weights(self.model, self.name, weights, self.head_path + ".", self.replace_head)
 
     # -- the interface the framework uses ----------------------------------------------------
     @classmethod
-    def build(cls, name: str, num_classes: int, weights: str | None) -> Backbone:
-        """``name`` with ``weights`` loaded and a fresh ``num_classes``-way head."""
+    def build(cls, name: str, num_classes: int, weights: str | None, class_names: list[str] | None = None) -> Backbone:
+        """``name`` with ``weights`` loaded and a fresh ``num_classes``-way head.
+
+        Weights from a run of this framework keep that run's head when ``class_names`` is its
+        very class list (``models/lineage.py``).
+        """
+        from transfer_lightning.models.lineage import keeps_head
+
         cls.check_name(name)
         if num_classes < 2:
             raise UserError(f"the data has {num_classes} class(es); a classifier needs at least 2")
         backbone = cls(cls.create(name), name)
-        backbone.weights_source = backbone.load_weights(weights)
-        backbone.replace_head(num_classes)
+        lineage = backbone.weights_lineage = backbone.load_weights(weights)
+        if not (lineage.get("source") == "run" and class_names is not None and keeps_head(lineage, class_names)):
+            backbone.replace_head(num_classes)
         return backbone
 
     @property
@@ -239,7 +248,9 @@ def backbone_class(model: dict[str, Any]) -> type[Backbone]:
     )
 
 
-def build_backbone(model: dict[str, Any], num_classes: int, load_pretrained: bool = True) -> Backbone:
+def build_backbone(
+    model: dict[str, Any], num_classes: int, load_pretrained: bool = True, class_names: list[str] | None = None
+) -> Backbone:
     """The backbone a ``model`` config (``name``, ``weights``, optional ``backbone``) describes."""
     weights = model.get("weights") if load_pretrained else None
-    return backbone_class(model).build(model["name"], num_classes, weights)
+    return backbone_class(model).build(model["name"], num_classes, weights, class_names)

@@ -17,7 +17,14 @@ from torch import nn
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.errors import UserError
 from transfer_lightning.models.backbone import Backbone
-from transfer_lightning.models.weights import is_weights_file, load_backbone_state, read_state_dict_file
+from transfer_lightning.models.lineage import RANDOM_INIT, is_run_weights
+from transfer_lightning.models.weights import (
+    ensure_weights_available,
+    is_weights_file,
+    load_backbone_state,
+    load_weights,
+    read_state_dict_file,
+)
 
 PRETRAINED = "pretrained"
 
@@ -117,30 +124,26 @@ class TimmBackbone(Backbone):
             std=tuple(values["std"]),
         )
 
-    def load_weights(self, weights: str | None) -> str:
+    def load_weights(self, weights: str | None) -> dict:
         if weights is None or str(weights).lower() in {"none", "null"}:
-            return "random init"
+            return dict(RANDOM_INIT)
         weights = str(weights)
         head_prefix = self.model.pretrained_cfg["classifier"] + "."
-        if is_weights_file(weights):
-            state_dict = read_state_dict_file(Path(weights).expanduser())
-            source = f"file {weights}"
-        else:
-            path = cached_pretrained_file(self.name, weights)
-            state_dict = read_state_dict_file(path)
-            source = f"timm {self.name} pretrained ({path.parent.parent.parent.name})"
-        load_backbone_state(self.model, state_dict, source, head_prefix)
-        return source
+        if weights != PRETRAINED:  # a state-dict file or a run of this framework
+            return load_weights(self.model, self.name, weights, head_prefix, self.replace_head)
+        path = cached_pretrained_file(self.name, weights)
+        load_backbone_state(self.model, read_state_dict_file(path), f"timm {self.name} pretrained", head_prefix)
+        return {"source": "timm", "name": self.name, "path": str(path)}
 
     @classmethod
-    def ensure_weights(cls, name: str, weights: str | None) -> None:
+    def ensure_weights(cls, name: str, weights: str | None):
         cls.check_name(name)
         if weights is None or str(weights).lower() in {"none", "null"}:
-            return
-        if is_weights_file(str(weights)):
-            read_state_dict_file(Path(str(weights)).expanduser())
-        else:
-            cached_pretrained_file(name, str(weights))
+            return None
+        if not (is_weights_file(str(weights)) or is_run_weights(str(weights))):
+            cached_pretrained_file(name, str(weights))  # pretrained, or a value it names as not allowed
+            return None
+        return ensure_weights_available(name, str(weights))
 
 
 def cached_pretrained_file(name: str, weights: str) -> Path:
