@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from transfer_lightning.builders import build_trainer
 from transfer_lightning.callbacks import DeviceReport
 from transfer_lightning.checkpoint import load_classifier, preprocessor_for
+from transfer_lightning.checkpoint_io import checkpoint_origin
 from transfer_lightning.cli import require, run_tool
 from transfer_lightning.data.base import ClassificationDataModule
 from transfer_lightning.errors import UserError
@@ -53,6 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = load_classifier(checkpoint)
     datamodule = datamodule_for_checkpoint(cfg.data, module.hparams["preprocessing"], module.class_names)
 
+    split = used_split(cfg.split, datamodule)
     collector = PredictionCollector(len(module.class_names), stage=cfg.split, grid_size=cfg.grid_size)
     device = DeviceReport()
     trainer = build_trainer(cfg, [collector, device], logger=False)
@@ -63,7 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     report["context"] = {
         "checkpoint": str(checkpoint.resolve()),
         "data": type(datamodule).__name__,
-        "split": cfg.split,
+        "split": split,
         "image_size": module.hparams["preprocessing"]["image_size"],
         "device": device.device,
         "precision": device.precision,
@@ -71,10 +73,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     report["weights_lineage"] = module.weights_lineage
     output_dir = (
-        Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent / f"{checkpoint.stem}_eval_{cfg.split}"
+        Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent / f"{checkpoint.stem}_eval_{split}"
     )
     write_evaluation(output_dir, report, collector, datamodule, module.class_names)
     return report
+
+
+def used_split(asked: str, datamodule: ClassificationDataModule) -> str:
+    """The split whose images a pass over ``asked`` really sees: data without a test split tests on val."""
+    if asked == "test" and datamodule.splits.notes.get("test_split") == "val":
+        log.warning("This data has no test split: evaluating on the val split (named val in the report and folder)")
+        return "val"
+    return asked
 
 
 def datamodule_for_checkpoint(
@@ -103,13 +113,14 @@ def write_evaluation(
     """The confusion matrix and prediction grid PNGs, then the JSON and Markdown reports."""
     output_dir.mkdir(parents=True, exist_ok=True)
     split = report["context"]["split"]
+    shown = f"{split}, {checkpoint_origin(report['context']['checkpoint'])}"  # which images, which weights
     matrix = collector.metrics["confusion_matrix"].compute()
     save_figure(
-        confusion_matrix_figure(matrix, class_names, f"Confusion matrix ({split})"), output_dir / "confusion_matrix.png"
+        confusion_matrix_figure(matrix, class_names, f"Confusion matrix ({shown})"), output_dir / "confusion_matrix.png"
     )
     examples = collector.selector.examples()
     examples.images = datamodule.preprocessor.unnormalize(examples.images)
-    save_figure(prediction_grid_figure(examples, class_names), output_dir / "predictions.png")
+    save_figure(prediction_grid_figure(examples, class_names, shown), output_dir / "predictions.png")
     images = {"Confusion matrix": "confusion_matrix.png", "Predictions (misclassified first)": "predictions.png"}
     report["files"] = images
     (output_dir / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
