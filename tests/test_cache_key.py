@@ -18,6 +18,8 @@ from transfer_lightning.cache.key import (
     tensor_fingerprint,
 )
 from transfer_lightning.data.base import TensorImageDataset
+from transfer_lightning.models import resnet as resnet_family
+from transfer_lightning.models.resnet import ResNet
 
 
 def test_tensor_fingerprint_tells_apart_values_dtypes_shapes_and_order() -> None:
@@ -55,40 +57,46 @@ def test_data_fingerprint_hashes_in_memory_images_and_labels_and_refuses_the_res
 
 def test_frozen_weights_fingerprint_covers_exactly_the_first_n_stages() -> None:
     torch.manual_seed(0)
-    model = resnet18(num_classes=4)
-    by_depth = [frozen_weights_fingerprint(model, n) for n in range(6)]
+    network = ResNet(resnet18(num_classes=4), "resnet18")
+    by_depth = [frozen_weights_fingerprint(network, n) for n in range(6)]
     assert len(set(by_depth)) == 6
     with torch.no_grad():
-        model.layer2[0].bn1.running_var[0] += 1.0  # a buffer of stage 3 (layer2)
-    after = [frozen_weights_fingerprint(model, n) for n in range(6)]
+        network.model.layer2[0].bn1.running_var[0] += 1.0  # a buffer of stage 3 (layer2)
+    after = [frozen_weights_fingerprint(network, n) for n in range(6)]
     assert after[:3] == by_depth[:3] and all(a != b for a, b in zip(after[3:], by_depth[3:], strict=True))
 
 
 def test_cache_key_depends_on_every_input_the_format_torch_and_the_code(monkeypatch) -> None:
     inputs = {"model": "resnet18", "stage": 5, "split": "train"}
-    base = cache_key(**inputs)
-    assert base == cache_key(**dict(reversed(inputs.items()))), "key order does not matter"
+    network = ResNet(resnet18(num_classes=4), "resnet18")
+    base = cache_key(network, **inputs)
+    assert base == cache_key(network, **dict(reversed(inputs.items()))), "key order does not matter"
     assert len(base) == 64
-    assert cache_key(**{**inputs, "stage": 4}) != base
-    assert cache_key(**inputs, extra=None) != base
+    assert cache_key(network, **{**inputs, "stage": 4}) != base
+    assert cache_key(network, **inputs, extra=None) != base
     monkeypatch.setattr(key, "FORMAT_VERSION", key.FORMAT_VERSION + 1)
-    assert cache_key(**inputs) != base
+    assert cache_key(network, **inputs) != base
     monkeypatch.undo()
     monkeypatch.setattr(torch, "__version__", "0.0.0")
-    assert cache_key(**inputs) != base
+    assert cache_key(network, **inputs) != base
     monkeypatch.undo()
-    monkeypatch.setattr(key, "code_version", lambda: "edited")
-    assert cache_key(**inputs) != base
+    monkeypatch.setattr(key, "code_version", lambda network: "edited")
+    assert cache_key(network, **inputs) != base
     # values JSON cannot write (a path) are hashed by their text
-    assert cache_key(**inputs, root=Path("a")) == cache_key(**inputs, root="a") != cache_key(**inputs, root=Path("b"))
+    assert (
+        cache_key(network, **inputs, root=Path("a"))
+        == cache_key(network, **inputs, root="a")
+        != cache_key(network, **inputs, root=Path("b"))
+    )
 
 
 def test_code_version_changes_when_the_stage_or_preprocessing_source_changes(monkeypatch) -> None:
-    base = code_version()
-    assert base == code_version() and len(base) == 16
+    network = ResNet(resnet18(num_classes=4), "resnet18")
+    base = code_version(network)
+    assert base == code_version(network) and len(base) == 16
     real = inspect.getsource
-    for edited in (key.resnet, key.transforms):
+    for edited in (resnet_family, key.backbone, key.transforms):
         monkeypatch.setattr(inspect, "getsource", lambda obj, edited=edited: real(obj) + ("#" if obj is edited else ""))
-        assert code_version() != base, edited.__name__
-    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) if obj is key.resnet else "")
-    assert code_version() != base, "the preprocessing source is part of the version"
+        assert code_version(network) != base, edited.__name__
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) if obj is resnet_family else "")
+    assert code_version(network) != base, "the preprocessing source is part of the version"

@@ -48,10 +48,14 @@ def test_trainer_config_lists_every_trainer_argument() -> None:
 
 def test_book_presets_match_the_book() -> None:
     fe = compose_config(["experiment=book_feature_extract"])
-    assert (fe.model.name, fe.strategy.frozen_stages, fe.optimizer._target_) == ("resnet18", 5, "torch.optim.Adam")
+    assert (fe.model.name, fe.strategy.frozen_stages, fe.optimizer._target_) == ("resnet18", "all", "torch.optim.Adam")
     assert (fe.data.batch_size, fe.data.image_size, fe.trainer.max_epochs, fe.optimizer.lr) == (32, 224, 5, 1e-3)
     ft = compose_config(["experiment=book_finetune"])
-    assert (ft.strategy.frozen_stages, ft.optimizer._target_, ft.optimizer.momentum) == (4, "torch.optim.SGD", 0.9)
+    assert (ft.strategy.frozen_stages, ft.optimizer._target_, ft.optimizer.momentum) == (
+        "all_but_last",
+        "torch.optim.SGD",
+        0.9,
+    )
     full = compose_config(["experiment=book_full"])
     assert (full.strategy.frozen_stages, full.trainer.max_epochs, full.data.test_each_epoch) == (0, 10, True)
 

@@ -36,7 +36,7 @@ def _build(tmp_path: Path, *overrides: str, seed: int = 0):
 def _key_inputs(module: TransferClassifier, datamodule, **changes) -> dict:
     inputs = {
         "model": "resnet18",
-        "frozen_weights": frozen_weights_fingerprint(module.net, 5),
+        "frozen_weights": frozen_weights_fingerprint(module.backbone, 5),
         "stage": 5,
         "image_size": 32,
         "preprocessing": datamodule.preprocessing,
@@ -50,8 +50,8 @@ def _key_inputs(module: TransferClassifier, datamodule, **changes) -> dict:
 
 def test_cache_key_changes_when_any_input_changes(tmp_path) -> None:
     datamodule, module, _ = _build(tmp_path)
-    base = cache_key(**_key_inputs(module, datamodule))
-    assert base == cache_key(**_key_inputs(module, datamodule)), "the key must be deterministic"
+    base = cache_key(module.backbone, **_key_inputs(module, datamodule))
+    assert base == cache_key(module.backbone, **_key_inputs(module, datamodule)), "the key must be deterministic"
 
     images = datamodule.splits.train.images.clone()
     images[0, 0, 0, 0] ^= 1  # one pixel of one image
@@ -61,7 +61,7 @@ def test_cache_key_changes_when_any_input_changes(tmp_path) -> None:
     changed_labels = data_fingerprint(type(datamodule.splits.train)(datamodule.splits.train.images, labels))
     with torch.no_grad():
         module.net.layer4[1].bn2.running_mean[0] += 1e-3  # one buffer of a frozen stage
-    changed_weights = frozen_weights_fingerprint(module.net, 5)
+    changed_weights = frozen_weights_fingerprint(module.backbone, 5)
     variants = {
         "model": "resnet34",
         "frozen_weights": changed_weights,
@@ -73,19 +73,22 @@ def test_cache_key_changes_when_any_input_changes(tmp_path) -> None:
         "split": "val",
         "data": changed_data,
     }
-    keys = {name: cache_key(**_key_inputs(module, datamodule, **{name: value})) for name, value in variants.items()}
-    keys["labels"] = cache_key(**_key_inputs(module, datamodule, data=changed_labels))
+    keys = {
+        name: cache_key(module.backbone, **_key_inputs(module, datamodule, **{name: value}))
+        for name, value in variants.items()
+    }
+    keys["labels"] = cache_key(module.backbone, **_key_inputs(module, datamodule, data=changed_labels))
     assert base not in keys.values()
     assert len(set(keys.values())) == len(keys), "two different inputs gave the same key"
 
 
 def test_head_weights_are_not_part_of_the_frozen_fingerprint(tmp_path) -> None:
     _, module, _ = _build(tmp_path)
-    before = frozen_weights_fingerprint(module.net, 5)
+    before = frozen_weights_fingerprint(module.backbone, 5)
     with torch.no_grad():
         module.net.fc.weight.add_(1.0)
-    assert frozen_weights_fingerprint(module.net, 5) == before
-    assert frozen_weights_fingerprint(module.net, 4) != frozen_weights_fingerprint(module.net, 5)
+    assert frozen_weights_fingerprint(module.backbone, 5) == before
+    assert frozen_weights_fingerprint(module.backbone, 4) != frozen_weights_fingerprint(module.backbone, 5)
 
 
 def test_stale_cache_is_never_used_after_the_images_or_weights_change(tmp_path) -> None:
@@ -149,7 +152,7 @@ def test_cache_entry_records_and_is_keyed_by_everything_the_features_depend_on(t
         inputs = {name: value for name, value in entry["meta"].items() if name != "weights_lineage"}  # not in the key
         expected = {
             "model": "resnet18",
-            "frozen_weights": frozen_weights_fingerprint(module.net, 5),
+            "frozen_weights": frozen_weights_fingerprint(module.backbone, 5),
             "stage": 5,
             "image_size": 32,
             "preprocessing": datamodule.preprocessing,
@@ -159,7 +162,9 @@ def test_cache_entry_records_and_is_keyed_by_everything_the_features_depend_on(t
             "data": data_fingerprint(getattr(datamodule.splits, entry["meta"]["split"])),
         }
         assert inputs == expected
-        assert entry["key"] == cache_key(**inputs), "the file's key must be the hash of exactly these inputs"
+        assert entry["key"] == cache_key(module.backbone, **inputs), (
+            "the file's key must be the hash of exactly these inputs"
+        )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "tampered"])

@@ -21,7 +21,7 @@ from transfer_lightning.builders import build_classifier, build_trainer
 from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.export import sample_batch
-from transfer_lightning.models import STAGE_NAMES
+from transfer_lightning.strategies.base import RESNET_STAGE_NAMES as STAGE_NAMES
 
 DEVICE = os.environ.get("TL_GPU_TEST_DEVICE", "cuda")
 ACCELERATOR = "gpu" if DEVICE == "cuda" else "cpu"

@@ -19,7 +19,7 @@ from tests.exit_after_epoch import EXIT_CODE
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data import SyntheticDataModule
 from transfer_lightning.errors import UserError
-from transfer_lightning.models import STAGE_NAMES, build_resnet, stage_modules, stage_parameters
+from transfer_lightning.models import Backbone, build_backbone
 from transfer_lightning.optim.schedulers import cosine_with_warmup
 from transfer_lightning.strategies import FreezeStages, GradualUnfreeze
 from transfer_lightning.validation import validate_config
@@ -28,9 +28,11 @@ GRADUAL = "transfer_lightning.strategies.GradualUnfreeze"
 SMALL_DATA = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "test=false"]
 
 
-def _resnet18(num_classes: int = 4) -> nn.Module:
-    model, _ = build_resnet("resnet18", num_classes, weights=None)
-    return model
+STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def _resnet18(num_classes: int = 4) -> Backbone:
+    return build_backbone({"name": "resnet18", "weights": None}, num_classes)
 
 
 # -- the schedule -------------------------------------------------------------------------------
@@ -86,23 +88,24 @@ def test_config_rules_refuse_a_bad_lr_decay_and_bn_mode() -> None:
 
 # -- learning rates -----------------------------------------------------------------------------
 def test_lr_decay_gives_each_stage_decay_to_the_depth_of_the_head_rate() -> None:
-    model = _resnet18()
-    groups = FreezeStages(frozen_stages=2, lr_decay=0.5).param_groups(model, lr=0.1)
+    backbone = _resnet18()
+    groups = FreezeStages(frozen_stages=2, lr_decay=0.5).param_groups(backbone, lr=0.1)
     assert [(g["name"], g["lr"]) for g in groups] == [
         ("head", 0.1),
         ("layer4", 0.05),
         ("layer3", 0.025),
         ("layer2", 0.0125),
     ]
-    no_decay = FreezeStages(frozen_stages=2).param_groups(model, lr=0.1)
+    no_decay = FreezeStages(frozen_stages=2).param_groups(backbone, lr=0.1)
     assert {g["lr"] for g in no_decay} == {0.1}
 
 
 def test_gradual_groups_exist_from_the_start_at_rate_zero_and_follow_decay_and_warmup() -> None:
-    model = _resnet18()
+    backbone = _resnet18()
+    model = backbone.model
     strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=1, unfreeze_warmup_epochs=1, lr_decay=0.5)
-    strategy.apply(model)
-    optimizer = torch.optim.SGD(strategy.param_groups(model, lr=0.1), lr=0.1)
+    strategy.apply(backbone)
+    optimizer = torch.optim.SGD(strategy.param_groups(backbone, lr=0.1), lr=0.1)
     assert [g["name"] for g in optimizer.param_groups] == ["head", "layer4", "layer3", "layer2", "layer1", "stem"]
     assert all(p.requires_grad for p in model.parameters())  # DDP sees one fixed set of parameters
     rates = {}
@@ -139,33 +142,37 @@ def test_rate_zero_alone_keeps_weights_bit_identical_with_momentum_and_weight_de
 
 
 # -- BatchNorm ----------------------------------------------------------------------------------
-def _bn_training(model: nn.Module, stage: str) -> set[bool]:
+def _bn_training(backbone: Backbone, stage: str) -> set[bool]:
     return {
-        m.training for module in stage_modules(model, stage) for m in module.modules() if isinstance(m, nn.BatchNorm2d)
+        m.training
+        for module in backbone.stage_modules(stage)
+        for m in module.modules()
+        if isinstance(m, nn.BatchNorm2d)
     }
 
 
 def test_batchnorm_trains_only_in_unfrozen_stages_unless_unfrozen_bn_is_eval() -> None:
-    model = _resnet18()
+    backbone = _resnet18()
+    model = backbone.model
     strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=1)
-    strategy.apply(model)
+    strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(model, epoch=0)
-    assert all(_bn_training(model, s) == {False} for s in STAGE_NAMES)
+    strategy.set_batchnorm_modes(backbone, epoch=0)
+    assert all(_bn_training(backbone, s) == {False} for s in STAGE_NAMES)
     model.train()
-    strategy.set_batchnorm_modes(model, epoch=2)
-    assert [_bn_training(model, s) for s in STAGE_NAMES] == [{False}, {False}, {False}, {True}, {True}]
+    strategy.set_batchnorm_modes(backbone, epoch=2)
+    assert [_bn_training(backbone, s) for s in STAGE_NAMES] == [{False}, {False}, {False}, {True}, {True}]
 
     eval_bn = GradualUnfreeze(head_epochs=1, unfreeze_every=1, unfrozen_bn="eval")
     model.train()
-    eval_bn.set_batchnorm_modes(model, epoch=2)
-    assert all(_bn_training(model, s) == {False} for s in STAGE_NAMES)
+    eval_bn.set_batchnorm_modes(backbone, epoch=2)
+    assert all(_bn_training(backbone, s) == {False} for s in STAGE_NAMES)
     assert model.layer4[0].bn1.weight.requires_grad  # affine parameters still train
 
     train_bn = GradualUnfreeze(head_epochs=1, unfreeze_every=1, train_bn=True)
     model.train()
-    train_bn.set_batchnorm_modes(model, epoch=0)
-    assert all(_bn_training(model, s) == {True} for s in STAGE_NAMES)
+    train_bn.set_batchnorm_modes(backbone, epoch=0)
+    assert all(_bn_training(backbone, s) == {True} for s in STAGE_NAMES)
 
 
 # -- through Lightning --------------------------------------------------------------------------
@@ -237,7 +244,7 @@ def test_waiting_stages_stay_bit_identical_through_training_steps(optimizer: str
     assert changed == [], changed[:5]  # weights, BN running statistics, num_batches_tracked
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
     state = trainer.optimizers[0].state
-    assert all(p not in state for s in STAGE_NAMES for p in stage_parameters(module.net, s))  # no momentum/moments
+    assert all(p not in state for s in STAGE_NAMES for p in module.backbone.stage_parameters(s))  # no momentum/moments
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "step"])
@@ -290,7 +297,8 @@ def _cosine_factor(max_epochs: int, warmup: int):
 # -- resume and DDP through the CLI --------------------------------------------------------------
 def _weights_file(path: Path) -> Path:
     torch.manual_seed(123)
-    model, _ = build_resnet("resnet18", 1000, weights=None)
+    backbone = build_backbone({"name": "resnet18", "weights": None}, 1000)
+    model = backbone.model
     torch.save(model.state_dict(), path)
     return path
 
@@ -393,16 +401,17 @@ def test_fastai_style_preset_unfreezes_everything_after_one_epoch_with_a_hundred
     assert 0.005 < stem_ratio < 0.02 and math.isclose(stem_ratio, 0.4**5)
     assert cfg.scheduler._target_.endswith("cosine_with_warmup")
     book = compose_config(["experiment=book_finetune"])
-    assert book.strategy.frozen_stages == 4 and book.strategy.lr_decay is None
+    assert book.strategy.frozen_stages == "all_but_last" and book.strategy.lr_decay is None
 
 
 def test_one_sgd_step_on_a_waiting_stage_with_grad_present_is_blocked_by_the_module_hook() -> None:
     """on_before_optimizer_step drops the waiting stages' gradients (the first safety net)."""
-    model = _resnet18()
+    backbone = _resnet18()
+    model = backbone.model
     strategy = GradualUnfreeze(head_epochs=1)
-    strategy.apply(model)
+    strategy.apply(backbone)
     F.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1])).backward()
     assert model.layer1[0].conv1.weight.grad is not None
-    strategy.on_before_optimizer_step(model, epoch=0)
-    assert all(p.grad is None for s in STAGE_NAMES for p in stage_parameters(model, s))
+    strategy.on_before_optimizer_step(backbone, epoch=0)
+    assert all(p.grad is None for s in STAGE_NAMES for p in backbone.stage_parameters(s))
     assert model.fc.weight.grad is not None

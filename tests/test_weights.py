@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from transfer_lightning.errors import UserError
-from transfer_lightning.models import build_resnet
+from transfer_lightning.models import build_backbone
 from transfer_lightning.models.weights import expected_weights_path
 
 
@@ -27,7 +27,8 @@ def test_local_state_dict_loads_and_a_head_of_another_size_is_dropped(tmp_path: 
     state = _reference_state(num_classes=1000)
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
-    model, source = build_resnet("resnet18", 7, str(path))
+    backbone = build_backbone({"name": "resnet18", "weights": str(path)}, 7)
+    model, source = backbone.model, backbone.weights_lineage
     assert source == {"source": "file", "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     assert torch.equal(model.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
     assert model.fc.out_features == 7
@@ -37,19 +38,19 @@ def test_state_dict_of_another_architecture_names_the_keys(tmp_path: Path) -> No
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), path)
     with pytest.raises(UserError, match=r"unexpected: layer1\.2\."):
-        build_resnet("resnet18", 10, str(path))
+        build_backbone({"name": "resnet18", "weights": str(path)}, 10)
 
 
 def test_file_needing_arbitrary_unpickling_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pth"
     torch.save({"model": _Payload()}, path)  # unpickling it would run this module's code
     with pytest.raises(UserError, match=r"holds a pickled \S*_Payload object.*refused, not executed"):
-        build_resnet("resnet18", 10, str(path))
+        build_backbone({"name": "resnet18", "weights": str(path)}, 10)
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        build_resnet("resnet18", 10, str(tmp_path / "nope.pth"))
+        build_backbone({"name": "resnet18", "weights": str(tmp_path / "nope.pth")}, 10)
 
 
 def test_torchvision_weights_name_loads_from_the_torch_hub_cache_offline(tmp_path, monkeypatch) -> None:
@@ -59,7 +60,8 @@ def test_torchvision_weights_name_loads_from_the_torch_hub_cache_offline(tmp_pat
     target.parent.mkdir(parents=True)
     state = _reference_state()
     torch.save(state, target)
-    model, source = build_resnet("resnet18", 10, "DEFAULT")
+    backbone = build_backbone({"name": "resnet18", "weights": "DEFAULT"}, 10)
+    model, source = backbone.model, backbone.weights_lineage
     assert source == {"source": "torchvision", "name": "IMAGENET1K_V1"}  # DEFAULT resolved to what it is
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
 
@@ -74,7 +76,7 @@ def test_weights_that_cannot_be_downloaded_name_the_expected_file(tmp_path, monk
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(UserError) as error:
-        build_resnet("resnet18", 10, "IMAGENET1K_V1")
+        build_backbone({"name": "resnet18", "weights": "IMAGENET1K_V1"}, 10)
     message = str(error.value)
     assert "resnet18-f37072fd.pth" in message and str(tmp_path) in message
     assert "model.weights=null" in message and "model.weights=/path/file.pth" in message
@@ -82,7 +84,7 @@ def test_weights_that_cannot_be_downloaded_name_the_expected_file(tmp_path, monk
 
 def test_unknown_weights_name_lists_the_allowed_ones() -> None:
     with pytest.raises(UserError, match="use one of DEFAULT, IMAGENET1K_V1, a path") as refused:
-        build_resnet("resnet18", 10, "IMAGENET1K_V9")
+        build_backbone({"name": "resnet18", "weights": "IMAGENET1K_V9"}, 10)
     assert str(refused.value).count("DEFAULT") == 1  # DEFAULT is also an enum member: listed once
 
 
@@ -97,8 +99,11 @@ def test_the_start_check_and_the_model_build_read_the_weights_file_once(tmp_path
     monkeypatch.setattr(weights_module.torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
 
     weights_module.ensure_weights_available("resnet18", str(path))  # what train() does before the data
-    model, _ = build_resnet("resnet18", 10, str(path))
+    backbone = build_backbone({"name": "resnet18", "weights": str(path)}, 10)
+    model, _ = backbone.model, backbone.weights_lineage
     assert len(reads) == 1
     assert torch.equal(model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
-    build_resnet("resnet18", 10, str(path))  # a second model is not handed the first one's tensors
+    build_backbone(
+        {"name": "resnet18", "weights": str(path)}, 10
+    )  # a second model is not handed the first one's tensors
     assert len(reads) == 2

@@ -1,4 +1,4 @@
-"""The LightningModule: a torchvision ResNet with a new head and a pluggable freezing strategy."""
+"""The LightningModule: a pretrained backbone with a new head and a pluggable freezing strategy."""
 
 from __future__ import annotations
 
@@ -14,21 +14,22 @@ from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from transfer_lightning.errors import UserError
-from transfer_lightning.models import build_resnet, forward_from
+from transfer_lightning.models import Backbone, build_backbone
 from transfer_lightning.strategies import FreezingStrategy
 
 log = logging.getLogger(__name__)
 
 
 class TransferClassifier(L.LightningModule):
-    """Fine-tunes an ImageNet ResNet; *which* parameters train is the strategy's business.
+    """Fine-tunes a pretrained backbone; *which* parameters train is the strategy's business.
 
     All constructor arguments are plain containers, saved in the checkpoint, so a checkpoint
     rebuilds the model on its own (``load_pretrained=False`` skips fetching ImageNet weights
     that the checkpoint's state dict replaces anyway).
 
     Args:
-        model: ``{"name": "resnet18", "weights": "DEFAULT" | None | "/path/file.pth" | "<run>/checkpoints/best.ckpt"}``.
+        model: ``{"name": "resnet18", "weights": "DEFAULT" | None | "/path/file.pth" | "<run>/checkpoints/best.ckpt"}``,
+            with ``backbone`` (a ``Backbone`` class path, e.g. for timm) where the name alone does not say.
         strategy: a ``FreezingStrategy`` config (``_target_`` + arguments).
         optimizer: a partial optimizer config (``_target_``, ``_partial_: true``, ``lr`` ...).
         scheduler: a partial LR-scheduler config, or ``None``.
@@ -50,9 +51,13 @@ class TransferClassifier(L.LightningModule):
         self.save_hyperparameters(logger=False)
         weights = model.get("weights") if load_pretrained else None
         # where the weights came from, as a chain (models/lineage.py); a checkpoint restores its own
-        self.net, self.weights_lineage = build_resnet(model["name"], len(class_names), weights, list(class_names))
-        self.strategy: FreezingStrategy = instantiate_strategy(strategy)
-        self.strategy.apply(self.net)
+        self.backbone: Backbone = build_backbone(
+            {**model, "weights": weights}, len(class_names), class_names=list(class_names)
+        )
+        self.net = self.backbone.model
+        self.weights_lineage = self.backbone.weights_lineage
+        self.strategy: FreezingStrategy = instantiate_strategy(strategy, self.backbone.stage_names)
+        self.strategy.apply(self.backbone)
         self.class_names = list(class_names)
         num_classes = len(class_names)
         self.train_acc = MulticlassAccuracy(num_classes=num_classes)
@@ -69,13 +74,13 @@ class TransferClassifier(L.LightningModule):
     # -- model -------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.input_stage:
-            return forward_from(self.net, images, self.input_stage)
+            return self.backbone.forward_from(images, self.input_stage)
         return self.net(images)
 
     def train(self, mode: bool = True) -> TransferClassifier:
         # model.train() flips every BatchNorm back to training mode; frozen ones must stay in eval.
         super().train(mode)
-        self.strategy.set_batchnorm_modes(self.net, self.current_epoch)
+        self.strategy.set_batchnorm_modes(self.backbone, self.current_epoch)
         return self
 
     def parameter_counts(self) -> dict[str, int]:
@@ -130,8 +135,8 @@ class TransferClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
-        self.strategy.on_train_epoch_start(self.net, self.current_epoch, optimizer)
-        self.strategy.set_batchnorm_modes(self.net, self.current_epoch)
+        self.strategy.on_train_epoch_start(self.backbone, self.current_epoch, optimizer)
+        self.strategy.set_batchnorm_modes(self.backbone, self.current_epoch)
 
     # -- per-group learning rates: the strategy derives them from the head's (see FreezingStrategy)
     def on_train_start(self) -> None:
@@ -146,7 +151,7 @@ class TransferClassifier(L.LightningModule):
         self._update_learning_rates(self.current_epoch + 1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.strategy.on_before_optimizer_step(self.net, self.current_epoch)
+        self.strategy.on_before_optimizer_step(self.backbone, self.current_epoch)
 
     def _update_learning_rates(self, epoch: int) -> None:
         for optimizer in self.trainer.optimizers:
@@ -155,7 +160,7 @@ class TransferClassifier(L.LightningModule):
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         lr = float(self.hparams.optimizer["lr"])
-        optimizer = instantiate(self.hparams.optimizer)(params=self.strategy.param_groups(self.net, lr))
+        optimizer = instantiate(self.hparams.optimizer)(params=self.strategy.param_groups(self.backbone, lr))
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
@@ -169,15 +174,15 @@ class TransferClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.strategy.load_state_dict(checkpoint.get("freezing_strategy", {}))
-        self.strategy.apply(self.net, checkpoint.get("epoch", 0))
+        self.strategy.apply(self.backbone, checkpoint.get("epoch", 0))
         if "weights_lineage" in checkpoint:
             self.weights_lineage = checkpoint["weights_lineage"]
 
 
-def instantiate_strategy(config: dict[str, Any]) -> FreezingStrategy:
-    """Build the strategy; a ``UserError`` from its checks surfaces as itself, not wrapped by Hydra."""
+def instantiate_strategy(config: dict[str, Any], stage_names: tuple[str, ...]) -> FreezingStrategy:
+    """Build the strategy for ``stage_names``; a ``UserError`` from its checks surfaces as itself, not wrapped by Hydra."""
     try:
-        return instantiate(config)
+        return instantiate(config, stage_names=list(stage_names))
     except InstantiationException as error:
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None

@@ -192,9 +192,15 @@ def _save_state_dict(network: nn.Module, example: torch.Tensor, path: Path) -> N
 
 
 def _load_state_dict(path: Path, architecture: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What a user of the file does: plain torchvision, ``num_classes`` from the head, ``strict=True``."""
+    """What a user of the file does: plain torchvision, ``num_classes`` from the head, ``strict=True``.
+
+    For torchvision's families (a timm model: export format=torchscript or onnx).
+    """
+    from transfer_lightning.models import backbone_class
+
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = torchvision.models.get_model(architecture, num_classes=state["fc.weight"].shape[0])
+    head = backbone_class({"name": architecture}).head_path
+    model = torchvision.models.get_model(architecture, num_classes=state[f"{head}.weight"].shape[0])
     model.load_state_dict(state, strict=True)
     model.eval()
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 import torchvision
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
@@ -75,10 +76,7 @@ def check_run_folder(run_dir: str | Path, cfg: DictConfig) -> None:
 
 def estimated_bytes(cfg: DictConfig) -> int:
     """A generous estimate of what a run writes: its checkpoints (weights + optimizer state) and logs."""
-    try:
-        parameters = torchvision.models.get_model_weights(cfg.model.name).DEFAULT.meta["num_params"]
-    except (ValueError, KeyError, AttributeError):
-        parameters = 60_000_000  # the largest ResNet here
+    parameters = _parameter_count(cfg)
     target = str(cfg.optimizer.get("_target_", ""))
     slots = 2 if "Adam" in target else 1  # Adam's two moments, SGD's momentum buffer
     return CHECKPOINT_FILES * parameters * 4 * (1 + slots) + LOG_MARGIN_BYTES
@@ -100,6 +98,21 @@ class RunFolderCheck(HydraCallback):
         except UserError as error:
             print(f"Error: {error}", file=sys.stderr)
             sys.exit(2)
+
+
+def _parameter_count(cfg: DictConfig) -> int:
+    """From torchvision's weights metadata, else by building the model on the meta device."""
+    try:
+        return torchvision.models.get_model_weights(cfg.model.name).DEFAULT.meta["num_params"]
+    except (ValueError, KeyError, AttributeError):
+        pass
+    try:
+        from transfer_lightning.models import backbone_class
+
+        with torch.device("meta"):
+            return sum(p.numel() for p in backbone_class(cfg.model).create(cfg.model.name).parameters())
+    except Exception:  # noqa: BLE001 - an unknown model is validation's to report; estimate generously
+        return 100_000_000
 
 
 def _size(num_bytes: int) -> str:

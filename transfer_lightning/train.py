@@ -27,8 +27,8 @@ from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.log_filters import install_log_filters
+from transfer_lightning.models import backbone_class
 from transfer_lightning.models.lineage import RunWeights, describe_lineage, is_run_weights, preprocessing_from_run
-from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
 from transfer_lightning.progress import configure_progress
 from transfer_lightning.resume import (
@@ -76,10 +76,11 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     resuming = bool(cfg.get("ckpt_path"))
     if resuming:
         keep_found_learning_rate(cfg, cfg.ckpt_path)  # tune.lr_find: the rate it found is in the checkpoint
+    backbone = backbone_class(cfg.model)
     # before any data is read; a resumed run's ImageNet weights come from its checkpoint (nothing to fetch),
     # a transfer chain's starting run is read from disk
     fetch = not resuming or is_run_weights(str(cfg.model.weights))
-    starting_run = ensure_weights_available(cfg.model.name, cfg.model.weights) if fetch else None
+    starting_run = backbone.ensure_weights(cfg.model.name, cfg.model.weights) if fetch else None
 
     record.fields.update(model=cfg.model.name, strategy=_choice("strategy"), seed=cfg.seed, overrides=_overrides())
     callbacks = (
@@ -90,10 +91,19 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     trainer = record.trainer = build_trainer(cfg, callbacks, logger)
 
     datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
+    if starting_run is None:  # normalise as the weights were trained (a chain keeps its run's instead)
+        defaults = backbone.default_preprocessing(cfg.model.name, cfg.model.weights)
+        datamodule.use_normalization(defaults.mean, defaults.std)
+        log.info(
+            "Preprocessing of the weights: mean %s, std %s (Backbone.default_preprocessing)",
+            defaults.mean,
+            defaults.std,
+        )
     prepare_data_once_per_node(datamodule, trainer)
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule, resumed_from=cfg.get("ckpt_path"))
     params = module.parameter_counts()
+    log.info("Backbone %s (model.name)", module.backbone.describe())
     log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
     log.info("Strategy %s", module.strategy.describe())
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
@@ -127,7 +137,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "model": cfg.model.name,
         "weights": module.weights_lineage,
         "strategy": hparams["strategy"],
-        "frozen_stages": cfg.strategy.get("frozen_stages"),
+        "frozen_stages": module.strategy.frozen_stages,
+        "stages": list(module.backbone.stage_names),
         "params": params,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -19,7 +19,8 @@ from transfer_lightning.cli import CONFIG_FOLDER, check_top_level_keys, top_leve
 from transfer_lightning.data.image_folder import BALANCE, CACHE, ON_BAD_FILE
 from transfer_lightning.data.transforms import AUGMENTATIONS
 from transfer_lightning.errors import UserError
-from transfer_lightning.models import ARCHITECTURES
+from transfer_lightning.models import backbone_class
+from transfer_lightning.strategies.base import ALL_BUT_LAST, ALL_STAGES, LR_DECAY_UNITS
 
 _MISSING = object()
 
@@ -71,17 +72,21 @@ RULES: tuple[Rule, ...] = (
     Rule("ckpt_path", _optional(lambda v: isinstance(v, str) and v.endswith(".ckpt")), "a path to a .ckpt file, or null"),
     Rule("resume", lambda v: v is None or isinstance(v, (str, bool)), "a run folder (outputs/<date>/<time>), true for a sweep, or null"),
     # model
-    Rule("model.name", lambda v: v in ARCHITECTURES, " | ".join(ARCHITECTURES), optional=False),
+    Rule("model.name", lambda v: isinstance(v, str) and v != "", "a model name, e.g. resnet18 (model=<name>)",
+         optional=False),
     Rule("model.weights", lambda v: v is None or isinstance(v, str),
-         "DEFAULT, a torchvision weights name, a path to a .pth file, a run's .ckpt or folder, or null"),
-    # strategy
-    Rule("strategy.frozen_stages", lambda v: _is_int(v) and 0 <= v <= 5, "an integer in 0..5"),
+         "DEFAULT, a torchvision weights name, pretrained (timm), a path to a .pth/.safetensors file, a run's .ckpt or folder, or null"),
+    Rule("model.backbone", lambda v: isinstance(v, str) and v != "", "a Backbone class path (set by model=<name>)"),
+    # strategy (the ranges that depend on the backbone's stage count: check_stage_counts)
+    Rule("strategy.frozen_stages", lambda v: (_is_int(v) and v >= 0) or v in (ALL_STAGES, ALL_BUT_LAST),
+         f"an integer 0..N (the backbone's stage count), {ALL_STAGES} or {ALL_BUT_LAST}"),
+    Rule("strategy.lr_decay_unit", lambda v: v in LR_DECAY_UNITS, " | ".join(LR_DECAY_UNITS)),
     Rule("strategy.train_bn", _is_bool, "true or false"),
     Rule("strategy.lr_decay", lambda v: v is None or (_is_number(v) and 0 < v <= 1), "a number in (0, 1] or null"),
     Rule("strategy.unfrozen_bn", lambda v: v in ("train", "eval"), "train | eval"),
     Rule("strategy.head_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     Rule("strategy.unfreeze_every", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all at once)"),
-    Rule("strategy.min_frozen_stages", lambda v: _is_int(v) and 0 <= v <= 4, "an integer in 0..4"),
+    Rule("strategy.min_frozen_stages", lambda v: _is_int(v) and v >= 0, "an integer in 0..N-1 (N: the backbone's stages)"),
     Rule("strategy.unfreeze_warmup_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     # optimizer
     Rule("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0", optional=False),
@@ -95,7 +100,7 @@ RULES: tuple[Rule, ...] = (
     Rule("scheduler.min_lr_ratio", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     Rule("scheduler.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (set trainer.max_epochs)"),
     # data
-    Rule("data.image_size", lambda v: _is_int(v) and v >= 32, "an integer >= 32 (224 for pretrained ResNets)"),
+    Rule("data.image_size", lambda v: _is_int(v) and v >= 32, "an integer >= 32 (224 for most pretrained models)"),
     Rule("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     Rule("data.num_workers", lambda v: v == "auto" or (_is_int(v) and v >= 0), "auto or an integer >= 0"),
     Rule("data.augment", _one_of(*AUGMENTATIONS), " | ".join(AUGMENTATIONS)),
@@ -189,7 +194,8 @@ def validate_training_config(cfg: DictConfig, config_dir: Path = CONFIG_FOLDER) 
         )
     from transfer_lightning.classifier import instantiate_strategy  # its constructor checks its settings
 
-    instantiate_strategy(OmegaConf.to_container(cfg.strategy, resolve=True))
+    stage_names = backbone_class(cfg.model).stage_names_of(cfg.model.name)
+    instantiate_strategy(OmegaConf.to_container(cfg.strategy, resolve=True), stage_names)
 
 
 def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
@@ -203,6 +209,31 @@ def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
         if not rule.check(value):
             raise UserError(f"{rule.key}={value!r} is not allowed; expected {rule.allowed}")
     check_target_keys(cfg)
+    check_stage_counts(cfg)
+
+
+def check_stage_counts(cfg: DictConfig) -> None:
+    """``model.name`` is one of its family's, and the strategy's stage counts fit its N stages."""
+    model = cfg.get("model")
+    if not model or not model.get("name"):
+        return
+    family = backbone_class(model)
+    family.check_name(model.name)
+    strategy = cfg.get("strategy") or {}
+    frozen, minimum = strategy.get("frozen_stages"), strategy.get("min_frozen_stages")
+    if not (_is_int(frozen) or _is_int(minimum)):
+        return
+    names = family.stage_names_of(model.name)
+    if _is_int(frozen) and frozen > len(names):
+        raise UserError(
+            f"strategy.frozen_stages={frozen} is not allowed: out of range for {model.name}'s {len(names)} stages "
+            f"({', '.join(names)}); allowed: 0..{len(names)}, {ALL_STAGES} or {ALL_BUT_LAST}"
+        )
+    if _is_int(minimum) and minimum >= len(names):
+        raise UserError(
+            f"strategy.min_frozen_stages={minimum} is not allowed: out of range for {model.name}'s {len(names)} stages "
+            f"({', '.join(names)}); allowed: 0..{len(names) - 1}"
+        )
 
 
 _HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}

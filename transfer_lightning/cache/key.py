@@ -5,7 +5,8 @@ the frozen stages' weights (their content, so a torchvision name, a file and a s
 init are all identified exactly), how many stages are frozen, the image size and
 normalisation, the split's images and labels (their content), the split's name, the numeric
 setting (device type, precision, torch version) and the code that maps stages and
-preprocesses images (the source of ``models/resnet.py`` and ``data/transforms.py``).
+preprocesses images (the source of the backbone's family module, ``models/backbone.py`` and
+``data/transforms.py``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import json
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from transfer_lightning.data import transforms
-from transfer_lightning.models import STAGE_NAMES, resnet, stage_modules
+from transfer_lightning.models import Backbone, backbone
 
 FORMAT_VERSION = 1  # bump when the file layout of a cache entry changes
 
@@ -49,24 +49,19 @@ def data_fingerprint(dataset: Dataset) -> str | None:
     return None
 
 
-def frozen_weights_fingerprint(model: nn.Module, num_stages: int) -> str:
+def frozen_weights_fingerprint(network: Backbone, num_stages: int) -> str:
     """Content hash of the parameters and buffers of the first ``num_stages`` stages."""
-    tensors = [
-        tensor
-        for stage in STAGE_NAMES[:num_stages]
-        for module in stage_modules(model, stage)
-        for tensor in module.state_dict().values()
-    ]
-    return tensor_fingerprint(*tensors)
+    return tensor_fingerprint(*network.frozen_state(num_stages))
 
 
-def code_version() -> str:
+def code_version(network: Backbone) -> str:
     """Hash of the code that defines the stages and the preprocessing (any edit = new keys)."""
-    source = inspect.getsource(resnet) + inspect.getsource(transforms)
+    family = inspect.getmodule(type(network))
+    source = inspect.getsource(family) + inspect.getsource(backbone) + inspect.getsource(transforms)
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def cache_key(**inputs: Any) -> str:
-    """sha256 of the JSON of ``inputs`` plus the format and code versions (sorted keys)."""
-    payload = {"format": FORMAT_VERSION, "code": code_version(), "torch": torch.__version__, **inputs}
+def cache_key(network: Backbone, **inputs: Any) -> str:
+    """sha256 of the JSON of ``inputs`` plus the format and ``network``'s code versions (sorted keys)."""
+    payload = {"format": FORMAT_VERSION, "code": code_version(network), "torch": torch.__version__, **inputs}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

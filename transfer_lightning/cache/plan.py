@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from transfer_lightning.models import frozen_features
+from transfer_lightning.models import Backbone
 
 BYTES_PER_VALUE = 4  # features are stored as float32
 
@@ -28,7 +28,7 @@ def cache_plan(
     setting: str | bool,
     frozen_stages: int,
     augment: str,
-    model: nn.Module,
+    network: Backbone,
     image_size: int,
     num_images: int,
     max_gb: float,
@@ -48,7 +48,13 @@ def cache_plan(
         return CachePlan(
             0, f"off: data.augment={augment} changes the training images every epoch, so the frozen output is not fixed"
         )
-    shape = feature_shape(model, frozen_stages, image_size)
+    if not network.supports_forward_from(frozen_stages):
+        return CachePlan(
+            0,
+            f"off: {network.name} ({network.family}) splits only after all {network.num_stages} stages, not after "
+            f"{frozen_stages} (freeze all with strategy=feature_extract to cache)",
+        )
+    shape = feature_shape(network, frozen_stages, image_size)
     estimated = num_images * BYTES_PER_VALUE * int(torch.Size(shape).numel())
     if estimated > max_gb * 2**30:
         return CachePlan(
@@ -62,11 +68,12 @@ def cache_plan(
     return CachePlan(frozen_stages, f"on: caching the output of {frozen_stages} frozen stages", shape, estimated)
 
 
-def feature_shape(model: nn.Module, num_stages: int, image_size: int) -> tuple[int, ...]:
+def feature_shape(network: Backbone, num_stages: int, image_size: int) -> tuple[int, ...]:
     """Shape of one image's output of the first ``num_stages`` stages (found with a dry run)."""
-    device = next(model.parameters()).device
-    with eval_mode(model), torch.inference_mode():
-        shape = frozen_features(model, torch.zeros(1, 3, image_size, image_size, device=device), num_stages).shape
+    device = next(network.model.parameters()).device
+    with eval_mode(network.model), torch.inference_mode():
+        images = torch.zeros(1, 3, image_size, image_size, device=device)
+        shape = network.frozen_features(images, num_stages).shape
     return tuple(shape[1:])
 
 

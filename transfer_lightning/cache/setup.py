@@ -16,7 +16,6 @@ from transfer_lightning.cache.datamodule import CachedFeatureDataModule
 from transfer_lightning.cache.key import cache_key, data_fingerprint, frozen_weights_fingerprint
 from transfer_lightning.cache.plan import cache_plan, eval_mode
 from transfer_lightning.cache.store import FeatureCache, Features
-from transfer_lightning.models import frozen_features
 from transfer_lightning.progress import PhaseProgress
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
             setting=getattr(datamodule, "feature_cache", "auto"),
             frozen_stages=module.strategy.frozen_stages_throughout(),
             augment=datamodule.augment,
-            model=module.net,
+            network=module.backbone,
             image_size=datamodule.image_size,
             num_images=sum(len(dataset) for dataset in splits.values()),
             max_gb=float(getattr(datamodule, "feature_cache_max_gb", 4.0)),
@@ -86,7 +85,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
     device = trainer.strategy.root_device
     common = {
         "model": module.hparams.model["name"],
-        "frozen_weights": frozen_weights_fingerprint(module.net, plan.stage),
+        "frozen_weights": frozen_weights_fingerprint(module.backbone, plan.stage),
         "stage": plan.stage,
         "image_size": datamodule.image_size,
         "preprocessing": datamodule.preprocessing,
@@ -97,7 +96,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
     for name, dataset in splits.items():
         inputs = {**common, "split": name, "data": fingerprints[name]}
         features[name] = cache.get_or_compute(
-            cache_key(**inputs),
+            cache_key(module.backbone, **inputs),
             name,
             lambda dataset=dataset, name=name: _compute(module, datamodule, dataset, plan.stage, trainer, name),
             meta={**inputs, "weights_lineage": module.weights_lineage},
@@ -163,7 +162,7 @@ def _compute(
         for images, targets in loader:
             batch = preprocessor(images.to(device, non_blocking=True), train=False)
             batch = batch.contiguous(memory_format=torch.channels_last)  # as the live batches
-            outputs.append(frozen_features(net, batch, stage).float().cpu())
+            outputs.append(module.backbone.frozen_features(batch, stage).float().cpu())
             labels.append(targets)
             progress.advance(len(targets))
     return torch.cat(outputs), torch.cat(labels)

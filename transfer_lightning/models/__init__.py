@@ -1,21 +1,5 @@
-"""Backbones: torchvision ResNets with a new classification head, and their weights."""
+"""Backbones: pretrained networks cut into named stages with a new head (see ``backbone.py``)."""
 
-from transfer_lightning.models.resnet import (
-    ARCHITECTURES,
-    STAGE_NAMES,
-    build_resnet,
-    forward_from,
-    frozen_features,
-    stage_modules,
-    stage_parameters,
-)
+from transfer_lightning.models.backbone import Backbone, backbone_class, build_backbone
 
-__all__ = [
-    "ARCHITECTURES",
-    "STAGE_NAMES",
-    "build_resnet",
-    "forward_from",
-    "frozen_features",
-    "stage_modules",
-    "stage_parameters",
-]
+__all__ = ["Backbone", "backbone_class", "build_backbone"]

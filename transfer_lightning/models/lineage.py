@@ -161,6 +161,8 @@ def describe_lineage(lineage: dict[str, Any] | None) -> str:
             links.append(f"run {lineage['path']} ({len(lineage.get('classes', []))} classes)")
         elif source == "torchvision":
             links.append(f"torchvision {lineage['name']}")
+        elif source == "timm":
+            links.append(f"timm {lineage['name']} pretrained")
         elif source == "file":
             links.append(f"file {lineage['path']} (sha256 {str(lineage.get('sha256'))[:12]})")
         else:

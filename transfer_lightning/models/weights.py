@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -25,20 +26,22 @@ from transfer_lightning.models.lineage import (
     torchvision_lineage,
 )
 
-_HEAD_PREFIX = "fc."
-
 
 def is_weights_file(weights: str) -> bool:
     """A weights value naming a file (a path), not a torchvision weights enum member."""
-    return weights.endswith((".pth", ".pt", ".bin")) or os.sep in weights or "/" in weights
+    return weights.endswith((".pth", ".pt", ".bin", ".safetensors")) or os.sep in weights or "/" in weights
 
 
-def load_weights(model: nn.Module, arch: str, weights: str | None) -> dict[str, Any]:
-    """Load ``weights`` into ``model`` (whose head still has torchvision's shape).
+def load_weights(
+    model: nn.Module, arch: str, weights: str | None, head_prefix: str, resize_head: Callable[[int], None]
+) -> dict[str, Any]:
+    """Load ``weights`` into ``model`` (whose head still has its original shape).
 
     ``weights`` is ``None`` (random init), a torchvision weights name such as ``DEFAULT`` or
-    ``IMAGENET1K_V1``, a path to a ``.pth`` state dict, or a checkpoint / run folder of this
-    framework (then the head takes that run's size and weights). Returns the weights' lineage.
+    ``IMAGENET1K_V1``, a path to a ``.pth`` / ``.safetensors`` state dict, or a checkpoint / run
+    folder of this framework (then ``resize_head`` gives the head that run's size first). Keys
+    under ``head_prefix`` (the head's state-dict prefix) may have another shape. Returns the
+    weights' lineage.
     """
     if weights is None or str(weights).lower() in {"none", "null"}:
         return dict(RANDOM_INIT)
@@ -47,14 +50,14 @@ def load_weights(model: nn.Module, arch: str, weights: str | None) -> dict[str, 
     if loaded is None:
         loaded = _fetch(arch, weights)
     if isinstance(loaded, RunWeights):
-        model.fc = nn.Linear(model.fc.in_features, len(loaded.class_names))
-        _load_backbone_state(model, loaded.state_dict, f"run checkpoint {loaded.path}")
+        resize_head(len(loaded.class_names))
+        load_backbone_state(model, loaded.state_dict, f"run checkpoint {loaded.path}", head_prefix)
         return loaded.lineage
     if is_weights_file(weights):
         path = Path(weights).expanduser()
-        _load_backbone_state(model, loaded, f"file {path}")
+        load_backbone_state(model, loaded, f"file {path}", head_prefix)
         return file_lineage(path)
-    _load_backbone_state(model, loaded, f"torchvision {arch} {weights}")
+    load_backbone_state(model, loaded, f"torchvision {arch} {weights}", head_prefix)
     return torchvision_lineage(torchvision_weights(arch, weights).name)
 
 
@@ -83,7 +86,7 @@ def _fetch(arch: str, weights: str) -> dict | RunWeights:
 
 def _fetch_state_dict(arch: str, weights: str) -> dict:
     if is_weights_file(weights):
-        return _read_state_dict_file(Path(weights).expanduser())
+        return read_state_dict_file(Path(weights).expanduser())
     return _download_torchvision_weights(arch, weights)
 
 
@@ -120,10 +123,15 @@ def _download_torchvision_weights(arch: str, name: str) -> dict:
         ) from error
 
 
-def _read_state_dict_file(path: Path) -> dict:
+def read_state_dict_file(path: Path) -> dict:
+    """The state dict in a ``.pth`` (``torch.save``) or ``.safetensors`` file."""
     if not path.is_file():
-        raise UserError(f"model.weights file {path} does not exist; give the path to a .pth state dict")
+        raise UserError(f"model.weights file {path} does not exist; give the path to a .pth or .safetensors state dict")
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
         raise UserError(
@@ -136,15 +144,15 @@ def _read_state_dict_file(path: Path) -> dict:
     return state
 
 
-def _load_backbone_state(model: nn.Module, state_dict: dict, source: str) -> None:
-    """Load everything but a head of another size; any other mismatch names the keys."""
+def load_backbone_state(model: nn.Module, state_dict: dict, source: str, head_prefix: str) -> None:
+    """Load everything but a head (keys under ``head_prefix``) of another size; any other mismatch names the keys."""
     own = model.state_dict()
     state_dict = {
         key: value
         for key, value in state_dict.items()
-        if not (key.startswith(_HEAD_PREFIX) and key in own and own[key].shape != value.shape)
+        if not (key.startswith(head_prefix) and key in own and own[key].shape != value.shape)
     }
-    missing = sorted(k for k in own if k not in state_dict and not k.startswith(_HEAD_PREFIX))
+    missing = sorted(k for k in own if k not in state_dict and not k.startswith(head_prefix))
     unexpected = sorted(k for k in state_dict if k not in own)
     mismatched = sorted(k for k in state_dict if k in own and own[k].shape != state_dict[k].shape)
     if missing or unexpected or mismatched:

@@ -1,4 +1,4 @@
-"""Freezing strategies: which ResNet stages train, and at which learning rate.
+"""Freezing strategies: which backbone stages train, and at which learning rate.
 
 Adding a strategy = one class here (a subclass of ``FreezingStrategy``) + one YAML in
 ``conf/strategy/``. The LightningModule only talks to the base-class interface.

@@ -1,4 +1,8 @@
-"""The interface every freezing strategy implements, with the helpers they share."""
+"""The interface every freezing strategy implements, with the helpers they share.
+
+Strategies see a network only through the ``Backbone`` interface (``transfer_lightning.models``):
+its ordered stage names, the parameters and norm layers of each stage, and its head.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,21 @@ from torch import nn
 from torch.optim import Optimizer
 
 from transfer_lightning.errors import UserError
-from transfer_lightning.models import STAGE_NAMES, stage_modules, stage_parameters
+from transfer_lightning.models import Backbone
 
-NUM_STAGES = len(STAGE_NAMES)
 BN_MODES = ("train", "eval")
+LR_DECAY_UNITS = ("stage", "block")
+RESNET_STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
+# strategy.frozen_stages by meaning rather than by number: the same preset on every backbone
+ALL_STAGES, ALL_BUT_LAST = "all", "all_but_last"
 
 
 class FreezingStrategy:
-    """Decides which of a ResNet's five stages are frozen and how the optimizer sees the rest.
+    """Decides which of a backbone's stages are frozen and how the optimizer sees the rest.
+
+    ``stage_names`` are the backbone's stages from the input (the classifier passes them;
+    ResNet's five when not given). ``frozen_stages`` is 0..N, or ``all`` (only the head
+    trains) / ``all_but_last`` (the last stage and the head train), the same on every backbone.
 
     Frozen means frozen: ``requires_grad=False``, not handed to the optimizer, and BatchNorm
     layers kept in eval mode so their running statistics do not move (``train_bn=True`` opts
@@ -25,7 +36,8 @@ class FreezingStrategy:
 
     Learning rates: the head gets ``lr``; with ``lr_decay`` each stage below it gets
     ``lr_decay`` times the stage above (layer4 ``lr * d``, layer3 ``lr * d**2`` ... stem
-    ``lr * d**5``). Every group carries its ratio to the head as ``lr_scale``, and
+    ``lr * d**5``); ``lr_decay_unit="block"`` decays per block instead (layer-wise decay, the
+    ViT recipe: every transformer block ``d`` times the one above). Every group carries its ratio to the head as ``lr_scale``, and
     ``update_learning_rates`` re-derives each group's rate from the head's, so the ratios hold
     under any schedule that sets the head's rate.
 
@@ -38,19 +50,35 @@ class FreezingStrategy:
 
     Example::
 
-        strategy = FreezeStages(frozen_stages=4, lr_decay=0.5)   # layer4 (lr/2) + head train
-        strategy.apply(model)
-        optimizer = torch.optim.SGD(strategy.param_groups(model, lr=1e-3), momentum=0.9)
+        backbone = build_backbone({"name": "resnet18", "weights": None}, num_classes=10)
+        strategy = FreezeStages(frozen_stages=4, lr_decay=0.5, stage_names=backbone.stage_names)
+        strategy.apply(backbone)   # layer4 (lr/2) + head train
+        optimizer = torch.optim.SGD(strategy.param_groups(backbone, lr=1e-3), momentum=0.9)
     """
 
     def __init__(
-        self, frozen_stages: int = 0, train_bn: bool = False, lr_decay: float | None = None, unfrozen_bn: str = "train"
+        self,
+        frozen_stages: int | str = 0,
+        train_bn: bool = False,
+        lr_decay: float | None = None,
+        unfrozen_bn: str = "train",
+        lr_decay_unit: str = "stage",
+        stage_names: tuple[str, ...] | list[str] = RESNET_STAGE_NAMES,
     ) -> None:
-        if not isinstance(frozen_stages, int) or not 0 <= frozen_stages <= NUM_STAGES:
+        self.stage_names = tuple(stage_names)
+        self.num_stages = len(self.stage_names)
+        frozen_stages = {ALL_STAGES: self.num_stages, ALL_BUT_LAST: self.num_stages - 1}.get(
+            frozen_stages, frozen_stages
+        )
+        if not _is_int(frozen_stages) or not 0 <= frozen_stages <= self.num_stages:
             raise UserError(
-                f"strategy.frozen_stages={frozen_stages!r} is out of range; allowed: 0..{NUM_STAGES} "
-                "(0 = train everything, 5 = only the head trains)"
+                f"strategy.frozen_stages={frozen_stages!r} is out of range for this backbone's {self.num_stages} "
+                f"stages ({', '.join(self.stage_names)}); allowed: 0..{self.num_stages}, all or all_but_last "
+                f"(0 = train everything, {self.num_stages} = all = only the head trains)"
             )
+        if lr_decay_unit not in LR_DECAY_UNITS:
+            raise UserError(f"strategy.lr_decay_unit={lr_decay_unit!r} is not allowed; use stage or block")
+        self.lr_decay_unit = lr_decay_unit
         if lr_decay is not None and not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
             raise UserError(f"strategy.lr_decay={lr_decay!r} is not allowed; use a number in (0, 1] or null")
         if unfrozen_bn not in BN_MODES:
@@ -77,23 +105,29 @@ class FreezingStrategy:
         """
         return 0 if self.train_bn else self.frozen_stages
 
-    def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    def param_groups(self, backbone: Backbone, lr: float) -> list[dict[str, Any]]:
         """Named optimizer parameter groups, head first, with their rate for epoch 0.
 
-        Every stage that trains in *some* epoch has a group from the start; ``lr_scale`` is its
-        ratio to the head's rate (``lr_decay ** depth``, depth 1 = layer4 ... 5 = stem).
+        Every stage that trains in *some* epoch has a group from the start (with
+        ``lr_decay_unit="block"`` one group per block, named ``<stage>.<block>``); ``lr_scale`` is
+        its ratio to the head's rate (``lr_decay ** depth``, depth 1 = the top stage or block).
         """
-        groups = [{"name": "head", "params": stage_parameters(model, "head"), "lr": lr, "lr_scale": 1.0}]
-        for depth, stage in enumerate(reversed(self.optimized_stage_names()), start=1):
-            scale = self.lr_decay**depth if self.lr_decay is not None else 1.0
-            rate = lr * scale * self.lr_gate(stage, 0)
-            groups.append({"name": stage, "params": stage_parameters(model, stage), "lr": rate, "lr_scale": scale})
-        frozen_bn = self._frozen_bn_parameters(model) if self.train_bn else []
+        groups = [{"name": "head", "params": backbone.stage_parameters("head"), "lr": lr, "lr_scale": 1.0}]
+        depth = 0
+        for stage in reversed(self.optimized_stage_names()):
+            units = backbone.block_parameters(stage) if self.lr_decay_unit == "block" else []
+            named = [(f"{stage}.{i}", params) for i, params in enumerate(units)] if len(units) > 1 else []
+            for name, params in reversed(named or [(stage, backbone.stage_parameters(stage))]):
+                depth += 1
+                scale = self.lr_decay**depth if self.lr_decay is not None else 1.0
+                rate = lr * scale * self.lr_gate(stage, 0)
+                groups.append({"name": name, "stage": stage, "params": params, "lr": rate, "lr_scale": scale})
+        frozen_bn = self._frozen_bn_parameters(backbone) if self.train_bn else []
         if frozen_bn:
             groups.append({"name": "frozen_bn", "params": frozen_bn, "lr": lr, "lr_scale": 1.0})
         return groups
 
-    def on_train_epoch_start(self, model: nn.Module, epoch: int, optimizer: Any = None) -> None:
+    def on_train_epoch_start(self, backbone: Backbone, epoch: int, optimizer: Any = None) -> None:
         """Called at the start of every training epoch; schedules may change the model here."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -104,48 +138,51 @@ class FreezingStrategy:
 
     # -- shared behaviour -------------------------------------------------------------------
     def frozen_stage_names(self, epoch: int = 0) -> tuple[str, ...]:
-        return STAGE_NAMES[: self.frozen_stages_at(epoch)]
+        return self.stage_names[: self.frozen_stages_at(epoch)]
 
     def trainable_stage_names(self, epoch: int = 0) -> tuple[str, ...]:
-        return STAGE_NAMES[self.frozen_stages_at(epoch) :]
+        return self.stage_names[self.frozen_stages_at(epoch) :]
 
     def optimized_stage_names(self) -> tuple[str, ...]:
         """Stages in the optimizer (``requires_grad=True``) for the whole run, trained now or later."""
-        return STAGE_NAMES[self.frozen_stages :]
+        return self.stage_names[self.frozen_stages :]
 
     def waiting_stage_names(self, epoch: int) -> tuple[str, ...]:
         """Stages in the optimizer that do not train yet in ``epoch``."""
         return tuple(s for s in self.optimized_stage_names() if s not in self.trainable_stage_names(epoch))
 
-    def apply(self, model: nn.Module, epoch: int = 0) -> None:
+    def apply(self, backbone: Backbone, epoch: int = 0) -> None:
         """Set ``requires_grad`` of every parameter and the BatchNorm modes for ``epoch``.
 
         ``requires_grad`` does not change during a run (DDP registers a fixed set of parameters
         with gradients); a waiting stage is held still by ``lr_gate`` and ``on_before_optimizer_step``.
+        LayerNorm / GroupNorm have no running statistics: ``requires_grad`` alone freezes them.
         """
+        if backbone.stage_names != self.stage_names:
+            raise ValueError(f"strategy built for stages {self.stage_names}, backbone has {backbone.stage_names}")
         optimized = set(self.optimized_stage_names())
-        for stage in STAGE_NAMES:
-            for parameter in stage_parameters(model, stage):
+        for stage in self.stage_names:
+            for parameter in backbone.stage_parameters(stage):
                 parameter.requires_grad_(stage in optimized)
-        for parameter in stage_parameters(model, "head"):
+        for parameter in backbone.stage_parameters("head"):
             parameter.requires_grad_(True)
         if self.train_bn:
-            for parameter in self._frozen_bn_parameters(model):
+            for parameter in self._frozen_bn_parameters(backbone):
                 parameter.requires_grad_(True)
-        self.set_batchnorm_modes(model, epoch)
+        self.set_batchnorm_modes(backbone, epoch)
 
-    def set_batchnorm_modes(self, model: nn.Module, epoch: int = 0) -> None:
+    def set_batchnorm_modes(self, backbone: Backbone, epoch: int = 0) -> None:
         """BatchNorm per stage for ``epoch`` (call after ``model.train()``; eval mode is left alone).
 
         Stages that train: train mode (``unfrozen_bn="train"``) or eval (``"eval"``). Stages that
         do not train (frozen or waiting): eval mode, or train mode with ``train_bn=True``.
         """
-        if not model.training:
+        if not backbone.model.training:
             return
         training = set(self.trainable_stage_names(epoch))
-        for stage in STAGE_NAMES:
+        for stage in self.stage_names:
             bn_trains = self.unfrozen_bn == "train" if stage in training else self.train_bn
-            for layer in _batchnorm_layers(model, stage):
+            for layer in _batchnorm_layers(backbone, stage):
                 layer.train(bn_trains)
 
     def update_learning_rates(self, optimizer: Optimizer, epoch: int) -> None:
@@ -160,10 +197,10 @@ class FreezingStrategy:
         for group in optimizer.param_groups:
             if "lr_scale" not in group or group is head:
                 continue
-            gate = self.lr_gate(group["name"], epoch) if group["name"] in STAGE_NAMES else 1.0
+            gate = self.lr_gate(group["stage"], epoch) if group.get("stage") in self.stage_names else 1.0
             group["lr"] = head["lr"] * group["lr_scale"] * gate
 
-    def on_before_optimizer_step(self, model: nn.Module, epoch: int) -> None:
+    def on_before_optimizer_step(self, backbone: Backbone, epoch: int) -> None:
         """Drop the gradients of waiting stages so the optimizer leaves them untouched.
 
         Their learning rate is 0 already; without a gradient the optimizer also skips their
@@ -171,15 +208,15 @@ class FreezingStrategy:
         when it unfreezes. Gradient clipping (after this hook) ignores them too.
         """
         for stage in self.waiting_stage_names(epoch):
-            for parameter in stage_parameters(model, stage):
+            for parameter in backbone.stage_parameters(stage):
                 parameter.grad = None
 
-    def _frozen_bn_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+    def _frozen_bn_parameters(self, backbone: Backbone) -> list[nn.Parameter]:
         """BatchNorm affine parameters of the stages never in the optimizer (for ``train_bn``)."""
         return [
             parameter
-            for stage in STAGE_NAMES[: self.frozen_stages]
-            for layer in _batchnorm_layers(model, stage)
+            for stage in self.stage_names[: self.frozen_stages]
+            for layer in _batchnorm_layers(backbone, stage)
             for parameter in layer.parameters(recurse=False)
         ]
 
@@ -187,13 +224,15 @@ class FreezingStrategy:
         trainable = ", ".join(self.trainable_stage_names(0)) or "none"
         extras = " (+ BatchNorm of frozen stages)" if self.train_bn else ""
         return (
-            f"{type(self).__name__}: {self.frozen_stages} of {NUM_STAGES} stages frozen; "
+            f"{type(self).__name__}: {self.frozen_stages} of {self.num_stages} stages frozen; "
             f"trainable stages: {trainable} + head{extras}{self._describe_rates()}"
         )
 
     def _describe_rates(self) -> str:
         notes = []
-        if self.lr_decay is not None and self.optimized_stage_names():
+        if self.lr_decay is not None and self.optimized_stage_names() and self.lr_decay_unit == "block":
+            notes.append(f"lr_decay {self.lr_decay:g} per block: each block x{self.lr_decay:g} of the one above")
+        elif self.lr_decay is not None and self.optimized_stage_names():
             scales = ", ".join(
                 f"{stage} x{self.lr_decay**depth:.3g}"
                 for depth, stage in enumerate(reversed(self.optimized_stage_names()), start=1)
@@ -204,10 +243,9 @@ class FreezingStrategy:
         return "; " + "; ".join(notes) if notes else ""
 
 
-def _batchnorm_layers(model: nn.Module, stage: str) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [
-        layer
-        for module in stage_modules(model, stage)
-        for layer in module.modules()
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm)
-    ]
+def _batchnorm_layers(backbone: Backbone, stage: str) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [layer for layer in backbone.norm_layers(stage) if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

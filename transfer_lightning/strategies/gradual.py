@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from transfer_lightning.errors import UserError
-from transfer_lightning.models import STAGE_NAMES
-from transfer_lightning.strategies.base import NUM_STAGES, FreezingStrategy
+from transfer_lightning.strategies.base import RESNET_STAGE_NAMES, FreezingStrategy
 
 
 class GradualUnfreeze(FreezingStrategy):
     """Train the head alone for ``head_epochs``, then unfreeze one stage from the top every
     ``unfreeze_every`` epochs (0 = all at once), down to ``min_frozen_stages``.
 
-    ``milestones`` (a non-decreasing list of epochs, one per stage from layer4 down) replaces
-    ``head_epochs``/``unfreeze_every``: ``[1, 3]`` trains layer4 from epoch 1 and layer3 from
-    epoch 3, so it needs ``min_frozen_stages=3``; its length must be ``5 - min_frozen_stages``.
+    ``milestones`` (a non-decreasing list of epochs, one per stage from the top down) replaces
+    ``head_epochs``/``unfreeze_every``: ``[1, 3]`` on a ResNet trains layer4 from epoch 1 and
+    layer3 from epoch 3, so it needs ``min_frozen_stages=3``; its length must be
+    ``N - min_frozen_stages`` (N = the backbone's stage count).
 
     Every stage that will train is in the optimizer from the start with learning rate 0 until
     its epoch (DDP-safe, scheduler-safe; see ``FreezingStrategy``). A newly unfrozen stage gets
@@ -39,21 +39,32 @@ class GradualUnfreeze(FreezingStrategy):
         lr_decay: float | None = None,
         train_bn: bool = False,
         unfrozen_bn: str = "train",
+        lr_decay_unit: str = "stage",
+        stage_names: tuple[str, ...] | list[str] = RESNET_STAGE_NAMES,
     ) -> None:
-        if not _is_int(min_frozen_stages) or not 0 <= min_frozen_stages < NUM_STAGES:
+        count = len(stage_names)
+        if not _is_int(min_frozen_stages) or not 0 <= min_frozen_stages < count:
             raise UserError(
-                f"strategy.min_frozen_stages={min_frozen_stages!r} is out of range; allowed: 0..{NUM_STAGES - 1}"
+                f"strategy.min_frozen_stages={min_frozen_stages!r} is out of range for this backbone's {count} "
+                f"stages; allowed: 0..{count - 1}"
             )
-        super().__init__(frozen_stages=min_frozen_stages, train_bn=train_bn, lr_decay=lr_decay, unfrozen_bn=unfrozen_bn)
+        super().__init__(
+            frozen_stages=min_frozen_stages,
+            train_bn=train_bn,
+            lr_decay=lr_decay,
+            unfrozen_bn=unfrozen_bn,
+            lr_decay_unit=lr_decay_unit,
+            stage_names=stage_names,
+        )
         if not _is_int(unfreeze_warmup_epochs) or unfreeze_warmup_epochs < 0:
             raise UserError(f"strategy.unfreeze_warmup_epochs={unfreeze_warmup_epochs!r} is not an integer >= 0")
         self.unfreeze_warmup_epochs = unfreeze_warmup_epochs
-        stages = list(reversed(self.optimized_stage_names()))  # layer4 first
-        epochs = _unfreeze_epochs(head_epochs, unfreeze_every, milestones, len(stages))
+        stages = list(reversed(self.optimized_stage_names()))  # the top stage first
+        epochs = _unfreeze_epochs(head_epochs, unfreeze_every, milestones, stages)
         self.unfreeze_epochs: dict[str, int] = dict(zip(stages, epochs, strict=True))
 
     def frozen_stages_at(self, epoch: int) -> int:
-        return NUM_STAGES - sum(1 for start in self.unfreeze_epochs.values() if start <= epoch)
+        return self.num_stages - sum(1 for start in self.unfreeze_epochs.values() if start <= epoch)
 
     def lr_gate(self, stage: str, epoch: int) -> float:
         start = self.unfreeze_epochs.get(stage)
@@ -76,13 +87,16 @@ class GradualUnfreeze(FreezingStrategy):
 
     def describe(self) -> str:
         steps = ", ".join(f"{stage} from epoch {start}" for stage, start in self.unfreeze_epochs.items())
-        frozen = f"; never trained: {', '.join(STAGE_NAMES[: self.frozen_stages])}" if self.frozen_stages else ""
+        frozen = f"; never trained: {', '.join(self.stage_names[: self.frozen_stages])}" if self.frozen_stages else ""
         warmup = f" (warm-up {self.unfreeze_warmup_epochs} epochs)" if self.unfreeze_warmup_epochs else ""
         return f"{type(self).__name__}: head from epoch 0, {steps}{warmup}{frozen}{self._describe_rates()}"
 
 
-def _unfreeze_epochs(head_epochs: int, unfreeze_every: int, milestones: list[int] | None, count: int) -> list[int]:
-    """The first training epoch of each of ``count`` stages, top (layer4) first."""
+def _unfreeze_epochs(
+    head_epochs: int, unfreeze_every: int, milestones: list[int] | None, stages: list[str]
+) -> list[int]:
+    """The first training epoch of each of ``stages`` (top first)."""
+    count = len(stages)
     if milestones is not None:
         milestones = list(milestones)
         if (
@@ -92,7 +106,7 @@ def _unfreeze_epochs(head_epochs: int, unfreeze_every: int, milestones: list[int
         ):
             raise UserError(
                 f"strategy.milestones={milestones!r} is not allowed; give {count} non-decreasing epochs >= 0 "
-                f"(one per stage from layer4 down, as 5 - strategy.min_frozen_stages stages unfreeze)"
+                f"(one per stage from the top down: {', '.join(stages)})"
             )
         return milestones
     if not _is_int(head_epochs) or head_epochs < 0:

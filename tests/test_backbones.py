@@ -1,0 +1,328 @@
+"""Every backbone family behind one interface: stages, head, presets, cache split, schedules, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+import torchvision
+from safetensors.torch import save_file
+from torchvision.models.convnext import CNBlockConfig
+from torchvision.models.efficientnet import _efficientnet_conf
+from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
+from torchvision.models.regnet import BlockParams
+from torchvision.models.resnet import BasicBlock
+
+from tests.conftest import compose_config
+from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
+from transfer_lightning.errors import UserError
+from transfer_lightning.export import export_checked
+from transfer_lightning.models import Backbone, backbone_class, build_backbone
+from transfer_lightning.models.convnext import ConvNeXt
+from transfer_lightning.models.efficientnet import EfficientNet
+from transfer_lightning.models.mobilenet import MobileNetV3
+from transfer_lightning.models.regnet import RegNet
+from transfer_lightning.models.resnet import ResNet
+from transfer_lightning.models.swin import SwinTransformer
+from transfer_lightning.models.timm_backbone import TimmBackbone
+from transfer_lightning.models.vit import VisionTransformer
+from transfer_lightning.strategies import FreezeStages, GradualUnfreeze
+from transfer_lightning.validation import validate_config
+
+SIZE = 32
+CLASSES = 3
+
+
+# -- full-size parameter counts on the meta device (no memory, no weights) -------------------------
+# name: (feature_extract, finetune, full) trainable parameters for 10 classes; the issue fixes the
+# ResNet-18 row and the full counts of convnext_tiny, efficientnet_b0, regnet_y_400mf and vit_b_16.
+PRESET_COUNTS = {
+    "resnet18": (5_130, 8_398_858, 11_181_642),
+    "resnext50_32x4d": (20_490, 14_565_386, 23_000_394),
+    "convnext_tiny": (7_690, 15_479_818, 27_827_818),
+    "efficientnet_b0": (12_810, 1_142_202, 4_020_358),
+    "efficientnet_v2_s": (12_810, 14_904_882, 20_190_298),
+    "mobilenet_v3_large": (12_810, 3_422_354, 4_214_842),
+    "regnet_y_400mf": (4_410, 3_056_852, 3_907_554),
+    "vit_b_16": (7_690, 21_272_842, 85_806_346),
+    "swin_t": (7_690, 15_375_802, 27_527_044),
+}
+
+
+def _full_size(name: str) -> Backbone:
+    family = backbone_class({"name": name})
+    device = "cpu" if family is RegNet else "meta"  # RegNet computes its widths from tensors while building
+    with torch.device(device):
+        return build_backbone({"name": name, "weights": None}, 10)
+
+
+def _trainable(backbone: Backbone) -> int:
+    return sum(p.numel() for p in backbone.model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", list(PRESET_COUNTS))
+def test_presets_train_the_same_parts_on_every_backbone_with_exact_counts(name: str) -> None:
+    backbone = _full_size(name)
+    counts = []
+    for frozen in ("all", "all_but_last", 0):  # feature_extract, finetune, full
+        FreezeStages(frozen_stages=frozen, stage_names=backbone.stage_names).apply(backbone)
+        counts.append(_trainable(backbone))
+    assert tuple(counts) == PRESET_COUNTS[name]
+    assert counts[0] == sum(p.numel() for p in backbone.head().parameters())
+    ids = [id(p) for stage in (*backbone.stage_names, "head") for p in backbone.stage_parameters(stage)]
+    assert len(ids) == len(set(ids)) == len(list(backbone.model.parameters())), "stages + head partition the model"
+
+
+# -- tiny random-init networks of every family -----------------------------------------------------
+def _tiny(family: str) -> Backbone:
+    torch.manual_seed(0)
+    if family == "resnet":
+        backbone = ResNet(torchvision.models.resnet.ResNet(BasicBlock, [1, 1, 1, 1]), "resnet18")
+    elif family == "convnext":
+        settings = [
+            CNBlockConfig(8, 16, 1),
+            CNBlockConfig(16, 24, 1),
+            CNBlockConfig(24, 32, 1),
+            CNBlockConfig(32, None, 1),
+        ]
+        backbone = ConvNeXt(torchvision.models.convnext.ConvNeXt(settings), "convnext_tiny")
+    elif family == "efficientnet":  # b0's layout at a quarter of its width and depth
+        settings, last_channel = _efficientnet_conf("efficientnet_b0", width_mult=0.25, depth_mult=0.25)
+        backbone = EfficientNet(
+            torchvision.models.EfficientNet(settings, 0.2, last_channel=last_channel), "efficientnet_b0"
+        )
+    elif family == "mobilenet":
+        settings, _ = _mobilenet_v3_conf("mobilenet_v3_large", width_mult=0.25)
+        backbone = MobileNetV3(torchvision.models.MobileNetV3(settings, 64), "mobilenet_v3_large")
+    elif family == "regnet":
+        params = BlockParams.from_init_params(depth=4, w_0=8, w_a=8.0, w_m=2.0, group_width=8, se_ratio=0.25)
+        backbone = RegNet(torchvision.models.RegNet(params), "regnet_y_400mf")
+    elif family == "vit":
+        network = torchvision.models.VisionTransformer(SIZE, 8, num_layers=4, num_heads=2, hidden_dim=16, mlp_dim=32)
+        backbone = VisionTransformer(network, "vit_b_16")
+    elif family == "swin":
+        network = torchvision.models.SwinTransformer([4, 4], 16, [1, 1, 1, 1], [1, 1, 1, 1], [2, 2])
+        backbone = SwinTransformer(network, "swin_t")
+    else:  # timm: a ResNet-style CNN, a ConvNeXt and a ViT from timm's own test models
+        name = family.removeprefix("timm-")
+        extra = {"img_size": SIZE} if "vit" in name else {}
+        backbone = TimmBackbone(timm.create_model(name, pretrained=False, **extra), name)
+    backbone.replace_head(CLASSES)
+    return backbone
+
+
+FAMILIES = ["resnet", "convnext", "efficientnet", "mobilenet", "regnet", "vit", "swin"]
+TIMM = ["timm-test_resnet", "timm-test_convnext", "timm-test_vit"]
+
+
+def _images(count: int = 2) -> torch.Tensor:
+    return torch.randn(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("family", FAMILIES + TIMM)
+def test_cached_features_give_the_live_logits_for_every_split_point(family: str) -> None:
+    backbone = _tiny(family)
+    model = backbone.model.eval()
+    images = _images()
+    with torch.no_grad():
+        live = model(images)
+        splits = [k for k in range(backbone.num_stages + 1) if backbone.supports_forward_from(k)]
+        for k in splits:
+            cached = backbone.forward_from(backbone.frozen_features(images, k), k)
+            torch.testing.assert_close(cached, live, rtol=1e-4, atol=1e-5, msg=f"split after {k} stages")
+    assert splits[-1] == backbone.num_stages
+    if not family.startswith("timm"):
+        assert splits == list(range(backbone.num_stages + 1))
+
+
+@pytest.mark.parametrize("family", FAMILIES + TIMM)
+def test_a_train_step_leaves_frozen_stages_and_their_norm_layers_untouched(family: str) -> None:
+    backbone = _tiny(family)
+    strategy = FreezeStages(frozen_stages="all_but_last", stage_names=backbone.stage_names)
+    strategy.apply(backbone)
+    backbone.model.train()
+    strategy.set_batchnorm_modes(backbone)
+    frozen = backbone.stage_names[:-1]
+    before = [t.clone() for t in backbone.frozen_state(len(frozen))]
+    last = [p.clone() for p in backbone.stage_parameters(backbone.stage_names[-1])]
+    head = [p.clone() for p in backbone.head().parameters()]
+    optimizer = torch.optim.SGD(strategy.param_groups(backbone, lr=0.5), lr=0.5)
+
+    F.cross_entropy(backbone.model(_images()), torch.tensor([0, 2])).backward()
+    optimizer.step()
+
+    after = backbone.frozen_state(len(frozen))
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True)), "a frozen weight or statistic moved"
+    for stage in frozen:
+        norms = backbone.norm_layers(stage)
+        assert all(not p.requires_grad for layer in norms for p in layer.parameters())
+        assert all(not layer.training for layer in norms if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm))
+    now_last = backbone.stage_parameters(backbone.stage_names[-1])
+    assert any(not torch.equal(a, b) for a, b in zip(last, now_last, strict=True)), "the last stage did not train"
+    assert any(not torch.equal(a, b) for a, b in zip(head, backbone.head().parameters(), strict=True))
+
+
+@pytest.mark.parametrize("family", FAMILIES + TIMM)
+def test_gradual_unfreezes_the_backbones_own_stages_from_the_top(family: str) -> None:
+    backbone = _tiny(family)
+    names = backbone.stage_names
+    strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=1, lr_decay=0.5, stage_names=names)
+    strategy.apply(backbone)
+    assert [strategy.trainable_stage_names(epoch) for epoch in range(len(names) + 2)] == [
+        names[max(len(names) - epoch, 0) :] if epoch else () for epoch in range(len(names) + 2)
+    ]
+    groups = strategy.param_groups(backbone, lr=0.1)
+    assert [g["name"] for g in groups] == ["head", *reversed(names)]
+    assert [g["lr"] for g in groups] == pytest.approx([0.1] + [0.0] * len(names))  # all waiting at epoch 0
+    grouped = {id(p) for g in groups for p in g["params"]}
+    assert grouped == {id(p) for p in backbone.model.parameters()}
+
+
+def test_layer_wise_decay_per_block_for_transformers() -> None:
+    backbone = _tiny("vit")  # embed, block0 .. block3
+    strategy = FreezeStages(frozen_stages=0, lr_decay=0.5, lr_decay_unit="block", stage_names=backbone.stage_names)
+    groups = strategy.param_groups(backbone, lr=1.0)
+    assert [g["name"] for g in groups] == ["head", "block3", "block2", "block1", "block0", "embed"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.5**depth for depth in range(6)])
+
+    full = _full_size("vit_b_16")  # blocks in groups of three: block unit = one group per encoder block
+    strategy = FreezeStages(frozen_stages=0, lr_decay=0.9, lr_decay_unit="block", stage_names=full.stage_names)
+    groups = strategy.param_groups(full, lr=1.0)
+    assert [g["name"] for g in groups[:4]] == ["head", "blocks9-11.2", "blocks9-11.1", "blocks9-11.0"]
+    assert len(groups) == 1 + 12 + 1 and groups[-1]["lr"] == pytest.approx(0.9**13)
+    assert sum(p.numel() for g in groups for p in g["params"]) == 85_806_346
+
+
+@pytest.mark.parametrize("family", FAMILIES + TIMM)
+def test_export_matches_pytorch_for_every_family(family: str, tmp_path: Path) -> None:
+    backbone = _tiny(family)
+    module = SimpleNamespace(
+        net=backbone.model,
+        hparams={
+            "model": {"name": backbone.name},
+            "preprocessing": {"image_size": SIZE, "mean": [0.5] * 3, "std": [0.25] * 3},
+        },
+    )
+    formats = ["torchscript"]
+    if family == "vit":  # ONNX once here (test_export.py exports a ResNet): a transformer's ops
+        pytest.importorskip("onnxruntime")
+        formats.append("onnx")
+    for format_ in formats:
+        parity = export_checked(module, format_, tmp_path / f"model.{format_}", batch_size=2, tolerance=1e-3)
+        assert parity["max_abs_logit_diff"] <= 1e-3
+
+
+# -- timm specifics ---------------------------------------------------------------------------------
+def test_timm_stages_come_from_its_group_matcher_and_the_head_from_reset_classifier() -> None:
+    backbone = _tiny("timm-test_resnet")
+    assert backbone.stage_names == ("stem", "layer1", "layer2", "layer3", "layer4")
+    assert backbone.head() is backbone.model.fc and backbone.head().out_features == CLASSES
+    assert _tiny("timm-test_convnext").stage_names == ("stem", "stages.0", "stages.1", "stages.2", "stages.3")
+    vit = _tiny("timm-test_vit")
+    assert vit.stage_names[0] == "stem" and vit.stage_names[1:] == tuple(f"blocks.{i}" for i in range(6))
+
+
+def _fake_hub_cache(root: Path, repo_id: str, state: dict) -> None:
+    folder = root / f"models--{repo_id.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    (folder / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(
+        {k: v.contiguous() for k, v in state.items()}, str(folder / "snapshots" / ("0" * 40) / "model.safetensors")
+    )
+
+
+def test_timm_pretrained_loads_from_the_local_hugging_face_cache(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match=r"not in the local Hugging Face cache.*\.safetensors.*model\.weights=null"):
+        TimmBackbone.ensure_weights("test_resnet", "pretrained")
+    reference = timm.create_model("test_resnet", pretrained=False).state_dict()
+    _fake_hub_cache(tmp_path, "timm/test_resnet.r160_in1k", reference)
+    TimmBackbone.ensure_weights("test_resnet", "pretrained")
+    backbone = TimmBackbone.build("test_resnet", CLASSES, "pretrained")
+    assert backbone.weights_lineage["source"] == "timm"
+    assert torch.equal(backbone.model.layer2[0].conv1.weight, reference["layer2.0.conv1.weight"])
+    assert backbone.head().out_features == CLASSES
+
+
+def test_a_local_safetensors_state_dict_works_for_a_non_resnet_backbone(tmp_path: Path) -> None:
+    reference = timm.create_model("test_convnext", pretrained=False).state_dict()
+    path = tmp_path / "convnext.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.items()}, str(path))
+    backbone = TimmBackbone.build("test_convnext", CLASSES, str(path))
+    assert backbone.weights_lineage["source"] == "file" and backbone.weights_lineage["path"] == str(path)
+    assert torch.equal(backbone.model.stages[1].blocks[0].conv_dw.weight, reference["stages.1.blocks.0.conv_dw.weight"])
+
+
+# -- preprocessing defaults and validation ----------------------------------------------------------
+def test_preprocessing_defaults_follow_the_weights() -> None:
+    assert EfficientNet.default_preprocessing("efficientnet_b0", "DEFAULT") == Preprocessing(
+        224, 256, "bicubic", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    )
+    assert VisionTransformer.default_preprocessing("vit_b_16", "IMAGENET1K_SWAG_E2E_V1").image_size == 384
+    timm_vit = TimmBackbone.default_preprocessing("test_vit", "pretrained")
+    assert timm_vit == Preprocessing(160, 168, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # crop_pct 0.95
+    chosen = resolve_preprocessing({"image_size": 64, "mean": None}, timm_vit)
+    assert chosen.image_size == 64 and chosen.mean == (0.5, 0.5, 0.5)
+
+
+def test_frozen_stages_range_is_the_chosen_backbones_stage_count() -> None:
+    cfg = compose_config(["model=efficientnet_b0", "strategy.frozen_stages=8"])
+    validate_config(cfg)  # efficientnet_b0 has 8 stages
+    cfg = compose_config(["model=efficientnet_b0", "strategy.frozen_stages=9"])
+    with pytest.raises(
+        UserError, match=r"frozen_stages=9 is not allowed: out of range for efficientnet_b0's 8 stages.*0\.\.8"
+    ):
+        validate_config(cfg)
+    with pytest.raises(UserError, match=r"model.name='convnext_tiny' is not a resnet model"):
+        validate_config(compose_config(["model=resnet18", "model.name=convnext_tiny"]))
+    with pytest.raises(UserError, match="is not a timm model"):
+        validate_config(compose_config(["model=timm", "model.name=no_such_net"]))
+
+
+# -- the whole module: train on cached features, checkpoint, reload, predict, export ---------------
+def test_a_timm_backbone_trains_on_cached_features_and_its_checkpoint_reloads_and_exports(tmp_path: Path) -> None:
+    import lightning as L
+
+    from transfer_lightning.cache import use_feature_cache
+    from transfer_lightning.checkpoint import load_classifier
+    from transfer_lightning.classifier import TransferClassifier
+    from transfer_lightning.data import SyntheticDataModule
+
+    datamodule = SyntheticDataModule(
+        train_size=16, val_size=8, test_size=8, image_size=SIZE, batch_size=8, num_workers=0,
+        feature_cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = TransferClassifier(
+        model={"backbone": "transfer_lightning.models.timm_backbone.TimmBackbone", "name": "test_convnext",
+               "weights": None},
+        strategy={"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": "all"},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+        scheduler=None,
+        class_names=datamodule.class_names,
+        preprocessing=datamodule.preprocessing,
+    )  # fmt: skip
+    assert module.strategy.num_stages == 5 and module.parameter_counts()["trainable"] == 64 * 4 + 4
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)  # fmt: skip
+    report = use_feature_cache(datamodule, module, trainer)
+    assert report.enabled and report.stage == 5 and module.input_stage == 5
+    trainer.fit(module, datamodule=report.datamodule)
+    checkpoint = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    reloaded = load_classifier(checkpoint)
+    images = datamodule.preprocessor(datamodule.splits.test.images[:4])
+    module.input_stage = 0
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images), module.eval()(images))
+    parity = export_checked(reloaded, "torchscript", tmp_path / "model.pt", batch_size=2, tolerance=1e-4)
+    assert parity["max_abs_logit_diff"] <= 1e-4

@@ -1,0 +1,199 @@
+"""Any timm model: stages from its own ``group_matcher``, head swapped by ``reset_classifier``.
+
+``model=timm model.name=<timm name>``; ``model.weights=pretrained`` loads timm's weights from
+the local Hugging Face cache (nothing is downloaded during a run).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import group_parameters
+from torch import nn
+
+from transfer_lightning.data.contract import Preprocessing
+from transfer_lightning.errors import UserError
+from transfer_lightning.models.backbone import Backbone
+from transfer_lightning.models.lineage import RANDOM_INIT, is_run_weights
+from transfer_lightning.models.weights import (
+    ensure_weights_available,
+    is_weights_file,
+    load_backbone_state,
+    load_weights,
+    read_state_dict_file,
+)
+
+PRETRAINED = "pretrained"
+
+
+class TimmBackbone(Backbone):
+    """A timm model cut where timm's ``group_matcher(coarse=True)`` cuts it (stem, stages or blocks).
+
+    Parameters timm groups with nothing (a pre-logits norm) join the last stage; the classifier
+    (``get_classifier()``) is the head. Blocks for ``strategy.lr_decay_unit=block`` are the fine
+    groups (``coarse=False``). The feature cache splits a timm model only after every stage
+    (``forward_features`` + pooling), the forward of a timm model being its own code.
+    """
+
+    family = "timm"
+
+    @classmethod
+    def check_name(cls, name: str) -> None:
+        if not isinstance(name, str) or not timm.is_model(name):
+            raise UserError(
+                f'model.name={name!r} is not a timm model; list them with python -c "import timm; '
+                "print(timm.list_models('convnext*'))\" (e.g. model.name=convnext_tiny)"
+            )
+
+    @classmethod
+    def create(cls, name: str) -> nn.Module:
+        return timm.create_model(name, pretrained=False)
+
+    def stage_layout(self) -> dict[str, list[nn.Module]]:
+        parameters = dict(self.model.named_parameters())
+        head = {id(p) for p in self.model.get_classifier().parameters()}
+        groups = list(group_parameters(self.model, self.model.group_matcher(coarse=True)).values())
+        stages: list[list[str]] = []
+        for index, names in enumerate(groups):
+            kept = [n for n in names if id(parameters[n]) not in head]
+            # the unmatched group (timm's last) holds the classifier and what runs just before it
+            if index == len(groups) - 1 and len(kept) < len(names) and stages:
+                stages[-1].extend(kept)
+            elif kept:
+                stages.append(kept)
+        self._stage_parameter_names: dict[str, list[str]] = {}
+        for index, names in enumerate(stages):
+            stage = _stage_name(index, names)
+            self._stage_parameter_names[stage if stage not in self._stage_parameter_names else f"stage{index}"] = names
+        return {
+            stage: _covering_modules(self.model, set(names)) for stage, names in self._stage_parameter_names.items()
+        }
+
+    def extra_parameters(self, stage: str) -> list[nn.Parameter]:
+        covered = {id(p) for module in self._layout[stage] for p in module.parameters()}
+        parameters = dict(self.model.named_parameters())
+        return [parameters[n] for n in self._stage_parameter_names[stage] if id(parameters[n]) not in covered]
+
+    def block_parameters(self, stage: str) -> list[list[nn.Parameter]]:
+        parameters = dict(self.model.named_parameters())
+        own = set(self._stage_parameter_names[stage])
+        fine = group_parameters(self.model, self.model.group_matcher(coarse=False)).values()
+        blocks = [[parameters[n] for n in names if n in own] for names in fine]
+        return [block for block in blocks if block]
+
+    def head(self) -> nn.Module:
+        return self.model.get_classifier()
+
+    def replace_head(self, num_classes: int) -> None:
+        self.model.reset_classifier(num_classes)
+
+    def supports_forward_from(self, num_stages: int) -> bool:
+        return num_stages in (0, self.num_stages)
+
+    def run_stage(self, stage: str, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("a timm model runs whole (forward_features), not stage by stage")
+
+    def frozen_features(self, images: torch.Tensor, num_stages: int) -> torch.Tensor:
+        self._check_split(num_stages)
+        if num_stages == 0:
+            return images
+        return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+
+    def forward_from(self, features: torch.Tensor, first_stage: int) -> torch.Tensor:
+        self._check_split(first_stage)
+        return self.model(features) if first_stage == 0 else self.model.get_classifier()(features)
+
+    def _check_split(self, num_stages: int) -> None:
+        if not self.supports_forward_from(num_stages):
+            raise ValueError(f"a timm backbone splits after 0 or all {self.num_stages} stages, not {num_stages}")
+
+    # -- weights and preprocessing ----------------------------------------------------------
+    @classmethod
+    def default_preprocessing(cls, name: str, weights: str | None) -> Preprocessing:
+        """From the model's ``pretrained_cfg``: input size, crop ratio, interpolation, mean, std."""
+        values = pretrained_config(name)
+        image_size = int(values["input_size"][-1])
+        return Preprocessing(
+            image_size=image_size,
+            resize_size=math.floor(image_size / float(values.get("crop_pct") or 1.0)),
+            interpolation=str(values.get("interpolation") or "bilinear"),
+            mean=tuple(values["mean"]),
+            std=tuple(values["std"]),
+        )
+
+    def load_weights(self, weights: str | None) -> dict:
+        if weights is None or str(weights).lower() in {"none", "null"}:
+            return dict(RANDOM_INIT)
+        weights = str(weights)
+        head_prefix = self.model.pretrained_cfg["classifier"] + "."
+        if weights != PRETRAINED:  # a state-dict file or a run of this framework
+            return load_weights(self.model, self.name, weights, head_prefix, self.replace_head)
+        path = cached_pretrained_file(self.name, weights)
+        load_backbone_state(self.model, read_state_dict_file(path), f"timm {self.name} pretrained", head_prefix)
+        return {"source": "timm", "name": self.name, "path": str(path)}
+
+    @classmethod
+    def ensure_weights(cls, name: str, weights: str | None):
+        cls.check_name(name)
+        if weights is None or str(weights).lower() in {"none", "null"}:
+            return None
+        if not (is_weights_file(str(weights)) or is_run_weights(str(weights))):
+            cached_pretrained_file(name, str(weights))  # pretrained, or a value it names as not allowed
+            return None
+        return ensure_weights_available(name, str(weights))
+
+
+def cached_pretrained_file(name: str, weights: str) -> Path:
+    """The file of ``name``'s pretrained weights in the local Hugging Face cache, or a ``UserError``."""
+    if weights != PRETRAINED:
+        raise UserError(
+            f"model.weights={weights!r} is not allowed for a timm model; use pretrained, a path to a .pth or "
+            ".safetensors state dict, or null for random init"
+        )
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    repo_id = pretrained_config(name).get("hf_hub_id")
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo_id, filename) if repo_id else None
+        if isinstance(found, str):
+            return Path(found)
+    raise UserError(
+        f"timm's pretrained weights for {name} ({repo_id or 'no Hugging Face id'}) are not in the local Hugging "
+        f"Face cache {HF_HUB_CACHE}; fetch them once where there is network (huggingface-cli download {repo_id}), "
+        "or use model.weights=/path/file.pth or .safetensors for a local state dict, or model.weights=null"
+    )
+
+
+def pretrained_config(name: str) -> dict:
+    """timm's ``pretrained_cfg`` of ``name`` (its default tag unless the name carries one)."""
+    with torch.device("meta"):
+        return dict(timm.create_model(name, pretrained=False).pretrained_cfg)
+
+
+def _stage_name(index: int, names: list[str]) -> str:
+    """``stem`` first, then the first parameter's path up to its stage number (``layer1``, ``stages.2``)."""
+    if index == 0:
+        return "stem"
+    parts = names[0].split(".")
+    for position, part in enumerate(parts[:-1]):
+        if part[-1:].isdigit():
+            return ".".join(parts[: position + 1])
+    return parts[0] if len(parts) > 1 else f"stage{index}"
+
+
+def _covering_modules(model: nn.Module, names: set[str]) -> list[nn.Module]:
+    """The largest submodules whose parameters all belong to ``names`` (in definition order)."""
+    chosen: list[str] = []
+    modules: list[nn.Module] = []
+    for path, module in model.named_modules():
+        if not path or any(path.startswith(parent + ".") for parent in chosen):
+            continue
+        own = [f"{path}.{n}" for n, _ in module.named_parameters()]
+        if own and all(n in names for n in own):
+            chosen.append(path)
+            modules.append(module)
+    return modules
