@@ -49,6 +49,16 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | b
         ) from error
 
 
+def build_datamodule(data_cfg: DictConfig | dict[str, Any], **arguments: Any) -> Any:
+    """Instantiate a data config; a ``UserError`` its class raises stays one sentence (no Hydra wrapper)."""
+    try:
+        return instantiate(data_cfg, **arguments)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+
+
 def find_callback(callbacks: list[Callback], kind: type) -> Any:
     return next((callback for callback in callbacks if isinstance(callback, kind)), None)
 
@@ -56,6 +66,7 @@ def find_callback(callbacks: list[Callback], kind: type) -> Any:
 def build_classifier(cfg: DictConfig, datamodule: Any) -> Any:
     """The ``TransferClassifier`` of ``cfg`` sized to ``datamodule``'s classes (plain-container hparams)."""
     from transfer_lightning.classifier import TransferClassifier
+    from transfer_lightning.data.record import recorded_data_config
 
     return TransferClassifier(
         model=_plain(cfg.model),
@@ -64,6 +75,7 @@ def build_classifier(cfg: DictConfig, datamodule: Any) -> Any:
         scheduler=_plain(cfg.scheduler) or None,
         class_names=datamodule.class_names,
         preprocessing=datamodule.preprocessing,
+        data=recorded_data_config(cfg.data),
     )
 
 

@@ -14,15 +14,22 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from transfer_lightning.builders import build_callbacks, build_classifier, build_logger, build_trainer, find_callback
+from transfer_lightning.builders import (
+    build_callbacks,
+    build_classifier,
+    build_datamodule,
+    build_logger,
+    build_trainer,
+    find_callback,
+)
 from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
+from transfer_lightning.data.contract import default_preprocessing, resolve_preprocessing
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.models.weights import ensure_weights_available
@@ -56,7 +63,9 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ensure_weights_available(cfg.model.name, cfg.model.weights)
 
-    datamodule = instantiate(cfg.data)
+    # the model's input defaults, then the data.* keys the user set (mean, std, sizes, interpolation)
+    preprocessing = resolve_preprocessing(cfg.data, default_preprocessing(cfg.data.image_size))
+    datamodule = build_datamodule(cfg.data, preprocessing=preprocessing)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule)
@@ -79,6 +88,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
     feature_cache = use_feature_cache(datamodule, module, trainer)
+    split_fingerprints = feature_cache.fingerprints or datamodule.split_fingerprints()
     lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
     if logger:
         logger.log_hyperparams(_hparams_for_logging(cfg, params), {"val/acc_best": 0.0, "test/acc": 0.0})
@@ -110,7 +120,12 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "test_per_class_acc": per_class,
         "test_split": datamodule.splits.notes.get("test_split", "test"),  # "val" when there is no test split
         "class_names": datamodule.class_names,
-        "data": {"module": type(datamodule).__name__, **datamodule.splits.notes},
+        "data": {
+            "module": type(datamodule).__name__,
+            **datamodule.splits.notes,
+            "preprocessing": datamodule.preprocessing,
+            "split_fingerprints": split_fingerprints,
+        },
         "feature_cache": feature_cache.summary(),
         "device": device.device if device else str(trainer.strategy.root_device),
         "precision": str(trainer.precision),

@@ -6,12 +6,15 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-from PIL import Image
 
+from transfer_lightning.data.decode import decode_for
 from transfer_lightning.errors import UserError
+
+if TYPE_CHECKING:
+    from transfer_lightning.data.contract import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +31,12 @@ def list_class_folders(split_dir: Path) -> list[str]:
     return sorted(child.name for child in split_dir.iterdir() if child.is_dir())
 
 
-def decode_folder_split(split_dir: Path, class_names: list[str] | None = None):
+def decode_folder_split(split_dir: Path, contract: Preprocessing, class_names: list[str] | None = None):
     """All images of ``split_dir`` as a ``TensorImageDataset`` plus the sorted class names.
 
-    Every image is converted to RGB and, if its size differs from the first image's, resized to
-    it. With ``class_names`` given, the folders must be exactly those classes.
+    Every image goes through the contract's decode step (``data/decode.py``: upright RGB, shorter
+    side to ``resize_size``, centre crop). With ``class_names`` given, the folders must be exactly
+    those classes.
     """
     from transfer_lightning.data.base import TensorImageDataset
 
@@ -55,25 +59,15 @@ def decode_folder_split(split_dir: Path, class_names: list[str] | None = None):
     if not files:
         raise UserError(f"no images found under {split_dir}/<class>/")
     start = time.perf_counter()
-    size = _open_rgb(files[0]).size
     with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(pool.map(lambda p: _decode(p, size), files, chunksize=256))
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        images = torch.stack(list(pool.map(lambda p: _decode(p, contract), files, chunksize=256)))
     elapsed = time.perf_counter() - start
     log.info("Decoded %d images from %s in %.1fs (%.0f images/s)", len(files), split_dir, elapsed, len(files) / elapsed)
     return TensorImageDataset(images, torch.tensor(labels, dtype=torch.long)), found
 
 
-def _open_rgb(path: Path) -> Image.Image:
+def _decode(path: Path, contract: Preprocessing) -> torch.Tensor:
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return decode_for(path, contract)
     except Exception as error:  # noqa: BLE001 - any unreadable image gets the same report
         raise UserError(f"cannot read image {path} ({error}); remove or replace the file") from error
-
-
-def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
-    image = _open_rgb(path)
-    if image.size != size:
-        image = image.resize(size, Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
