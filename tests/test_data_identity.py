@@ -8,11 +8,15 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import TINY, run_cli
 from tests.contract_images import write_colour_folder, write_contract_images
 from transfer_lightning.data import ImageFolderDataModule
+from transfer_lightning.data.record import data_config_from_checkpoint, recorded_data_config
+from transfer_lightning.errors import UserError
+from transfer_lightning.evaluate import class_list_difference
 
 IMAGE_FOLDER_TINY = [arg for arg in TINY if arg != "data=synthetic"] + [
     "data=image_folder",
@@ -102,3 +106,28 @@ def test_checkpoint_carries_its_data_for_evaluate_and_predict_and_reruns(tmp_pat
     assert len(rows) == len(val_files) and not any(row["error"] for row in rows)
     correct = sum(row["top1"] == Path(row["path"]).parent.name for row in rows)
     assert correct == round(report["accuracy"] * len(val_files))
+
+
+def test_evaluate_refuses_another_class_list_in_one_sentence_naming_the_difference(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", "data.num_classes=3", "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path}", module="transfer_lightning.evaluate",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "missing: ['class_3']" in result.stderr and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "not in the checkpoint: none" in errors[0]
+
+
+def test_typed_data_keys_replace_parts_of_the_recorded_config_and_typos_are_refused(tmp_path: Path) -> None:
+    recorded = recorded_data_config({"_target_": "x.ImageFolderDataModule", "root": "photos", "split_seed": 7})
+    assert recorded["root"] == str(Path.cwd() / "photos")  # absolute at training time
+    moved = data_config_from_checkpoint(recorded, {"root": str(tmp_path / "moved")}, tmp_path / "best.ckpt")
+    assert moved == {**recorded, "root": str(tmp_path / "moved")}
+    with pytest.raises(UserError, match="data.rooot is not a setting of this checkpoint's data"):
+        data_config_from_checkpoint(recorded, {"rooot": "x"}, tmp_path / "best.ckpt")
+    with pytest.raises(UserError, match="records no data config"):
+        data_config_from_checkpoint(None, {}, tmp_path / "best.ckpt")
+    assert "another order" in class_list_difference(["b", "a"], ["a", "b"])
