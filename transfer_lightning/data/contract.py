@@ -81,17 +81,17 @@ class Preprocessing:
     def describe(self) -> str:
         """The two steps in words, exact enough to reimplement (the exported JSON carries it)."""
         resize = (
-            f"; then resized to {self.image_size}x{self.image_size} as float "
-            f"(torch.nn.functional.interpolate mode={self.interpolation}, align_corners=False, "
-            f"antialias={self.decoded_size > self.image_size})"
+            f"resize to {self.image_size}x{self.image_size} (torch.nn.functional.interpolate "
+            f"mode={self.interpolation}, align_corners=False, antialias={self.decoded_size > self.image_size}); "
             if self.decoded_size != self.image_size
             else ""
         )
         return (
-            "decode upright RGB (EXIF orientation applied, transparency over white, 16-bit scaled to 8-bit), "
-            f"resize the shorter side to {self.resize_size} px (PIL {self.interpolation}, uint8), take the centre "
-            f"{self.decoded_size}x{self.decoded_size} crop{resize}; scale to [0, 1] (x / 255), "
-            "then (x - mean) / std per channel"
+            "decode upright RGB (EXIF orientation applied, transparency over white, 16-bit scaled to 8-bit; "
+            f"JPEGs with PIL Image.draft(None, ({self.resize_size}, {self.resize_size}))), resize the shorter "
+            f"side to {self.resize_size} px (torchvision Resize, PIL {self.interpolation}, uint8), take the centre "
+            f"{self.decoded_size}x{self.decoded_size} crop (torchvision CenterCrop); scale to [0, 1] (x / 255) "
+            f"as float32; {resize}then (x - mean) / std per channel"
         )
 
 
