@@ -11,7 +11,7 @@ ARGS ?=
 CIFAR_LOCAL ?= ../shared/data/cifar10-jpeg
 DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LOCAL)),)
 
-.PHONY: install train test test-all lint format bench tensorboard clean
+.PHONY: install train test test-all lint format bench gpu-check gpu-check-prepare tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ format: install
 
 bench: install
 	$(PY) benchmarks/bench.py
+
+# On the lent GPU machine (device tool), carrying .whl and .gpudata: tests marked gpu + the speed table (README "GPU check")
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+# Here, before a GPU session: the wheels the GPU machine lacks (.whl/) and a CIFAR-10 subset as one array (.gpudata/)
+gpu-check-prepare: install
+	$(PY) benchmarks/gpu_check.py --prepare --source $(CIFAR_LOCAL)
 
 tensorboard: install
 	$(PY) -m tensorboard.main --logdir outputs --bind_all

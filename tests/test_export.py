@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from omegaconf import OmegaConf
 
 from tests.conftest import run_cli
@@ -61,11 +62,26 @@ def test_torchscript_export_matches_pytorch(trained_run: Path, tmp_path: Path) -
         assert (scripted(images) - module(images)).abs().max() < 1e-3
 
 
+def test_state_dict_export_loads_into_plain_torchvision_with_the_same_logits(trained_run: Path, tmp_path: Path) -> None:
+    result = _export(trained_run, tmp_path, "state_dict")
+    assert result.returncode == 0, result.stderr[-3000:]
+    contract = _check_contract(tmp_path / "export" / "best.pth.json", "state_dict")
+    assert contract["model"] == "resnet18" and contract["weights"] == {"source": "random init"}
+    assert "num_classes=4" in contract["load"] and "strict=True" in contract["load"]
+    # what a user outside the framework does: torchvision's own resnet18, nothing of transfer_lightning
+    plain = torchvision.models.resnet18(num_classes=len(contract["class_names"]))
+    plain.load_state_dict(torch.load(tmp_path / "export" / "best.pth", weights_only=True), strict=True)
+    module = load_classifier(trained_run / "checkpoints" / "best.ckpt")
+    images = sample_batch(module.hparams["preprocessing"], size=3, seed=5)
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(images), module(images), atol=1e-6)
+
+
 def test_export_that_drifts_from_pytorch_fails_and_writes_nothing(
     trained_run: Path, tmp_path: Path, monkeypatch
 ) -> None:
     save, load, suffix = export_module.EXPORTERS["torchscript"]
-    drifting = (save, lambda path: lambda images: load(path)(images) + 0.01, suffix)
+    drifting = (save, lambda path, arch: lambda images: load(path, arch)(images) + 0.01, suffix)
     monkeypatch.setitem(export_module.EXPORTERS, "torchscript", drifting)
     cfg = OmegaConf.create(
         {"ckpt_path": str(trained_run / "checkpoints" / "best.ckpt"), "format": "torchscript",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_local_state_dict_loads_and_a_head_of_another_size_is_dropped(tmp_path: 
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
     model, source = build_resnet("resnet18", 7, str(path))
-    assert source == f"file {path}"
+    assert source == {"source": "file", "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     assert torch.equal(model.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
     assert model.fc.out_features == 7
 
@@ -59,7 +60,7 @@ def test_torchvision_weights_name_loads_from_the_torch_hub_cache_offline(tmp_pat
     state = _reference_state()
     torch.save(state, target)
     model, source = build_resnet("resnet18", 10, "DEFAULT")
-    assert source == "torchvision resnet18 DEFAULT"
+    assert source == {"source": "torchvision", "name": "IMAGENET1K_V1"}  # DEFAULT resolved to what it is
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
 
 

@@ -28,7 +28,7 @@ class TransferClassifier(L.LightningModule):
     that the checkpoint's state dict replaces anyway).
 
     Args:
-        model: ``{"name": "resnet18", "weights": "DEFAULT" | None | "/path/file.pth"}``.
+        model: ``{"name": "resnet18", "weights": "DEFAULT" | None | "/path/file.pth" | "<run>/checkpoints/best.ckpt"}``.
         strategy: a ``FreezingStrategy`` config (``_target_`` + arguments).
         optimizer: a partial optimizer config (``_target_``, ``_partial_: true``, ``lr`` ...).
         scheduler: a partial LR-scheduler config, or ``None``.
@@ -52,7 +52,8 @@ class TransferClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         weights = model.get("weights") if load_pretrained else None
-        self.net, self.weights_source = build_resnet(model["name"], len(class_names), weights)
+        # where the weights came from, as a chain (models/lineage.py); a checkpoint restores its own
+        self.net, self.weights_lineage = build_resnet(model["name"], len(class_names), weights, list(class_names))
         self.strategy: FreezingStrategy = _instantiate_strategy(strategy)
         self.strategy.apply(self.net)
         self.class_names = list(class_names)
@@ -163,10 +164,13 @@ class TransferClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["freezing_strategy"] = self.strategy.state_dict()
         checkpoint["class_names"] = list(self.class_names)
+        checkpoint["weights_lineage"] = self.weights_lineage
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.strategy.load_state_dict(checkpoint.get("freezing_strategy", {}))
         self.strategy.apply(self.net, checkpoint.get("epoch", 0))
+        if "weights_lineage" in checkpoint:
+            self.weights_lineage = checkpoint["weights_lineage"]
 
 
 def _instantiate_strategy(config: dict[str, Any]) -> FreezingStrategy:

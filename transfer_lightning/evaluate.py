@@ -36,6 +36,7 @@ from transfer_lightning.evaluation import (
     report_markdown,
     save_figure,
 )
+from transfer_lightning.models.lineage import describe_lineage
 from transfer_lightning.train import CONFIG_DIR
 from transfer_lightning.validation import RULES, validate_config
 
@@ -78,7 +79,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "image_size": module.hparams["preprocessing"]["image_size"],
         "device": device.device,
         "precision": device.precision,
+        "weights": describe_lineage(module.weights_lineage),  # the chain, newest link first
     }
+    report["weights_lineage"] = module.weights_lineage
     output_dir = (
         Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent / f"{checkpoint.stem}_eval_{cfg.split}"
     )
@@ -141,6 +144,7 @@ def write_evaluation(
     (output_dir / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
     (output_dir / "eval_report.md").write_text(report_markdown(report, f"Evaluation on the {split} split", images))
     print_report_table(report, f"Evaluation ({split})")
+    log.info("Weights: %s", report["context"]["weights"])
     log.info("Report: %s (eval_report.json, eval_report.md, confusion_matrix.png, predictions.png)", output_dir)
 
 

@@ -1,10 +1,11 @@
-"""``python -m transfer_lightning.export ckpt_path=... format=onnx|torchscript``: a deployable model.
+"""``python -m transfer_lightning.export ckpt_path=... format=onnx|torchscript|state_dict``.
 
-Writes ``<checkpoint name>.onnx`` (or ``.torchscript.pt``) and ``<that file>.json``, the
-preprocessing contract (``data/contract.py``: sizes, crop, interpolation, mean, std, the steps in
-words) and the class names, beside the checkpoint (or into
-``output_dir``), after checking the export against PyTorch on a batch: the largest absolute
-logit difference is printed and must stay within ``parity_tolerance``.
+Writes ``<checkpoint name>.onnx`` (or ``.torchscript.pt``, or ``.pth``: the network's plain state
+dict, which torchvision's own model of the same architecture loads with ``strict=True``) and
+``<that file>.json``, the preprocessing contract (``data/contract.py``: sizes, crop,
+interpolation, mean, std, the steps in words) and the class names, beside the checkpoint (or into
+``output_dir``), after checking the export against PyTorch on a batch: the largest absolute logit
+difference is printed and must stay within ``parity_tolerance``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import hydra
 import torch
+import torchvision
 from omegaconf import DictConfig
 from torch import nn
 
@@ -56,8 +58,11 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "model": module.hparams["model"]["name"],
         **preprocessing_contract(module.hparams["preprocessing"], module.class_names),
         "checkpoint": str(checkpoint.resolve()),
+        "weights": module.weights_lineage,
         "parity": parity,
     }
+    if cfg.format == "state_dict":
+        contract["load"] = state_dict_loading_hint(contract["model"], len(module.class_names), target.name)
     contract_file = target.with_name(target.name + ".json")
     contract_file.write_text(json.dumps(contract, indent=2) + "\n")
     print(f"Exported {target} with its preprocessing contract {contract_file}")
@@ -70,12 +75,13 @@ def export_checked(module: nn.Module, format_: str, target: Path, batch_size: in
     contract = module.hparams["preprocessing"]
     example, batch = sample_batch(contract, 2, seed=0), sample_batch(contract, batch_size, seed=1)
     save, load, _ = EXPORTERS[format_]
+    architecture = module.hparams["model"]["name"]
     partial = target.with_name(target.name + ".partial")  # never a half-checked file under the real name
     try:
         save(network, example, partial)
         with torch.no_grad():
             expected = network(batch)
-        difference = (load(partial)(batch) - expected).abs().max().item()
+        difference = (load(partial, architecture)(batch) - expected).abs().max().item()
         print(
             f"Parity with PyTorch on {len(batch)} images: max |logit difference| = {difference:.3e} (bound {tolerance:g})"
         )
@@ -123,7 +129,15 @@ def _require_onnx() -> None:
         raise UserError(f"format=onnx needs {', '.join(missing)}, not installed; {INSTALL_HINT}")
 
 
-# -- formats: save(network, example, path) and load(path) -> callable on a float batch ------------
+def state_dict_loading_hint(architecture: str, num_classes: int, file_name: str) -> str:
+    """The two lines of plain torchvision that load an exported state dict."""
+    return (
+        f"model = torchvision.models.get_model({architecture!r}, num_classes={num_classes}); "
+        f"model.load_state_dict(torch.load({file_name!r}, weights_only=True), strict=True)"
+    )
+
+
+# -- formats: save(network, example, path) and load(path, architecture) -> callable on a float batch
 def _save_torchscript(network: nn.Module, example: torch.Tensor, path: Path) -> None:
     # torch.jit is deprecated upstream in favour of torch.export but still works; say so once (README)
     with torch.no_grad(), warnings.catch_warnings():
@@ -131,7 +145,7 @@ def _save_torchscript(network: nn.Module, example: torch.Tensor, path: Path) -> 
         torch.jit.trace(network, example).save(str(path))
 
 
-def _load_torchscript(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+def _load_torchscript(path: Path, architecture: str) -> Callable[[torch.Tensor], torch.Tensor]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
         scripted = torch.jit.load(str(path), map_location="cpu").eval()
@@ -160,7 +174,7 @@ def _save_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> None:
     )
 
 
-def _load_onnx(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+def _load_onnx(path: Path, architecture: str) -> Callable[[torch.Tensor], torch.Tensor]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -172,9 +186,29 @@ def _load_onnx(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
+def _save_state_dict(network: nn.Module, example: torch.Tensor, path: Path) -> None:
+    # the inner torchvision network's own keys and plain contiguous tensors: nothing of this framework
+    torch.save({key: value.detach().contiguous() for key, value in network.state_dict().items()}, path)
+
+
+def _load_state_dict(path: Path, architecture: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What a user of the file does: plain torchvision, ``num_classes`` from the head, ``strict=True``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = torchvision.models.get_model(architecture, num_classes=state["fc.weight"].shape[0])
+    model.load_state_dict(state, strict=True)
+    model.eval()
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(images)
+
+    return run
+
+
 EXPORTERS = {
     "onnx": (_save_onnx, _load_onnx, ".onnx"),
     "torchscript": (_save_torchscript, _load_torchscript, ".torchscript.pt"),
+    "state_dict": (_save_state_dict, _load_state_dict, ".pth"),
 }
 
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
+SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 # Settings a resumed run may change; listed in the README ("When things go wrong").
 ALLOWED_ON_RESUME: tuple[str, ...] = (
@@ -60,6 +61,13 @@ def run_folder_of(resume: Any, ckpt_path: Any) -> str | None:
         if checkpoint.parent.name == "checkpoints" and (run / SAVED_CONFIG).is_file():
             return str(run)
     return None
+
+
+def original_overrides(ckpt_path: Any) -> list[str]:
+    """The command-line overrides of the run that ``ckpt_path`` continues (none for a fresh run)."""
+    run = run_folder_of(None, ckpt_path)
+    saved = Path(run) / SAVED_OVERRIDES if run else None
+    return [str(item) for item in OmegaConf.load(saved)] if saved and saved.is_file() else []
 
 
 def _run_dir_resolver(resume: Any, ckpt_path: Any, default: str) -> str:

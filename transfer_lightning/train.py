@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.data.contract import default_preprocessing, resolve_preprocessing
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
+from transfer_lightning.models.lineage import RunWeights, describe_lineage, preprocessing_from_run
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
-from transfer_lightning.resume import check_checkpoint_fits, prepare_resume
+from transfer_lightning.resume import check_checkpoint_fits, original_overrides, prepare_resume
 from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
@@ -46,6 +48,7 @@ log = logging.getLogger("transfer_lightning")
 # (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 still supports it.
 warnings.filterwarnings("ignore", message=r"[\s\S]*validated against ConfigStore schema with the same name")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+_PREPROCESSING_KEYS = ("image_size", "resize_size", "interpolation", "mean", "std")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -61,16 +64,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: float) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ensure_weights_available(cfg.model.name, cfg.model.weights)
+    starting_run = ensure_weights_available(cfg.model.name, cfg.model.weights)  # before any data is read
 
-    # the model's input defaults, then the data.* keys the user set (mean, std, sizes, interpolation)
-    preprocessing = resolve_preprocessing(cfg.data, default_preprocessing(cfg.data.image_size))
-    datamodule = build_datamodule(cfg.data, preprocessing=preprocessing)
+    datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule)
     params = module.parameter_counts()
-    log.info("Weights: %s (model.weights)", module.weights_source)
+    log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
     log.info("Strategy %s", module.strategy.describe())
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
 
@@ -109,7 +110,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     summary = {
         "status": "completed",
         "model": cfg.model.name,
-        "weights": module.weights_source,
+        "weights": module.weights_lineage,
         "strategy": _choice("strategy"),
         "frozen_stages": cfg.strategy.get("frozen_stages"),
         "params": params,
@@ -172,6 +173,25 @@ def main(cfg: DictConfig) -> float | None:
         write_failed_summary(cfg.paths.output_dir, error, _overrides())
         return None
     return summary.get("best_val_acc")
+
+
+def _instantiate_data(data_cfg: DictConfig, starting_run: RunWeights | None, resumed_from: str | None) -> Any:
+    """The configured data module and its preprocessing contract (``data/contract.py``): the model's
+    defaults, or a transfer chain's starting run's, with the ``data.*`` keys the user set."""
+    if starting_run is None:
+        # the model's input defaults, then the data.* keys that are not null (sizes, interpolation, mean, std)
+        preprocessing = resolve_preprocessing(data_cfg, default_preprocessing(data_cfg.image_size))
+        return build_datamodule(data_cfg, preprocessing=preprocessing)
+    typed = _overrides() + original_overrides(resumed_from)  # a resumed run keeps its first command's
+    overrides = {key: data_cfg.get(key) for key in _PREPROCESSING_KEYS if _sets(typed, f"data.{key}")}
+    inherited = preprocessing_from_run(starting_run, overrides)
+    if inherited.crop_size is not None:  # the starting run's images were stored natively (CIFAR): not a rule for files
+        inherited = replace(inherited, resize_size=inherited.image_size, crop_size=None)
+    return build_datamodule(data_cfg, preprocessing=inherited)
+
+
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(override.lstrip("+").split("=", 1)[0] == key for override in overrides)
 
 
 def _is_multirun() -> bool:

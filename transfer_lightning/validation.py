@@ -76,7 +76,7 @@ RULES: tuple[Rule, ...] = (
     # model
     Rule("model.name", lambda v: v in ARCHITECTURES, " | ".join(ARCHITECTURES), optional=False),
     Rule("model.weights", lambda v: v is None or isinstance(v, str),
-         "DEFAULT, a torchvision weights name, a path to a .pth file, or null"),
+         "DEFAULT, a torchvision weights name, a path to a .pth file, a run's .ckpt or folder, or null"),
     # strategy
     Rule("strategy.frozen_stages", lambda v: _is_int(v) and 0 <= v <= 5, "an integer in 0..5"),
     Rule("strategy.train_bn", _is_bool, "true or false"),

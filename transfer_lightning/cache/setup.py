@@ -100,7 +100,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
             cache_key(**inputs),
             name,
             lambda dataset=dataset: _compute(module, datamodule, dataset, plan.stage, trainer),
-            meta={**inputs, "weights_source": module.weights_source},
+            meta={**inputs, "weights_lineage": module.weights_lineage},
         )
     module.input_stage = plan.stage
     report = FeatureCacheReport(

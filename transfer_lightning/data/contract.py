@@ -108,7 +108,8 @@ def resolve_preprocessing(overrides: Mapping[str, Any], defaults: Preprocessing)
     for key in ("mean", "std"):
         if key in chosen:
             chosen[key] = tuple(float(value) for value in chosen[key])
-    if "resize_size" not in chosen:  # the defaults' ratio (1 for ours, 256/224 for a crop_pct of 0.875)
+    if "resize_size" not in chosen and defaults.crop_size is None:  # natively stored images keep theirs
+        # the defaults' ratio (1 for ours, 256/224 for a crop_pct of 0.875)
         image_size = int(chosen.get("image_size", defaults.image_size))
         chosen["resize_size"] = round(image_size * defaults.resize_size / defaults.image_size)
     return replace(defaults, **chosen)

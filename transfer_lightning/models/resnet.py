@@ -7,11 +7,14 @@ is ``fc``, replaced by a new ``nn.Linear`` sized to the data's number of classes
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torchvision
 from torch import nn
 
 from transfer_lightning.errors import UserError
+from transfer_lightning.models.lineage import keeps_head
 from transfer_lightning.models.weights import load_weights
 
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -25,10 +28,13 @@ _STAGE_ATTRIBUTES = {
 }
 
 
-def build_resnet(name: str, num_classes: int, weights: str | None) -> tuple[nn.Module, str]:
+def build_resnet(
+    name: str, num_classes: int, weights: str | None, class_names: list[str] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Build ``name`` with ``weights`` and a fresh ``num_classes``-way head.
 
-    Returns the model and a short description of where its weights came from.
+    Weights from a run of this framework keep that run's head when ``class_names`` is its very
+    class list. Returns the model and the lineage of its weights (``models/lineage.py``).
     """
     if name not in ARCHITECTURES:
         raise UserError(f"model.name={name!r} is not supported; choose one of {', '.join(ARCHITECTURES)}")
@@ -36,7 +42,8 @@ def build_resnet(name: str, num_classes: int, weights: str | None) -> tuple[nn.M
         raise UserError(f"the data has {num_classes} class(es); a classifier needs at least 2")
     model = torchvision.models.get_model(name, weights=None)
     source = load_weights(model, name, weights)
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if not (source["source"] == "run" and class_names is not None and keeps_head(source, class_names)):
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model, source
 
 

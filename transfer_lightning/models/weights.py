@@ -1,10 +1,12 @@
-"""Weights are data chosen by a string: a torchvision weights name, a local file, or none."""
+"""Weights are data chosen by a string: a torchvision weights name, a local file, a run of this
+framework (see ``lineage.py``), or none."""
 
 from __future__ import annotations
 
 import os
 import urllib.error
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -12,6 +14,15 @@ import torchvision
 from torch import nn
 
 from transfer_lightning.errors import UserError
+from transfer_lightning.models.lineage import (
+    RANDOM_INIT,
+    RunWeights,
+    check_architecture,
+    file_lineage,
+    is_run_weights,
+    read_run_weights,
+    torchvision_lineage,
+)
 
 _HEAD_PREFIX = "fc."
 
@@ -21,34 +32,52 @@ def is_weights_file(weights: str) -> bool:
     return weights.endswith((".pth", ".pt", ".bin")) or os.sep in weights or "/" in weights
 
 
-def load_weights(model: nn.Module, arch: str, weights: str | None) -> str:
+def load_weights(model: nn.Module, arch: str, weights: str | None) -> dict[str, Any]:
     """Load ``weights`` into ``model`` (whose head still has torchvision's shape).
 
     ``weights`` is ``None`` (random init), a torchvision weights name such as ``DEFAULT`` or
-    ``IMAGENET1K_V1``, or a path to a ``.pth`` state dict. Returns a description of the source.
+    ``IMAGENET1K_V1``, a path to a ``.pth`` state dict, or a checkpoint / run folder of this
+    framework (then the head takes that run's size and weights). Returns the weights' lineage.
     """
     if weights is None or str(weights).lower() in {"none", "null"}:
-        return "random init"
+        return dict(RANDOM_INIT)
     weights = str(weights)
-    state_dict = _checked.pop((arch, weights), None)
-    if state_dict is None:
-        state_dict = _fetch_state_dict(arch, weights)
-    source = f"file {weights}" if is_weights_file(weights) else f"torchvision {arch} {weights}"
-    _load_backbone_state(model, state_dict, source)
-    return source
+    loaded = _checked.pop((arch, weights), None)
+    if loaded is None:
+        loaded = _fetch(arch, weights)
+    if isinstance(loaded, RunWeights):
+        model.fc = nn.Linear(model.fc.in_features, len(loaded.class_names))
+        _load_backbone_state(model, loaded.state_dict, f"run checkpoint {loaded.path}")
+        return loaded.lineage
+    if is_weights_file(weights):
+        path = Path(weights).expanduser()
+        _load_backbone_state(model, loaded, f"file {path}")
+        return file_lineage(path)
+    _load_backbone_state(model, loaded, f"torchvision {arch} {weights}")
+    return torchvision_lineage(torchvision_weights(arch, weights).name)
 
 
-# state dicts read by ensure_weights_available, handed to the next load_weights of the same
-# (arch, weights) so that a run reads (and hash-checks) its weights file once, not twice
-_checked: dict[tuple[str, str], dict] = {}
+# state dicts (or runs) read by ensure_weights_available, handed to the next load_weights of the
+# same (arch, weights) so that a run reads (and hash-checks) its weights file once, not twice
+_checked: dict[tuple[str, str], dict | RunWeights] = {}
 
 
-def ensure_weights_available(arch: str, weights: str | None) -> None:
-    """Fail before any data is touched if ``weights`` cannot be had (download or file)."""
+def ensure_weights_available(arch: str, weights: str | None) -> RunWeights | None:
+    """Fail before any data is touched if ``weights`` cannot be had (download, file, or a run
+    checkpoint of another architecture). Returns the run a transfer chain starts from, if any."""
     _checked.clear()
     if weights is None or str(weights).lower() in {"none", "null"}:
-        return
-    _checked[(arch, str(weights))] = _fetch_state_dict(arch, str(weights))
+        return None
+    loaded = _checked[(arch, str(weights))] = _fetch(arch, str(weights))
+    return loaded if isinstance(loaded, RunWeights) else None
+
+
+def _fetch(arch: str, weights: str) -> dict | RunWeights:
+    if is_run_weights(weights):
+        run = read_run_weights(weights)
+        check_architecture(run, arch)
+        return run
+    return _fetch_state_dict(arch, weights)
 
 
 def _fetch_state_dict(arch: str, weights: str) -> dict:
