@@ -11,7 +11,7 @@ ARGS ?=
 CIFAR_LOCAL ?= ../shared/data/cifar10-jpeg
 DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LOCAL)),)
 
-.PHONY: install train test test-all lint format bench gpu-check gpu-check-prepare tensorboard clean
+.PHONY: install train test test-all lint format bench mutation gpu-check gpu-check-prepare tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,9 @@ install: $(VENV)/.installed
 train: install
 	$(PY) -m transfer_lightning $(DATA_ARG) $(ARGS)
 
+# the suite without the tests marked slow (each slow one's behaviour has a fast test too); test-all runs them all
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 
 test-all: install
 	$(PY) -m pytest -q -m "slow or not slow"
@@ -41,6 +42,12 @@ format: install
 
 bench: install
 	$(PY) benchmarks/bench.py
+
+# mutmut on the core modules, each against its own fast tests (about an hour on 2 cores; not in CI).
+# One module: make mutation MODULES=transfer_lightning/cache/key.py. Results go to docs/mutation.md.
+MODULES ?=
+mutation: install
+	$(PY) tools/mutation.py $(MODULES)
 
 # On the lent GPU machine (device tool), carrying .whl and .gpudata: tests marked gpu + the speed table (README "GPU check")
 gpu-check:

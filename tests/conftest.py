@@ -54,6 +54,39 @@ def run_cli(
     )
 
 
+# Caches that Python and the tools keep beside the code; everything else in the tree is the project's.
+_TOOL_CACHES = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".mutmut-cache", "mutants"}
+
+
+def project_tree_state(root: Path = ROOT) -> dict[str, tuple[int, int]]:
+    """Every file of the working tree, ignored ones included, as ``{path: (size, mtime_ns)}``."""
+    state = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in _TOOL_CACHES]
+        for name in files:
+            path = Path(folder) / name
+            stat = path.lstat()
+            state[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tests_leave_the_working_tree_unchanged():
+    """Fails the session if a test wrote into the repository (a feature cache, outputs/, lightning_logs/).
+
+    Every test must write under its own ``tmp_path``: pass ``paths.data_dir`` and ``hydra.run.dir``
+    (or ``default_root_dir`` to a bare Trainer).
+    """
+    if "mutmut" in sys.modules:  # mutmut's own files change under its copy of the tree while it runs
+        yield
+        return
+    before = project_tree_state()
+    yield
+    after = project_tree_state()
+    changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+    assert not changed, f"tests changed the working tree (write under tmp_path instead): {changed[:20]}"
+
+
 @pytest.fixture
 def tiny_run_args(tmp_path: Path) -> list[str]:
     """CLI overrides for a tiny run whose folder is ``tmp_path / "run"``."""

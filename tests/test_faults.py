@@ -23,7 +23,7 @@ def summary(run: Path) -> dict:
 def test_nan_loss_stops_with_epoch_step_and_cause_and_keeps_the_last_good_checkpoint(tmp_path) -> None:
     run = tmp_path / "run"
     injection = "+callbacks.nan._target_=tests.fault_injection.InfiniteLearningRate"
-    result = run_cli(*TINY, "trainer.max_epochs=3", injection, f"hydra.run.dir={run}")
+    result = run_cli(*TINY, "trainer.max_epochs=3", injection, f"hydra.run.dir={run}", f"paths.data_dir={run / 'data'}")
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()[-1]
     assert re.search(r"loss became (nan|inf|-inf) at epoch 1", message) and "global step" in message
@@ -38,7 +38,7 @@ def test_nan_loss_stops_with_epoch_step_and_cause_and_keeps_the_last_good_checkp
 def test_gpu_out_of_memory_names_batch_size_and_image_size(tmp_path) -> None:
     run = tmp_path / "run"
     injection = "+callbacks.oom._target_=tests.fault_injection.OutOfMemoryOnFirstStep"
-    result = run_cli(*TINY, injection, "data.batch_size=16", f"hydra.run.dir={run}")
+    result = run_cli(*TINY, injection, "data.batch_size=16", f"hydra.run.dir={run}", f"paths.data_dir={run / 'data'}")
     assert result.returncode == 2
     assert "ran out of memory" in result.stderr
     assert "data.batch_size (now 16)" in result.stderr and "data.image_size (now 32)" in result.stderr
@@ -48,7 +48,7 @@ def test_gpu_out_of_memory_names_batch_size_and_image_size(tmp_path) -> None:
 
 def test_ctrl_c_stops_gracefully_with_a_fresh_last_checkpoint_and_interrupted_summary(tmp_path) -> None:
     run = tmp_path / "run"
-    process = start_cli(*TINY, "trainer.max_epochs=50", *SLOW, f"hydra.run.dir={run}")
+    process = start_cli(*TINY, "trainer.max_epochs=50", *SLOW, f"hydra.run.dir={run}", f"paths.data_dir={run / 'data'}")
     last = run / "checkpoints" / "last.ckpt"
     wait_for_file(last, process)
     step_before = checkpoint(last)["global_step"]

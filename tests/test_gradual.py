@@ -315,7 +315,7 @@ def test_kill_after_first_unfreeze_then_resume_trains_the_unfrozen_stage(tmp_pat
     # improved); this test needs the latest epoch in last.ckpt
     schedule.append("callbacks.model_checkpoint.monitor=null")
     killed = run_cli(
-        *TINY, *schedule, "trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'run'}",
+        *TINY, *schedule, "trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path}",
         "+callbacks.exit_after._target_=tests.exit_after_epoch.ExitAfterEpoch", "+callbacks.exit_after.epoch=1",
     )  # fmt: skip
     assert killed.returncode == EXIT_CODE, killed.stderr[-3000:]
@@ -325,8 +325,9 @@ def test_kill_after_first_unfreeze_then_resume_trains_the_unfrozen_stage(tmp_pat
     assert at_kill["epoch"] == 1  # layer4 has trained for one epoch
 
     resumed = run_cli(
-        *TINY, *schedule, "trainer.max_epochs=3", f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'resumed'}"
-    )
+        *TINY, *schedule, "trainer.max_epochs=3", f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'resumed'}",
+        f"paths.data_dir={tmp_path}",
+    )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert after["epoch"] == 2
@@ -355,12 +356,14 @@ def _logged_rates(tensorboard_dir: Path) -> dict[str, list[float]]:
     return rates
 
 
+@pytest.mark.slow  # fast cover: test_gradual_groups_exist_from_the_start_at_rate_zero_... and test_sweeps DDP
 def test_gradual_runs_under_two_process_cpu_ddp(tmp_path: Path) -> None:
     weights = _weights_file(tmp_path / "resnet18.pth")
     result = run_cli(
         *TINY, *SMALL_DATA, "strategy=gradual", "strategy.head_epochs=1", "trainer.max_epochs=2",
         f"model.weights={weights}", "optimizer=sgd", "optimizer.lr=0.01",
         "trainer.strategy=ddp", "trainer.devices=2", "data.num_workers=0", f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.data_dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())

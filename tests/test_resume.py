@@ -15,12 +15,21 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, TINY, compose_config, run_cli
+from tests.exit_after_epoch import EXIT_CODE
 from transfer_lightning.checkpoint_io import atomic_torch_save, load_checkpoint_safely
 from transfer_lightning.errors import UserError
 from transfer_lightning.resume import check_checkpoint_fits
 
 THREE_EPOCHS = [*TINY, "trainer.max_epochs=3", "strategy=finetune"]
 SLOW = ["+callbacks.slow._target_=tests.fault_injection.SlowTrainingSteps", "+callbacks.slow.seconds=0.4"]
+# exits (status EXIT_CODE) as the epoch after $EXIT_AFTER_EPOCH starts; unset, the same command never exits
+EXIT_AFTER_EPOCH = "+callbacks.exit_after._target_=tests.exit_after_epoch.ExitAfterEpoch"
+# the setups a resume must continue exactly: the default (layer4 trained on cached features), and a
+# live backbone under augmentation (no cache: the augmentation RNG is restored) with a cosine schedule
+RESUME_SETUPS = {
+    "cached_features": [],
+    "augmented_live_backbone_cosine": ["data.augment=standard", "scheduler=cosine"],
+}
 
 
 def start_cli(*args: str) -> subprocess.Popen:
@@ -48,23 +57,26 @@ def checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_sigkilled_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_run(tmp_path) -> None:
+@pytest.mark.parametrize("setup", list(RESUME_SETUPS))
+def test_killed_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_run(tmp_path, setup: str) -> None:
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    reference = run_cli(*THREE_EPOCHS, f"hydra.run.dir={reference_dir}")
+    # one command for all three runs (its exit hook reads $EXIT_AFTER_EPOCH); a data folder of their own
+    command = [*THREE_EPOCHS, *RESUME_SETUPS[setup], EXIT_AFTER_EPOCH, f"paths.data_dir={tmp_path / 'data'}"]
+    env = {"PYTHONPATH": str(ROOT)}
+    reference = run_cli(*command, f"hydra.run.dir={reference_dir}", env=env)
     assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = json.loads((reference_dir / "run_summary.json").read_text())
+    assert expected["feature_cache"]["enabled"] == (setup == "cached_features")
 
-    process = start_cli(*THREE_EPOCHS, *SLOW, f"hydra.run.dir={killed_dir}")
+    # dies as epoch 2 starts, right after epoch 1 (index 0) wrote last.ckpt: no summary, no teardown
+    killed = run_cli(*command, f"hydra.run.dir={killed_dir}", env={**env, "EXIT_AFTER_EPOCH": "0"})
+    assert killed.returncode == EXIT_CODE, killed.stderr[-3000:]
     last = killed_dir / "checkpoints" / "last.ckpt"
-    wait_for_file(last, process)  # written at the end of epoch 1 (index 0): epoch 2 has begun
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-    assert checkpoint(last)["epoch"] == 0, "the kill came too late to interrupt epoch 2"
+    assert checkpoint(last)["epoch"] == 0 and not (killed_dir / "run_summary.json").exists()
 
-    resumed = run_cli(f"resume={killed_dir}")
+    resumed = run_cli(f"resume={killed_dir}", env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    expected = json.loads((reference_dir / "run_summary.json").read_text())
     got = json.loads((killed_dir / "run_summary.json").read_text())
     for key in ("epochs", "global_step", "best_val_acc", "test_acc", "test_per_class_acc"):
         assert got[key] == expected[key], key
@@ -98,6 +110,39 @@ def test_sigkilled_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_r
     assert sorted(p.name for p in (killed_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert not [p for p in (killed_dir / "tensorboard").iterdir() if p.is_dir()]
     assert len({p.name.split(".")[-2] for p in (killed_dir / "tensorboard").glob("events.out.tfevents.*")}) == 2
+
+
+def test_run_killed_after_a_mid_epoch_step_checkpoint_resumes_from_that_step(tmp_path) -> None:
+    # 64 images in batches of 16: 4 steps an epoch; a checkpoint every 2 steps; killed after step 6,
+    # half way through epoch 2 (index 1)
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    command = [
+        *THREE_EPOCHS, "callbacks.checkpoint.every_n_steps=2", f"paths.data_dir={tmp_path / 'data'}",
+        "+callbacks.exit_after._target_=tests.exit_after_epoch.ExitAfterStep",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": str(ROOT)}
+    reference = run_cli(*command, f"hydra.run.dir={reference_dir}", env=env)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    killed = run_cli(*command, f"hydra.run.dir={killed_dir}", env={**env, "EXIT_AFTER_STEP": "6"})
+    assert killed.returncode == EXIT_CODE, killed.stderr[-3000:]
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    at_kill = checkpoint(last)
+    assert (at_kill["epoch"], at_kill["global_step"]) == (1, 6), "the step checkpoint, mid-epoch"
+    assert at_kill["optimizer_states"][0]["state"][0]["step"] == 6
+
+    resumed = run_cli(f"resume={killed_dir}", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = json.loads((reference_dir / "run_summary.json").read_text())
+    got = json.loads((killed_dir / "run_summary.json").read_text())
+    assert got["resumed_from"] == str(last.resolve()) and got["status"] == "completed"
+    # the rest of epoch 2 is its last 2 steps, not a replay of all 4 (README: it sees other batches)
+    assert (got["epochs"], got["global_step"]) == (expected["epochs"], expected["global_step"]) == (3, 12)
+    final = checkpoint(last)
+    assert (final["epoch"], final["global_step"]) == (2, 12)
+    assert final["optimizer_states"][0]["state"][0]["step"] == 12
+    frozen = [name for name in final["state_dict"] if not name.startswith(("net.layer4.", "net.fc."))]
+    reference_state = checkpoint(reference_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    assert frozen and all(torch.equal(final["state_dict"][name], reference_state[name]) for name in frozen)
 
 
 def test_resume_refuses_an_override_that_changes_the_experiment(tmp_path) -> None:

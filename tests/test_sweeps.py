@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -39,6 +40,10 @@ def test_lr_x_frozen_stages_grid_writes_four_jobs_csv_report_and_heatmap(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
+    output = result.stdout + result.stderr  # each job starts with where the sweep stands
+    assert "Sweep job 1 of 4 (optimizer.lr=0.01, strategy.frozen_stages=5); the sweep's time left" in output
+    assert re.search(r"Sweep job 4 of 4 \(optimizer.lr=0.001, strategy.frozen_stages=4\); about .+ left for the sweep "
+                     r"\(3 jobs in .+\)", output), output[-3000:]  # fmt: skip
     rows = read_csv(sweep / "sweep_summary.csv")
     assert len(rows) == 4 and {row["status"] for row in rows} == {"completed"}
     accuracies = [float(row["best_val_acc"]) for row in rows]
@@ -47,7 +52,7 @@ def test_lr_x_frozen_stages_grid_writes_four_jobs_csv_report_and_heatmap(tmp_pat
     by_stages = {
         value["strategy.frozen_stages"]: int(row["trainable_params"]) for value, row in zip(values, rows, strict=True)
     }
-    assert by_stages["4"] > by_stages["5"]  # unfreezing layer4 trains more parameters
+    assert by_stages == {"5": 2_052, "4": 8_393_728 + 2_052}  # the 4-class head; + layer4 when unfrozen
     assert all(row["epochs"] == "1" and float(row["wall_time_s"]) > 0 for row in rows)
 
     report = (sweep / "sweep_report.md").read_text()
@@ -140,6 +145,7 @@ def test_resume_of_a_folder_that_is_no_sweep_is_refused(tmp_path) -> None:
         resume_sweep_dir(cfg)
 
 
+@pytest.mark.slow  # fast cover: test_lr_x_frozen_stages_grid_... and test_each_joblib_worker_claims_a_gpu_...
 def test_joblib_sweep_runs_two_jobs_in_parallel_workers_with_dataloader_workers(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli(
@@ -150,6 +156,7 @@ def test_joblib_sweep_runs_two_jobs_in_parallel_workers_with_dataloader_workers(
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         f"hydra.sweep.dir={sweep}",
+        f"paths.data_dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
@@ -174,7 +181,7 @@ def test_ddp_on_two_cpu_processes_writes_one_summary_in_one_run_folder(tmp_path)
 def test_ddp_inside_a_local_multirun_is_refused_with_the_alternatives(tmp_path) -> None:
     result = run_cli(
         "-m", *TINY, "trainer=ddp", "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.accelerator=cpu",
-        "optimizer.lr=1e-2,1e-3", f"hydra.sweep.dir={tmp_path}", timeout=120,
+        "optimizer.lr=1e-2,1e-3", f"hydra.sweep.dir={tmp_path}", f"paths.data_dir={tmp_path}", timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
     assert "submitit_slurm" in result.stderr and "ddp_spawn" in result.stderr
@@ -284,7 +291,7 @@ def test_optuna_search_runs_trials_as_jobs_and_keeps_the_study_in_sqlite(tmp_pat
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     result = run_cli(
         "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}",
-        *SWEEP_TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *SWEEP_TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.data_dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name="transfer_lightning", storage=storage).trials

@@ -13,8 +13,10 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.callbacks import resolve_precision
+from transfer_lightning.callbacks.loop_progress import LoopProgress
 from transfer_lightning.checkpoint_io import AtomicCheckpointIO
 from transfer_lightning.errors import UserError
+from transfer_lightning.progress import live_bar_allowed
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,17 @@ def build_logger(cfg: DictConfig | None) -> Logger | bool:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | bool) -> L.Trainer:
-    """Instantiate ``cfg.trainer``; a GPU asked for but absent is an error, never a CPU run."""
+    """Instantiate ``cfg.trainer``; a GPU asked for but absent is an error, never a CPU run.
+
+    Where no live bar can be drawn (``transfer_lightning.progress``), Lightning's bar is replaced
+    by plain progress lines (``LoopProgress``).
+    """
     trainer_cfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     trainer_cfg["precision"] = resolve_precision(trainer_cfg.get("accelerator", "auto"), trainer_cfg.get("precision"))
+    lightning_bar = live_bar_allowed() and trainer_cfg.get("enable_progress_bar") is not False
+    if not lightning_bar:  # log file, SLURM or bar off: plain progress lines, no bar's control characters
+        trainer_cfg["enable_progress_bar"] = False
+        callbacks = [*(c for c in callbacks if not isinstance(c, ProgressBar)), LoopProgress()]
     try:
         # atomic checkpoint writes, weights_only reads (transfer_lightning/checkpoint_io.py)
         plugins = [AtomicCheckpointIO()]

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig
 
 from transfer_lightning.errors import UserError
+from transfer_lightning.progress import configure_progress
 
 log = logging.getLogger("transfer_lightning")
 Result = TypeVar("Result")
@@ -17,6 +18,7 @@ Result = TypeVar("Result")
 
 def run_tool(task: Callable[[DictConfig], Result], cfg: DictConfig) -> Result:
     """Run ``task(cfg)``; a ``UserError`` exits with status 2 and no traceback."""
+    configure_progress((cfg.get("trainer") or {}).get("enable_progress_bar"))
     try:
         return task(cfg)
     except UserError as error:

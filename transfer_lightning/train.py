@@ -36,6 +36,7 @@ from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outc
 from transfer_lightning.models.lineage import RunWeights, describe_lineage, preprocessing_from_run
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
+from transfer_lightning.progress import configure_progress
 from transfer_lightning.resume import check_checkpoint_fits, original_overrides, prepare_resume
 from transfer_lightning.speed import tune_for_device
 from transfer_lightning.summary import print_report, write_summary
@@ -56,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     cfg = prepare_resume(cfg)
     validate_config(cfg)
+    configure_progress(cfg.trainer.enable_progress_bar)
     run_dir = Path(cfg.paths.output_dir)
     check_run_folder(run_dir, cfg)
     with recorded_outcome(run_dir, cfg) as record:

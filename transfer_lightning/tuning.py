@@ -12,16 +12,20 @@ optimizer from a temporary ``.lr_find_*.ckpt`` in the run folder, outside ``chec
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import matplotlib.pyplot as plt
 from lightning.pytorch.tuner import Tuner
+from lightning.pytorch.tuner import lr_finder as lightning_lr_finder
 from omegaconf import DictConfig
 from torchmetrics import Metric
 
 from transfer_lightning.errors import UserError
+from transfer_lightning.progress import PhaseProgress
 
 log = logging.getLogger(__name__)
 PLOT_FILE = "lr_find.png"
@@ -36,14 +40,15 @@ def find_learning_rate(
         return None
     _check_setup(cfg, trainer)
     lr_before = float(module.hparams.optimizer["lr"])
-    finder = Tuner(trainer).lr_find(
-        module,
-        datamodule=datamodule,
-        min_lr=float(tune.min_lr),
-        max_lr=float(tune.max_lr),
-        num_training=int(tune.num_training),
-        update_attr=False,
-    )
+    with _finder_progress():
+        finder = Tuner(trainer).lr_find(
+            module,
+            datamodule=datamodule,
+            min_lr=float(tune.min_lr),
+            max_lr=float(tune.max_lr),
+            num_training=int(tune.num_training),
+            update_attr=False,
+        )
     _reset_metrics(module)
     steps = len(finder.results.get("lr", []))
     if steps > trainer.num_training_batches:
@@ -85,6 +90,45 @@ def _check_setup(cfg: DictConfig, trainer: L.Trainer) -> None:
         )
     if trainer.fast_dev_run:
         raise UserError("tune.lr_find=true does nothing with trainer.fast_dev_run; drop one of the two")
+
+
+@contextmanager
+def _finder_progress() -> Iterator[None]:
+    """Our progress in place of the tqdm bar Lightning's finder draws (its ``\\r`` lines even in a log file).
+
+    The finder replaces the trainer's callbacks while it runs, so no callback of ours sees its
+    steps; its module's ``tqdm`` is the one hook there is.
+    """
+    shown: list[_FinderProgress] = []
+
+    def progress(*args: Any, total: int | None = None, **kwargs: Any) -> _FinderProgress:
+        shown.append(_FinderProgress(total))
+        return shown[-1]
+
+    original, lightning_lr_finder.tqdm = lightning_lr_finder.tqdm, progress
+    try:
+        yield
+    finally:
+        lightning_lr_finder.tqdm = original
+        for bar in shown:
+            bar.close()  # Lightning closes its bar only when the loss diverges
+
+
+class _FinderProgress(PhaseProgress):
+    """The finder's steps through ``PhaseProgress``, with the two methods the finder calls on a tqdm bar."""
+
+    def __init__(self, total: int | None) -> None:
+        super().__init__("LR finder", total, unit="steps", faster="a smaller tune.num_training")
+        self.__enter__()
+        self.closed = False
+
+    def update(self, amount: int = 1) -> None:
+        self.advance(amount)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.__exit__(None, None, None)
 
 
 def _reset_metrics(module: L.LightningModule) -> None:

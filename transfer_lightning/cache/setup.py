@@ -17,11 +17,13 @@ from transfer_lightning.cache.key import cache_key, data_fingerprint, frozen_wei
 from transfer_lightning.cache.plan import cache_plan, eval_mode
 from transfer_lightning.cache.store import FeatureCache, Features
 from transfer_lightning.models import frozen_features
+from transfer_lightning.progress import PhaseProgress
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DEFAULT_DIRECTORY = "data/feature_cache"
+_FASTER = "later epochs and every sweep job reuse it (data.feature_cache); a GPU or a smaller data.image_size is faster"
 _NOT_IN_MEMORY = "off: the {} split is not an in-memory image tensor, so it cannot be fingerprinted"
 
 
@@ -99,7 +101,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
         features[name] = cache.get_or_compute(
             cache_key(**inputs),
             name,
-            lambda dataset=dataset: _compute(module, datamodule, dataset, plan.stage, trainer),
+            lambda dataset=dataset, name=name: _compute(module, datamodule, dataset, plan.stage, trainer, name),
             meta={**inputs, "weights_lineage": module.weights_lineage},
         )
     module.input_stage = plan.stage
@@ -133,7 +135,9 @@ def _unsupported(datamodule: Any, trainer: L.Trainer) -> str | None:
     return None
 
 
-def _compute(module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer: L.Trainer) -> Features:
+def _compute(
+    module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer: L.Trainer, split: str = "data"
+) -> Features:
     """The first ``stage`` stages' output for every image of ``dataset``, in order, as float32 on the CPU.
 
     Same preprocessing (``train=False``: no augmentation), device and precision context as the live
@@ -152,19 +156,17 @@ def _compute(module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer
         generator=torch.Generator().manual_seed(0),
     )
     outputs, labels = [], []
-    started = time.perf_counter()
-    with eval_mode(net), torch.inference_mode(), trainer.precision_plugin.forward_context():
+    progress = PhaseProgress(
+        f"First feature pass ({split} split, {datamodule.image_size} px)",
+        len(dataset),
+        faster=_FASTER,
+        where=f"on this {'GPU' if device.type == 'cuda' else device.type.upper()}",
+    )
+    with progress, eval_mode(net), torch.inference_mode(), trainer.precision_plugin.forward_context():
         for images, targets in loader:
             batch = preprocessor(images.to(device, non_blocking=True), train=False)
             batch = batch.contiguous(memory_format=torch.channels_last)  # as the live batches
             outputs.append(frozen_features(net, batch, stage).float().cpu())
             labels.append(targets)
-    elapsed = time.perf_counter() - started
-    log.info(
-        "Feature cache: %d images through %d frozen stages in %.1fs (%.1f images/s)",
-        len(dataset),
-        stage,
-        elapsed,
-        len(dataset) / max(elapsed, 1e-9),
-    )
+            progress.advance(len(targets))
     return torch.cat(outputs), torch.cat(labels)

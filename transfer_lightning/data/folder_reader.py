@@ -12,6 +12,7 @@ import torch
 
 from transfer_lightning.data.decode import decode_for
 from transfer_lightning.errors import UserError
+from transfer_lightning.progress import PhaseProgress
 
 if TYPE_CHECKING:
     from transfer_lightning.data.contract import Preprocessing
@@ -31,12 +32,15 @@ def list_class_folders(split_dir: Path) -> list[str]:
     return sorted(child.name for child in split_dir.iterdir() if child.is_dir())
 
 
-def decode_folder_split(split_dir: Path, contract: Preprocessing, class_names: list[str] | None = None):
+def decode_folder_split(
+    split_dir: Path, contract: Preprocessing, class_names: list[str] | None = None, faster: str = ""
+):
     """All images of ``split_dir`` as a ``TensorImageDataset`` plus the sorted class names.
 
     Every image goes through the contract's decode step (``data/decode.py``: upright RGB, shorter
     side to ``resize_size``, centre crop). With ``class_names`` given, the folders must be exactly
-    those classes.
+    those classes. ``faster`` says what makes a decode that will take long faster (shown with its
+    progress).
     """
     from transfer_lightning.data.base import TensorImageDataset
 
@@ -58,11 +62,13 @@ def decode_folder_split(split_dir: Path, contract: Preprocessing, class_names: l
                 labels.append(label)
     if not files:
         raise UserError(f"no images found under {split_dir}/<class>/")
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        images = torch.stack(list(pool.map(lambda p: _decode(p, contract), files, chunksize=256)))
-    elapsed = time.perf_counter() - start
-    log.info("Decoded %d images from %s in %.1fs (%.0f images/s)", len(files), split_dir, elapsed, len(files) / elapsed)
+    decoded = []
+    with PhaseProgress(f"Decoding {split_dir}", len(files), faster=faster) as progress:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for image in pool.map(lambda p: _decode(p, contract), files):
+                decoded.append(image)
+                progress.advance()
+    images = torch.stack(decoded)
     return TensorImageDataset(images, torch.tensor(labels, dtype=torch.long)), found
 
 

@@ -29,6 +29,8 @@ CACHE = ("auto", "memory", "disk", "none")
 AUTO_CACHE_MEMORY_SHARE = 0.25  # "fits comfortably": decoded set <= this share of available RAM
 IMBALANCE_WARNING_RATIO = 3.0  # largest / smallest class in train
 _LISTED_BAD_FILES = 50  # in run_summary.json; the log lists them all
+_DECODE_FASTER = "data.cache=disk keeps the decoded images for the next runs"
+_CHECK_FASTER = "data.cache=disk decodes once and skips this check in later runs"
 
 
 class TensorSubset(Dataset):
@@ -230,12 +232,17 @@ class ImageFolderDataModule(ClassificationDataModule):
         if cached is not None:
             return cached.images, cached.good, cached.bad
         if cache == "none":
-            scan = scan_files(files)
+            scan = scan_files(files, description=f"Checking the images of {self.root}", faster=_CHECK_FASTER)
             images = None
         else:  # decoding into the cache is the scan: one pass over the files
             images = torch.empty(len(files), 3, self.image_size, self.image_size, dtype=torch.uint8)
             position = {path: i for i, path in enumerate(files)}
-            scan = scan_files(files, decode=lambda path: images[position[path]].copy_(self._decode(path)))
+            scan = scan_files(
+                files,
+                decode=lambda path: images[position[path]].copy_(self._decode(path)),
+                description=f"Decoding the images of {self.root} to {self.image_size} px",
+                faster=_DECODE_FASTER if cache == "memory" else "",
+            )
         broken = {item.path for item in scan.bad}
         good = [path for path in files if path not in broken]
         if images is not None and broken:

@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from transfer_lightning.data.decode import to_rgb
+from transfer_lightning.progress import PhaseProgress
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,16 @@ def quick_check(path: Path) -> None:
         to_rgb(image)
 
 
-def scan_files(paths: Sequence[Path], decode: Callable[[Path], Any] = quick_check) -> ScanResult:
+def scan_files(
+    paths: Sequence[Path],
+    decode: Callable[[Path], Any] = quick_check,
+    description: str = "Checking images",
+    faster: str = "",
+) -> ScanResult:
     """``decode`` every path on a thread pool (PIL releases the GIL while decoding).
 
-    Whatever ``decode`` raises marks that file bad; nothing is raised.
+    Whatever ``decode`` raises marks that file bad; nothing is raised. Progress is shown as
+    ``description`` (``faster``: what makes it faster, for a scan that will take long).
     """
 
     def attempt(path: Path) -> tuple[Any, str | None]:
@@ -73,8 +80,12 @@ def scan_files(paths: Sequence[Path], decode: Callable[[Path], Any] = quick_chec
             return None, _reason(error)
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=scan_threads()) as pool:
-        attempts = list(pool.map(attempt, paths))
+    attempts = []
+    with PhaseProgress(description, len(paths), faster=faster) as progress:
+        with ThreadPoolExecutor(max_workers=scan_threads()) as pool:
+            for result in pool.map(attempt, paths):
+                attempts.append(result)
+                progress.advance()
     seconds = time.perf_counter() - start
     bad = [BadFile(path, reason) for path, (_, reason) in zip(paths, attempts, strict=True) if reason]
     return ScanResult([result for result, _ in attempts], bad, seconds)

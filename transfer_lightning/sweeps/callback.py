@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from transfer_lightning.errors import UserError
@@ -19,6 +20,7 @@ from transfer_lightning.sweeps.guards import (
     refuse_sync_batchnorm_on_cpu,
 )
 from transfer_lightning.sweeps.joblib_worker import claim_gpu, use_fork_for_dataloader_workers
+from transfer_lightning.sweeps.progress import job_start_line, note_sweep_start
 from transfer_lightning.sweeps.report import write_sweep_report
 from transfer_lightning.sweeps.resume import SWEPT_KEYS_VARIABLE, resume_sweep_dir, swept_keys_of_command
 
@@ -26,7 +28,8 @@ log = logging.getLogger("transfer_lightning")
 
 
 class SweepCallback(Callback):
-    """Refuse unsupported sweeps, find the sweep to resume, pin a GPU per parallel job, write the report."""
+    """Refuse unsupported sweeps, find the sweep to resume, pin a GPU per parallel job, say "job k of N"
+    with the sweep's time left at each job's start, write the report."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _exit_on_user_error(refuse_sync_batchnorm_on_cpu, config)
@@ -37,8 +40,11 @@ class SweepCallback(Callback):
         _exit_on_user_error(refuse_slurm_without_device_count, config)
         _exit_on_user_error(resume_sweep_dir, config)
         os.environ[SWEPT_KEYS_VARIABLE] = ",".join(swept_keys_of_command(config))
+        note_sweep_start(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            log.info("%s", job_start_line(config))
         if "Joblib" in str(config.hydra.launcher.get("_target_", "")):
             use_fork_for_dataloader_workers()
             claim_gpu(Path(str(config.hydra.sweep.dir)) / ".gpu_locks", int(config.hydra.job.num))

@@ -121,14 +121,18 @@ def swept_keys_of_command(config: DictConfig) -> list[str]:
     return keys + [str(key) for key in params if str(key) not in keys]
 
 
+def swept_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a job that set a swept key (all of them when none does)."""
+    # set by SweepCallback.on_multirun_start; every launcher's jobs inherit the environment
+    swept = [key for key in os.environ.get(SWEPT_KEYS_VARIABLE, "").split(",") if key]
+    return [item for item in overrides if item.split("=", 1)[0].lstrip("+~") in swept] or overrides
+
+
 def _name_tensorboard_run(cfg: DictConfig, overrides: list[str]) -> None:
     """``<job>/tensorboard/<swept overrides>``: TensorBoard lists the jobs by what they changed."""
     logger = cfg.get("logger")
     if not logger or "TensorBoardLogger" not in str(logger.get("_target_", "")):
         return
-    # set by SweepCallback.on_multirun_start; every launcher's jobs inherit the environment
-    swept = [key for key in os.environ.get(SWEPT_KEYS_VARIABLE, "").split(",") if key]
-    named = [item for item in overrides if item.split("=", 1)[0].lstrip("+~") in swept] or overrides
-    label = ",".join(named).replace("/", "_")[:200] or "defaults"
+    label = ",".join(swept_overrides(overrides)).replace("/", "_")[:200] or "defaults"
     with open_dict(cfg):
         OmegaConf.update(cfg, "logger.sub_dir", label, force_add=True)

@@ -1,0 +1,156 @@
+"""Every long wait shows progress: plain timed lines off a terminal, a live bar on one, sweep ETAs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from tests.conftest import TINY, run_cli
+from transfer_lightning import progress
+from transfer_lightning.progress import INTERVAL_VARIABLE, PhaseProgress, configure_progress, format_duration
+from transfer_lightning.sweeps.progress import count_jobs, job_start_line, note_sweep_start
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but tab and newline: \r, ESC, ...
+PERIODIC = re.compile(r": \d[\d,]*/[\d,]+ \w+ \(\d+%\), [\d,.]+ \w+/s, ETA \d+")
+
+
+@pytest.fixture(autouse=True)
+def _bar_setting_restored():
+    yield
+    configure_progress(None)
+
+
+def _run_phase(total: int = 12, pause_s: float = 0.02, **kwargs) -> None:
+    with PhaseProgress("Counting sheep", total, unit="sheep", **kwargs) as phase:
+        for _ in range(total):
+            time.sleep(pause_s)
+            phase.advance()
+
+
+def test_plain_lines_off_a_terminal_give_count_rate_and_eta_at_most_every_interval(caplog, capsys) -> None:
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+        _run_phase(total=12, pause_s=0.02, interval_s=0.1)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0] == "Counting sheep: 0/12 sheep (0%)"  # the start
+    assert re.fullmatch(r"Counting sheep: 12/12 sheep \(100%\) in \d+ s \([\d.]+ sheep/s\)", lines[-1])  # the end
+    periodic = lines[1:-1]
+    assert periodic and all(PERIODIC.search(line) for line in periodic), lines
+    assert len(periodic) <= 12 * 0.02 / 0.1 + 1  # at most one per interval, not one per item
+    captured = capsys.readouterr()
+    assert not CONTROL.search(captured.out + captured.err + "\n".join(lines))
+
+
+def test_no_plain_line_between_start_and_end_within_the_interval(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+        _run_phase(total=5, pause_s=0.001, interval_s=30)
+    assert len(caplog.records) == 2
+
+
+def test_a_live_bar_on_a_terminal_and_only_plain_lines_with_the_bar_off(caplog, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the output as a terminal
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+        _run_phase(total=6, pause_s=0.02, interval_s=0.01)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and " in " in lines[0]  # the bar replaces the plain lines; the end is logged
+    assert "Counting sheep" in capsys.readouterr().out
+
+    configure_progress(False)  # trainer.enable_progress_bar=false
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+        _run_phase(total=6, pause_s=0.02, interval_s=0.01)
+    captured = capsys.readouterr()
+    assert not CONTROL.search(captured.out + captured.err) and "━" not in captured.out  # no bar drawn
+    assert any(PERIODIC.search(record.getMessage()) for record in caplog.records)
+
+
+def test_a_long_phase_is_announced_once_with_its_duration_and_what_makes_it_faster(caplog, monkeypatch) -> None:
+    monkeypatch.setattr(progress, "_PROBE_S", 0.05)
+    monkeypatch.setattr(progress, "LONG_PHASE_S", 0.2)
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+        _run_phase(total=30, pause_s=0.01, interval_s=30, faster="count fewer sheep", where="on this CPU")
+        _run_phase(total=3, pause_s=0.001, interval_s=30, faster="never shown")  # too short to announce
+    announced = [record.getMessage() for record in caplog.records if "about" in record.getMessage()]
+    assert len(announced) == 1, announced
+    assert re.fullmatch(r"Counting sheep, 30 sheep: about \d+ s on this CPU; count fewer sheep", announced[0])
+
+
+def test_durations_read_as_a_person_plans_with_them() -> None:
+    assert [format_duration(s) for s in (4.4, 61, 600, 1679, 3600, 7500)] == [
+        "4 s", "1 min 1 s", "10 min", "28 min", "1 h", "2 h 5 min",
+    ]  # fmt: skip
+
+
+def test_sweep_job_line_says_job_k_of_n_its_values_and_the_time_left(tmp_path, monkeypatch) -> None:
+    sweeper = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": {"x.b": "1,2,3"}}
+    config = OmegaConf.create(
+        {"hydra": {"sweeper": sweeper, "overrides": {"task": ["x.a=1,2", "seed=3"]}, "sweep": {"dir": str(tmp_path)}}}
+    )
+    assert count_jobs(config) == 6
+    assert count_jobs(OmegaConf.create({"hydra": {"sweeper": {"n_trials": 20}}})) == 20
+    monkeypatch.setenv("TRANSFER_LIGHTNING_SWEPT_KEYS", "x.a,x.b")
+    for variable in ("TRANSFER_LIGHTNING_SWEEP_JOBS", "TRANSFER_LIGHTNING_SWEEP_STARTED"):
+        monkeypatch.setenv(variable, "")  # note_sweep_start writes them; monkeypatch restores them
+    note_sweep_start(config)
+    started = float(os.environ["TRANSFER_LIGHTNING_SWEEP_STARTED"])
+    job = OmegaConf.merge(config, {"hydra": {"job": {"num": 0}, "overrides": {"task": ["x.a=1", "seed=3", "x.b=1"]}}})
+    assert job_start_line(job) == (
+        "Sweep job 1 of 6 (x.a=1, x.b=1); the sweep's time left is estimated once a job has finished"
+    )
+    for number in (0, 1):  # two jobs finished, 10 minutes after the start
+        (tmp_path / str(number)).mkdir()
+        (tmp_path / str(number) / "run_summary.json").write_text("{}")
+    job.hydra.job.num = 2
+    assert job_start_line(job, now=started + 600) == (
+        "Sweep job 3 of 6 (x.a=1, x.b=1); about 20 min left for the sweep (2 jobs in 10 min)"
+    )
+
+
+def _image_folder(root: Path, classes: int = 4, per_class: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for label in range(classes):
+        (root / f"class_{label}").mkdir(parents=True)
+        for index in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(root / f"class_{label}/{index}.jpg")
+    return root
+
+
+def _assert_plain(result, *phases: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not CONTROL.search(output), "control characters in the output"
+    for phase in phases:
+        lines = [line for line in output.splitlines() if phase in line]
+        assert any(PERIODIC.search(line) for line in lines), f"no periodic {phase!r} line in:\n{output[-3000:]}"
+
+
+def test_feature_pass_lr_finder_epochs_test_evaluate_and_predict_print_plain_progress_lines(tmp_path) -> None:
+    env = {INTERVAL_VARIABLE: "0"}  # a line at every step: any run is long enough to show one
+    small = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
+    run = tmp_path / "run"
+    lr_find = ["tune.lr_find=true", "tune.num_training=20"]
+    trained = run_cli(*TINY, *small, *lr_find, f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", env=env)
+    _assert_plain(trained, "First feature pass (train split, 32 px)", "LR finder", "Epoch 0", "Test pass")
+    assert "Epoch 0: 4/4 batches (100%) in" in trained.stdout  # validation batches are not counted as training
+
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    folder = _image_folder(tmp_path / "photos")
+    evaluated = run_cli(
+        f"ckpt_path={checkpoint}", "data=image_folder", f"data.root={folder}", "data.val_fraction=0.5",
+        "data.cache=memory", "data.batch_size=4", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+        f"output_dir={tmp_path / 'eval'}", f"hydra.run.dir={tmp_path / 'eval'}",
+        module="transfer_lightning.evaluate", env=env,
+    )  # fmt: skip
+    _assert_plain(evaluated, "Decoding the images of", "Test pass")
+
+    predicted = run_cli(
+        f"ckpt_path={checkpoint}", f"inputs={folder}", "batch_size=4", "num_workers=0", "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path / 'predict'}", module="transfer_lightning.predict", env=env,
+    )  # fmt: skip
+    _assert_plain(predicted, "Predict")

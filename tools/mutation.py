@@ -1,0 +1,101 @@
+"""Mutation testing of the core modules with mutmut (``make mutation``; not part of CI).
+
+Each module is mutated in a scratch copy of the project (the working tree stays clean) and its
+mutants are run against that module's own fast test subset, so a full run fits in about an hour
+on 2 CPU cores. Prints one Markdown table row per module for ``docs/mutation.md``.
+
+    python tools/mutation.py                          # every module below
+    python tools/mutation.py transfer_lightning/cache/key.py
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# module -> the pytest arguments of its fast test subset (no CLI subprocess runs, no DDP)
+MODULES: dict[str, list[str]] = {
+    "transfer_lightning/strategies/base.py": [
+        "tests/test_strategies.py",
+        "tests/test_gradual.py",
+        "-k",
+        "not cli and not ddp and not kill",
+    ],
+    "transfer_lightning/strategies/freeze_stages.py": ["tests/test_strategies.py"],
+    "transfer_lightning/strategies/gradual.py": ["tests/test_gradual.py", "-k", "not ddp and not kill"],
+    "transfer_lightning/cache/key.py": ["tests/test_cache_key.py"],
+    "transfer_lightning/cache/setup.py": ["tests/test_feature_cache.py", "-k", "not cli_run"],
+    "transfer_lightning/cache/plan.py": ["tests/test_feature_cache.py", "-k", "stays_off or misses_through"],
+    "transfer_lightning/data/contract.py": ["tests/test_predict.py", "tests/test_evaluate.py"],
+    "transfer_lightning/data/decode.py": ["tests/test_image_folder.py", "-k", "not cli and not ddp"],
+    "transfer_lightning/checkpoint_io.py": [
+        "tests/test_run_checkpoint.py",
+        "tests/test_resume.py",
+        "-k",
+        "not killed_run",
+    ],
+    "transfer_lightning/resume.py": ["tests/test_resume.py", "-k", "not killed_run"],
+}
+# besides the package and tests/ (which mutmut copies itself), what the tests read
+ALSO_COPY = ["conf", "hydra_plugins"]
+
+
+def mutmut_config(module: str, tests: list[str]) -> str:
+    """The ``[tool.mutmut]`` table for one module: mutate only it, run only its tests."""
+    settings = {
+        "source_paths": ["transfer_lightning"],
+        "only_mutate": [module],
+        "also_copy": ALSO_COPY,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+        "pytest_add_cli_args_test_selection": tests,
+        "process_isolation": "forkserver",  # torch is not fork-safe once the suite ran
+        "use_git_change_detection": False,
+        # a forked worker's start-up (importing torch) dwarfs these tests' own milliseconds; on a shared
+        # machine mutmut's default (15 x the test's time + 1 s) reports every mutant as a timeout
+        "timeout_constant": 60.0,
+    }
+    return "\n[tool.mutmut]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+
+
+def mutate(module: str, tests: list[str]) -> dict[str, int]:
+    """Run mutmut on ``module`` in a scratch copy; its killed/survived/total counts."""
+    with tempfile.TemporaryDirectory(prefix="mutation-") as scratch:
+        copy = Path(scratch) / "project"
+        tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+        for name in tracked.stdout.splitlines():
+            if (ROOT / name).is_file():
+                (copy / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, copy / name)
+        pyproject = copy / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text() + mutmut_config(module, tests))
+        subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=copy, check=True)
+        subprocess.run([sys.executable, "-m", "mutmut", "export-cicd-stats"], cwd=copy, check=True)
+        survivors = subprocess.run(
+            [sys.executable, "-m", "mutmut", "results"], cwd=copy, capture_output=True, text=True
+        )
+        print(survivors.stdout)  # the surviving mutants' names: `mutmut show NAME` in a copy explains each
+        return json.loads((copy / "mutants" / "mutmut-cicd-stats.json").read_text())
+
+
+def table_row(module: str, stats: dict[str, int], commit: str) -> str:
+    score = 100.0 * stats["killed"] / max(stats["total"], 1)
+    date = datetime.date.today().isoformat()
+    return f"| `{module}` | {stats['total']} | {stats['killed']} | {score:.1f} % | {date} | {commit} |"
+
+
+def main(modules: list[str]) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    rows = [table_row(module, mutate(module, MODULES[module]), commit.strip()) for module in modules or MODULES]
+    print("| module | mutants | killed | score | date | commit |\n| --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,74 @@
+"""Where a sweep stands: "job k of N", the values the job runs, and the time the sweep has left.
+
+``SweepCallback.on_multirun_start`` counts the jobs and notes the start in the environment (every
+launcher's jobs inherit it); each job's ``on_job_start`` reads it back and estimates the time left
+from the jobs finished since (a finished job leaves ``run_summary.json``, also when it failed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from transfer_lightning.progress import format_duration
+from transfer_lightning.summary import SUMMARY_FILE
+from transfer_lightning.sweeps.report import job_overrides
+from transfer_lightning.sweeps.resume import swept_overrides
+
+JOBS_VARIABLE = "TRANSFER_LIGHTNING_SWEEP_JOBS"
+STARTED_VARIABLE = "TRANSFER_LIGHTNING_SWEEP_STARTED"
+
+
+def count_jobs(config: DictConfig) -> int | None:
+    """Jobs of the sweep: the grid's size (Hydra's basic sweeper), ``n_trials`` (Optuna), else None."""
+    sweeper = config.hydra.sweeper
+    if "n_trials" in sweeper:
+        return int(sweeper.n_trials)
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+    except Exception:  # noqa: BLE001 - a sweep we cannot count still runs; its lines omit "of N"
+        return None
+
+
+def note_sweep_start(config: DictConfig) -> None:
+    """Record the job count and the start time for the jobs' ``job_start_line``."""
+    jobs = count_jobs(config)
+    os.environ[JOBS_VARIABLE] = str(jobs) if jobs is not None else ""
+    os.environ[STARTED_VARIABLE] = repr(time.time())
+
+
+def job_start_line(config: DictConfig, now: float | None = None) -> str:
+    """``Sweep job 3 of 15 (optimizer.lr=0.001, ...); about 24 min left for the sweep (2 jobs in 9 min 40 s)``."""
+    number = int(config.hydra.job.num) + 1
+    jobs = int(os.environ[JOBS_VARIABLE]) if os.environ.get(JOBS_VARIABLE) else None
+    values = ", ".join(swept_overrides(job_overrides(list(config.hydra.overrides.task)))) or "the defaults"
+    line = f"Sweep job {number}{f' of {jobs}' if jobs else ''} ({values})"
+    started = float(os.environ.get(STARTED_VARIABLE) or 0)
+    if not jobs or not started:
+        return line
+    now = time.time() if now is None else now
+    finished = _finished_jobs(Path(str(config.hydra.sweep.dir)), since=started)
+    if not finished["now"]:
+        return f"{line}; the sweep's time left is estimated once a job has finished"
+    elapsed = now - started
+    left = max(0, jobs - finished["all"]) * elapsed / finished["now"]
+    return (
+        f"{line}; about {format_duration(left)} left for the sweep "
+        f"({finished['now']} job{'s' if finished['now'] != 1 else ''} in {format_duration(elapsed)})"
+    )
+
+
+def _finished_jobs(sweep_dir: Path, since: float) -> dict[str, int]:
+    """Job folders with a summary: all of them, and those written by this launch (``now``)."""
+    summaries = [path for path in sweep_dir.glob(f"*/{SUMMARY_FILE}") if path.parent.name.isdigit()]
+    return {"all": len(summaries), "now": sum(path.stat().st_mtime >= since for path in summaries)}
