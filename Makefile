@@ -11,7 +11,7 @@ ARGS ?=
 CIFAR_LOCAL ?= ../shared/data/cifar10-jpeg
 DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LOCAL)),)
 
-.PHONY: install train test test-all lint format bench mutation gpu-check gpu-check-prepare tensorboard clean
+.PHONY: install train test test-all lint format bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ gpu-check-prepare: install
 
 tensorboard: install
 	$(PY) -m tensorboard.main --logdir outputs --bind_all
+
+# screenshots of TensorBoard (Time Series, Images, HPARAMS) over a tiny run and sweep (needs chromium)
+dashboard-shots: install
+	$(PY) scripts/dashboard_shots.py
 
 clean:
 	rm -rf .pytest_cache .ruff_cache

@@ -104,3 +104,15 @@ def test_lr_find_refuses_resume_and_distributed_runs(tmp_path: Path) -> None:
     ddp = L.Trainer(accelerator="cpu", strategy="ddp", devices=2, logger=False)
     with pytest.raises(UserError, match="one device"):
         find_learning_rate(_tune_config(apply=True), ddp, module, datamodule, tmp_path)
+
+
+def test_lr_find_refuses_more_steps_than_the_run_has_before_searching(tmp_path: Path) -> None:
+    strategy = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 5}
+    trainer, module, datamodule = _setup(tmp_path, strategy)  # 40 images, batches of 2: 20 steps per epoch
+    tune = _tune_config(apply=True)
+    tune.tune.num_training = 21
+    with pytest.raises(
+        UserError, match=r"only 20 \(20 batches per epoch x trainer.max_epochs=1\).*num_training=20 or less"
+    ):
+        find_learning_rate(tune, trainer, module, datamodule, tmp_path)
+    assert not (tmp_path / PLOT_FILE).exists()  # refused before the search started

@@ -18,6 +18,7 @@ import torch
 
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
+from tests.test_dashboards import session_hparams
 
 # one epoch of 2 batches per job: the sweep machinery is under test, not the learning
 SWEEP_TINY = [
@@ -63,7 +64,13 @@ def test_lr_x_frozen_stages_grid_writes_four_jobs_csv_report_and_heatmap(tmp_pat
 
     # each job is its own TensorBoard run, named by what the sweep changed
     runs = sorted(p.name for p in (sweep / "0" / "tensorboard").iterdir() if p.is_dir())
-    assert runs == ["optimizer.lr=0.01,strategy.frozen_stages=5"]
+    assert runs == ["lr=0.01 fs=5"]  # short: the swept keys only
+    # strategy=finetune with frozen_stages=5 trains the head only: labelled by what it is
+    labels = {row["job"]: json.loads((sweep / row["job"] / "run_summary.json").read_text())["strategy"] for row in rows}
+    assert labels == {"0": "feature_extract", "1": "finetune", "2": "feature_extract", "3": "finetune"}
+    hparams, _ = session_hparams(sweep / "0" / "tensorboard" / "lr=0.01 fs=5")
+    assert hparams["group_name"] == "lr=0.01 fs=5 (sweep/0)"  # HPARAMS' Trial ID: the short name first
+    assert hparams["strategy"] == "feature_extract" and hparams["frozen_stages"] == "5"
 
     # the report is rebuilt from the job folders alone
     for name in ("sweep_summary.csv", "sweep_report.md", "sweep_heatmap.png"):

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from transfer_lightning.checkpoint_io import unreadable_file_reason
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data.contract import preprocessor_for
 from transfer_lightning.errors import UserError
@@ -34,12 +35,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=<run folder>/checkpoints/best.ckpt")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - truncated, not a torch file, or pickled code: same advice
-        raise UserError(
-            f"{path} cannot be loaded safely as a checkpoint ({_first_line(error)}): it is corrupt or truncated, "
-            "not a PyTorch file, or holds pickled objects (refused for safety); pass a .ckpt written by "
-            "python -m transfer_lightning"
-        ) from error
+    except Exception as error:  # noqa: BLE001 - truncated, foreign or pickled objects: each says why
+        raise UserError(f"{path} cannot be loaded as a checkpoint: {unreadable_file_reason(error)}") from error
     _check_is_ours(path, checkpoint)
     return checkpoint
 

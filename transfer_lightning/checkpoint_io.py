@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +84,46 @@ def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu") -> dict:
         raise UserError(f"checkpoint {path} does not exist; give the path to a .ckpt file of a run")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(
-            f"checkpoint {path} holds objects that only arbitrary unpickling could rebuild ({first}); it was "
-            "refused, not executed (loading with weights_only=False could run code from the file). Use "
-            "checkpoints written by this project, or re-save a trusted file as plain tensors and containers"
-        ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise UserError(f"checkpoint {path} cannot be read ({error}); it is damaged or not a checkpoint") from error
+    except Exception as error:  # noqa: BLE001 - every way a file can fail to load gets its reason
+        raise UserError(f"checkpoint {path} cannot be loaded: {unreadable_file_reason(error)}") from error
+
+
+def checkpoint_origin(path: str | Path) -> str:
+    """``best.ckpt (epoch 2, val/acc 0.4583)``: where a checkpoint's weights come from, as it recorded.
+
+    The epoch is the one it was saved at; the score is the checkpoint callback's monitored value at
+    that save (absent from a checkpoint no monitoring callback wrote). Tensors are memory-mapped,
+    not read.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    parts = [f"epoch {checkpoint['epoch']}"] if "epoch" in checkpoint else []
+    for state in (checkpoint.get("callbacks") or {}).values():
+        if isinstance(state, dict) and state.get("monitor") and state.get("current_score") is not None:
+            parts.append(f"{state['monitor']} {float(state['current_score']):.4g}")
+            break
+    return f"{Path(path).name} ({', '.join(parts)})" if parts else Path(path).name
+
+
+def unreadable_file_reason(error: BaseException) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, said about the file.
+
+    torch's own message is mostly advice to load with ``weights_only=False`` (which could run code
+    from the file); the user needs to know whether the file is cut off, foreign or holds objects.
+    """
+    text = str(error)
+    refused_class = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", text)
+    if refused_class:
+        return (
+            f"it holds a pickled {refused_class.group(1)} object, which only unpickling with code execution could "
+            "rebuild (refused, not executed); use a file written by this project, or re-save a trusted one as plain "
+            "tensors and containers"
+        )
+    if isinstance(error, EOFError) or "zip archive" in text or "central directory" in text:
+        return "the file is truncated or damaged (an interrupted write or an incomplete copy); use an intact copy"
+    return (
+        "the file is not a PyTorch checkpoint (torch.load found no data it writes in it); check the path names a "
+        ".ckpt / .pth file"
+    )
 
 
 def is_local(path: str | Path) -> bool:

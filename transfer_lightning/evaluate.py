@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from transfer_lightning.builders import build_datamodule, build_trainer
 from transfer_lightning.callbacks import DeviceReport
 from transfer_lightning.checkpoint import load_classifier
+from transfer_lightning.checkpoint_io import checkpoint_origin
 from transfer_lightning.cli import require, run_tool
 from transfer_lightning.data.base import ClassificationDataModule
 from transfer_lightning.data.contract import Preprocessing
@@ -61,6 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = _data_config(cfg.data, module.hparams.get("data"), checkpoint)
     datamodule = datamodule_for_checkpoint(data_cfg, module.hparams["preprocessing"], module.class_names)
 
+    split = used_split(cfg.split, datamodule)
     collector = PredictionCollector(len(module.class_names), stage=cfg.split, grid_size=cfg.grid_size)
     device = DeviceReport()
     trainer = build_trainer(cfg, [collector, device], logger=False)
@@ -71,10 +73,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     report["context"] = {
         "checkpoint": str(checkpoint.resolve()),
         "data": type(datamodule).__name__,
-        "split": cfg.split,
+        "split": split,
         "data_root": datamodule.splits.notes.get("data_root"),
-        "split_fingerprint": split_fingerprint(getattr(datamodule.splits, cfg.split)),
-        "images": len(getattr(datamodule.splits, cfg.split)),
+        "split_fingerprint": split_fingerprint(getattr(datamodule.splits, split)),
+        "images": len(getattr(datamodule.splits, split)),
         "preprocessing": module.hparams["preprocessing"],
         "image_size": module.hparams["preprocessing"]["image_size"],
         "device": device.device,
@@ -83,7 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     report["weights_lineage"] = module.weights_lineage
     output_dir = (
-        Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent / f"{checkpoint.stem}_eval_{cfg.split}"
+        Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent / f"{checkpoint.stem}_eval_{split}"
     )
     write_evaluation(output_dir, report, collector, datamodule, module.class_names)
     return report
@@ -94,6 +96,14 @@ def _data_config(typed: DictConfig, recorded: dict[str, Any] | None, checkpoint:
     if "_target_" in typed:
         return typed
     return data_config_from_checkpoint(recorded, OmegaConf.to_container(typed, resolve=True), checkpoint)
+
+
+def used_split(asked: str, datamodule: ClassificationDataModule) -> str:
+    """The split whose images a pass over ``asked`` really sees: data without a test split tests on val."""
+    if asked == "test" and datamodule.splits.notes.get("test_split") == "val":
+        log.warning("This data has no test split: evaluating on the val split (named val in the report and folder)")
+        return "val"
+    return asked
 
 
 def datamodule_for_checkpoint(
@@ -132,13 +142,14 @@ def write_evaluation(
     """The confusion matrix and prediction grid PNGs, then the JSON and Markdown reports."""
     output_dir.mkdir(parents=True, exist_ok=True)
     split = report["context"]["split"]
+    shown = f"{split}, {checkpoint_origin(report['context']['checkpoint'])}"  # which images, which weights
     matrix = collector.metrics["confusion_matrix"].compute()
     save_figure(
-        confusion_matrix_figure(matrix, class_names, f"Confusion matrix ({split})"), output_dir / "confusion_matrix.png"
+        confusion_matrix_figure(matrix, class_names, f"Confusion matrix ({shown})"), output_dir / "confusion_matrix.png"
     )
     examples = collector.selector.examples()
     examples.images = datamodule.preprocessor.unnormalize(examples.images)
-    save_figure(prediction_grid_figure(examples, class_names), output_dir / "predictions.png")
+    save_figure(prediction_grid_figure(examples, class_names, shown), output_dir / "predictions.png")
     images = {"Confusion matrix": "confusion_matrix.png", "Predictions (misclassified first)": "predictions.png"}
     report["files"] = images
     (output_dir / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,11 @@ from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
+from transfer_lightning.dashboard import hparams_columns, write_hparams
 from transfer_lightning.data.contract import default_preprocessing, resolve_preprocessing
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
+from transfer_lightning.log_filters import install_log_filters
 from transfer_lightning.models.lineage import RunWeights, describe_lineage, preprocessing_from_run
 from transfer_lightning.models.weights import ensure_weights_available
 from transfer_lightning.preflight import check_run_folder
@@ -45,9 +46,7 @@ from transfer_lightning.tuning import find_learning_rate
 from transfer_lightning.validation import validate_config
 
 log = logging.getLogger("transfer_lightning")
-# conf/hydra/launcher/submitit_slurm.yaml extends the plugin's schema of the same name on purpose
-# (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 still supports it.
-warnings.filterwarnings("ignore", message=r"[\s\S]*validated against ConfigStore schema with the same name")
+install_log_filters()  # Lightning's advertising and known-harmless warnings (log_filters.py)
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 _PREPROCESSING_KEYS = ("image_size", "resize_size", "interpolation", "mean", "std")
 
@@ -93,8 +92,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     feature_cache = use_feature_cache(datamodule, module, trainer)
     split_fingerprints = feature_cache.fingerprints or datamodule.split_fingerprints()
     lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
-    if logger:
-        logger.log_hyperparams(_hparams_for_logging(cfg, params), {"val/acc_best": 0.0, "test/acc": 0.0})
+    hparams = hparams_columns(cfg, _choices(), _overrides(), params["trainable"])
 
     trainer.fit(module, datamodule=feature_cache.datamodule, ckpt_path=cfg.get("ckpt_path"))
     best_val = trainer.callback_metrics.get("val/acc_best")
@@ -113,7 +111,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "status": "completed",
         "model": cfg.model.name,
         "weights": module.weights_lineage,
-        "strategy": _choice("strategy"),
+        "strategy": hparams["strategy"],
         "frozen_stages": cfg.strategy.get("frozen_stages"),
         "params": params,
         "epochs": trainer.current_epoch,
@@ -142,6 +140,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     }
     if not trainer.is_global_zero:
         return summary  # under DDP every process gets here; rank 0 writes the one summary
+    write_hparams(logger, hparams, {"val/acc_best": best_val, "test/acc": test_acc})  # once both were measured
     path = write_summary(run_dir, summary)
     print_report(summary)
     log.info("Run folder: %s (summary: %s)", run_dir, path.name)
@@ -201,30 +200,12 @@ def _is_multirun() -> bool:
 
 
 def _choice(group: str) -> str | None:
-    if HydraConfig.initialized():
-        return HydraConfig.get().runtime.choices.get(group)
-    return None
+    return _choices().get(group)
+
+
+def _choices() -> dict[str, str | None]:
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
 def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def _hparams_for_logging(cfg: DictConfig, params: dict[str, int]) -> dict[str, Any]:
-    """The knobs a sweep compares, flat, for TensorBoard's HPARAMS tab."""
-    return {
-        "model": cfg.model.name,
-        "weights": str(cfg.model.weights),
-        "strategy": _choice("strategy") or "custom",
-        "frozen_stages": cfg.strategy.get("frozen_stages", -1),
-        "optimizer": _choice("optimizer") or "custom",
-        "lr": float(cfg.optimizer.lr),
-        "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)),
-        "scheduler": _choice("scheduler") or "none",
-        "batch_size": cfg.data.batch_size,
-        "image_size": cfg.data.image_size,
-        "augment": cfg.data.augment,
-        "max_epochs": cfg.trainer.max_epochs or -1,
-        "seed": cfg.seed,
-        "trainable_params": params["trainable"],
-    }

@@ -39,6 +39,7 @@ def find_learning_rate(
     if not tune or not tune.lr_find:
         return None
     _check_setup(cfg, trainer)
+    _check_steps_fit(int(tune.num_training), trainer, datamodule)
     lr_before = float(module.hparams.optimizer["lr"])
     with _finder_progress():
         finder = Tuner(trainer).lr_find(
@@ -90,6 +91,25 @@ def _check_setup(cfg: DictConfig, trainer: L.Trainer) -> None:
         )
     if trainer.fast_dev_run:
         raise UserError("tune.lr_find=true does nothing with trainer.fast_dev_run; drop one of the two")
+
+
+def _check_steps_fit(num_training: int, trainer: L.Trainer, datamodule: L.LightningDataModule) -> None:
+    """The finder's steps must fit in the run's epochs: it stops at ``trainer.max_epochs``, short of
+    ``tune.max_lr``, and Lightning then blames "diverging loss"."""
+    if trainer.max_epochs is None or trainer.max_epochs < 0:
+        return
+    batches = len(datamodule.train_dataloader())
+    limit = trainer.limit_train_batches
+    if limit is not None:
+        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
+    available = batches * trainer.max_epochs
+    if available < num_training:
+        raise UserError(
+            f"the LR finder needs tune.num_training={num_training} training steps, but this run has only "
+            f"{available} ({batches} batches per epoch x trainer.max_epochs={trainer.max_epochs}), so it would stop "
+            f"early, before reaching tune.max_lr; set tune.num_training={available} or less, or give an epoch more "
+            "batches (a smaller data.batch_size)"
+        )
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure
+from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_weights
 from transfer_lightning.evaluation.figures import ConfusionMatrixPlot
 
 
@@ -22,6 +22,7 @@ class ConfusionMatrixImage(Callback):
         self.stages = tuple(stages)
         self.matrices: dict[str, MulticlassConfusionMatrix] = {}
         self.plots: dict[str, ConfusionMatrixPlot] = {}
+        self.tested = ""  # the checkpoint the test runs on, named in the test figure's title
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for split in self.stages:
@@ -35,6 +36,9 @@ class ConfusionMatrixImage(Callback):
         if trainer.sanity_checking:
             return
         self._log("val", trainer, pl_module)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.tested = tested_weights(trainer) if has_figure_logger(trainer) else ""
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._update("test", outputs, pl_module)
@@ -57,5 +61,6 @@ class ConfusionMatrixImage(Callback):
             plot = self.plots.get(split)
             if plot is None or plot.class_names != list(pl_module.class_names):
                 plot = self.plots[split] = ConfusionMatrixPlot(pl_module.class_names)
-            title = f"{split} confusion matrix, epoch {trainer.current_epoch}"
+            source = self.tested if split == "test" else f"epoch {trainer.current_epoch}"
+            title = f"{split} confusion matrix, {source}"
             log_figure(trainer, f"{split}/confusion_matrix", plot.show(matrix, title))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import lightning as L
 from matplotlib.figure import Figure
 
+from transfer_lightning.checkpoint_io import checkpoint_origin
+
 
 def log_figure(trainer: L.Trainer, tag: str, figure: Figure) -> bool:
     """``add_figure`` on each logger whose writer has it; returns whether any logger took it."""
@@ -19,3 +21,10 @@ def log_figure(trainer: L.Trainer, tag: str, figure: Figure) -> bool:
 def has_figure_logger(trainer: L.Trainer) -> bool:
     """Whether drawing a figure is worth it (rank 0 with an image-capable logger)."""
     return trainer.is_global_zero and any(hasattr(logger.experiment, "add_figure") for logger in trainer.loggers)
+
+
+def tested_weights(trainer: L.Trainer) -> str:
+    """Which weights the current test/validate pass runs: the loaded checkpoint (epoch, score) or the live ones."""
+    if trainer.ckpt_path:
+        return checkpoint_origin(trainer.ckpt_path)
+    return f"the weights in memory (epoch {trainer.current_epoch})"

@@ -6,15 +6,16 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure
+from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_weights
 from transfer_lightning.data.contract import preprocessor_for
 from transfer_lightning.evaluation.examples import ExampleSelector
 from transfer_lightning.evaluation.figures import prediction_grid_figure
 
 
 class PredictionGridImage(Callback):
-    """Keeps ``size`` test examples (misclassified first, most confident first) from the batches
-    ``test_step`` saw and logs them as ``test/predictions`` when the test ends.
+    """Keeps ``size`` test examples (misclassified first, most confident first; then the most
+    confident correct one of each class) from the batches ``test_step`` saw and logs them as
+    ``test/predictions`` when the test ends, titled with the checkpoint tested.
 
     Images are un-normalised with the model's own preprocessing contract (mean/std), so they show
     what the model saw. Under DDP the grid holds rank 0's examples.
@@ -22,9 +23,11 @@ class PredictionGridImage(Callback):
 
     def __init__(self, size: int = 32) -> None:
         self.selector = ExampleSelector(size)
+        self.tested = ""  # the checkpoint the test runs on, named in the grid's title
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.selector.reset()
+        self.tested = tested_weights(trainer) if has_figure_logger(trainer) else ""
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not (isinstance(outputs, dict) and "logits" in outputs and has_figure_logger(trainer)):
@@ -40,7 +43,8 @@ class PredictionGridImage(Callback):
         if not len(examples) or not has_figure_logger(trainer):
             return
         examples.images = preprocessor_for(pl_module.hparams["preprocessing"]).unnormalize(examples.images)
-        log_figure(trainer, "test/predictions", prediction_grid_figure(examples, pl_module.class_names))
+        figure = prediction_grid_figure(examples, pl_module.class_names, f"test, {self.tested}")
+        log_figure(trainer, "test/predictions", figure)
         self.selector.reset()
 
 

@@ -45,7 +45,10 @@ class ExampleSelector:
     """Keeps at most ``size`` examples for a prediction grid, in constant memory.
 
     ``examples()`` returns the misclassified examples with the highest confidence first (the
-    mistakes the model is surest of are the most telling), then correct ones to fill the grid.
+    mistakes the model is surest of are the most telling), then correct ones to fill the grid,
+    spread over the classes: the most confident correct example of each class, then the second
+    most confident of each, and so on (not the first correct images in split order, which may all
+    be one class).
     """
 
     def __init__(self, size: int = 32) -> None:
@@ -64,10 +67,21 @@ class ExampleSelector:
         candidates = self._wrong.cat(batch.take(wrong.nonzero().flatten()))
         order = candidates.confidences.argsort(descending=True, stable=True)[: self.size]
         self._wrong = candidates.take(order)
-        missing = self.size - len(self._right)
-        if missing > 0:
-            self._right = self._right.cat(batch.take((~wrong).nonzero().flatten()[:missing]))
+        right = self._right.cat(batch.take((~wrong).nonzero().flatten()))
+        self._right = right.take(_spread_over_classes(right.targets, right.confidences)[: self.size])
 
     def examples(self) -> GridExamples:
         room = self.size - len(self._wrong)
         return self._wrong.cat(self._right.take(torch.arange(min(room, len(self._right)))))
+
+
+def _spread_over_classes(classes: torch.Tensor, confidences: torch.Tensor) -> torch.Tensor:
+    """Indices ordered by rank within their class (most confident first), then by class."""
+    by_confidence = confidences.argsort(descending=True, stable=True)
+    ranks = torch.empty_like(by_confidence)
+    for label in classes.unique():
+        members = by_confidence[classes[by_confidence] == label]
+        ranks[members] = torch.arange(len(members))
+    if not len(classes):
+        return by_confidence
+    return (ranks * (int(classes.max()) + 1) + classes).argsort(stable=True)

@@ -88,7 +88,9 @@ class ConfusionMatrixPlot:
         return self.figure
 
 
-def prediction_grid_figure(examples: GridExamples, class_names: list[str], columns: int = 8) -> Figure:
+def prediction_grid_figure(
+    examples: GridExamples, class_names: list[str], title: str | None = None, columns: int = 8
+) -> Figure:
     """Images (``[0, 1]`` pixels) titled with prediction, confidence and truth; wrong ones in red.
 
     One montage image on one axes with a caption and a coloured frame per cell (32 sub-axes cost
@@ -134,7 +136,8 @@ def prediction_grid_figure(examples: GridExamples, class_names: list[str], colum
     axes.imshow(montage.permute(1, 2, 0).numpy(), interpolation="nearest")
     axes.set_axis_off()
     wrong_count = int((examples.preds != examples.targets).sum())
-    figure.suptitle(f"{wrong_count} misclassified (first, most confident first), {count - wrong_count} correct")
+    counts = f"{wrong_count} misclassified (first, most confident first), {count - wrong_count} correct"
+    figure.suptitle(f"{title}: {counts}" if title else counts)
     return figure
 
 

@@ -13,6 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
+from transfer_lightning.checkpoint_io import unreadable_file_reason
 from transfer_lightning.errors import UserError
 from transfer_lightning.models.lineage import (
     RANDOM_INIT,
@@ -89,7 +90,7 @@ def _fetch_state_dict(arch: str, weights: str) -> dict:
 def torchvision_weights(arch: str, name: str) -> torchvision.models.WeightsEnum:
     """The torchvision weights enum member ``name`` (``DEFAULT``, ``IMAGENET1K_V1`` ...) of ``arch``."""
     enum = torchvision.models.get_model_weights(arch)
-    allowed = ["DEFAULT", *enum.__members__]
+    allowed = list(dict.fromkeys(["DEFAULT", *enum.__members__]))  # DEFAULT is also one of the members
     if name not in allowed:
         raise UserError(
             f"model.weights={name!r} is not a weights name of {arch}; use one of "
@@ -126,8 +127,7 @@ def _read_state_dict_file(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
         raise UserError(
-            f"model.weights file {path} cannot be loaded safely as a state dict ({_first_line(error)}); "
-            "save it with torch.save(model.state_dict(), path)"
+            f"model.weights file {path} cannot be loaded as a state dict: {unreadable_file_reason(error)}"
         ) from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -158,8 +158,3 @@ def _load_backbone_state(model: nn.Module, state_dict: dict, source: str) -> Non
             "check that model.name matches the architecture the file was saved from"
         )
     model.load_state_dict(state_dict, strict=False)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

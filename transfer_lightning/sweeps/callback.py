@@ -21,7 +21,7 @@ from transfer_lightning.sweeps.guards import (
 )
 from transfer_lightning.sweeps.joblib_worker import claim_gpu, use_fork_for_dataloader_workers
 from transfer_lightning.sweeps.progress import job_start_line, note_sweep_start
-from transfer_lightning.sweeps.report import write_sweep_report
+from transfer_lightning.sweeps.report import print_ranking, write_sweep_report
 from transfer_lightning.sweeps.resume import SWEPT_KEYS_VARIABLE, resume_sweep_dir, swept_keys_of_command
 
 log = logging.getLogger("transfer_lightning")
@@ -52,6 +52,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         written = write_sweep_report(sweep_dir)
+        print_ranking(sweep_dir)
         log.info("Sweep report: %s", ", ".join(str(path) for path in written))
 
 

@@ -1,4 +1,4 @@
-"""Heatmap of best validation accuracy over the two swept axes of a sweep."""
+"""Best validation accuracy over a sweep's swept keys: a heatmap for two, a line for one."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ def _sorted_values(values: set[str]) -> list[str]:
         return sorted(values)
 
 
-def plot_heatmap(jobs: list[JobResult], row_key: str, column_key: str, path: Path) -> Path:
-    """One cell per (row value, column value): the best val accuracy of that job; blank if none."""
+def plot_heatmap(
+    jobs: list[JobResult], row_key: str, column_key: str, path: Path, others: list[str] | tuple[str, ...] = ()
+) -> Path:
+    """One cell per (row value, column value): the best val accuracy of its jobs (the best over the
+    ``others`` swept keys, which the title names); ``n/a`` if none."""
     rows = _sorted_values({job.values.get(row_key, "") for job in jobs})
     columns = _sorted_values({job.values.get(column_key, "") for job in jobs})
     grid = np.full((len(rows), len(columns)), np.nan)
@@ -42,9 +45,35 @@ def plot_heatmap(jobs: list[JobResult], row_key: str, column_key: str, path: Pat
     for (row, column), value in np.ndenumerate(grid):
         label = "n/a" if np.isnan(value) else f"{100 * value:.1f}%"
         axes.text(column, row, label, ha="center", va="center", color="white" if value < 0.6 else "black")
-    axes.set_title("best val accuracy")
+    axes.set_title("best val accuracy" + (f" (best over {', '.join(others)})" if others else ""))
     figure.colorbar(image, ax=axes)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def plot_line(jobs: list[JobResult], key: str, path: Path) -> Path:
+    """Best val accuracy (and test accuracy where measured) over the values of the one swept key."""
+    values = _sorted_values({job.values.get(key, "") for job in jobs})
+    figure, axes = plt.subplots(figsize=(max(4.5, 0.9 * len(values) + 2.5), 3.5))
+    for label, read in (("best val acc", lambda job: job.best_val_acc), ("test acc", _test_acc)):
+        points = [(values.index(job.values.get(key, "")), read(job)) for job in jobs if read(job) is not None]
+        if points:
+            points.sort()
+            axes.plot([x for x, _ in points], [100 * y for _, y in points], marker="o", label=label)
+    axes.set_xticks(range(len(values)), values)
+    axes.set_xlabel(key)
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    axes.set_title(f"accuracy over {key}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _test_acc(job: JobResult) -> float | None:
+    return job.summary.get("test_acc")

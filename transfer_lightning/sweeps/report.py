@@ -1,4 +1,4 @@
-"""The answer of a sweep: ``sweep_summary.csv``, ``sweep_report.md`` and a heatmap, from the job folders.
+"""The answer of a sweep: ``sweep_summary.csv``, ``sweep_report.md`` and a plot, from the job folders.
 
 Everything is read from what each job left on disk (``.hydra/overrides.yaml`` and
 ``run_summary.json``), so a report can be rebuilt for any multirun folder at any time.
@@ -19,6 +19,8 @@ from transfer_lightning.summary import read_summary
 SUMMARY_CSV = "sweep_summary.csv"
 REPORT_MD = "sweep_report.md"
 HEATMAP_PNG = "sweep_heatmap.png"
+LINE_PNG = "sweep_line.png"
+ACCURACY_DIGITS = 4  # significant digits: what a test set of thousands of images can measure
 # overrides that say how to run a sweep, not what a job is
 IGNORED_KEYS = ("resume",)
 CSV_COLUMNS = (
@@ -61,10 +63,10 @@ class JobResult:
         return {
             "job": self.number,
             "status": self.status,
-            "best_val_acc": self.best_val_acc,
-            "test_acc": self.summary.get("test_acc"),
+            "best_val_acc": _significant(self.best_val_acc),
+            "test_acc": _significant(self.summary.get("test_acc")),
             "epochs": self.summary.get("epochs"),
-            "wall_time_s": self.summary.get("wall_time_s"),
+            "wall_time_s": None if self.summary.get("wall_time_s") is None else round(self.summary["wall_time_s"], 1),
             "trainable_params": params.get("trainable"),
             "overrides": " ".join(self.overrides),
             "error": self.summary.get("error", ""),
@@ -106,20 +108,65 @@ def rerun_command(job: JobResult) -> str:
 
 
 def write_sweep_report(sweep_dir: Path) -> list[Path]:
-    """Write the CSV, the markdown report and (two swept axes) the heatmap; returns the files written."""
+    """Write the CSV, the markdown report and the plot; returns the files written.
+
+    The plot: a heatmap over the first two swept keys (best over any others), a line over one.
+    """
     sweep_dir = Path(sweep_dir)
     jobs = collect_jobs(sweep_dir)
     order = ranked(jobs)
     written = [_write_csv(sweep_dir / SUMMARY_CSV, order)]
     axes = swept_keys(jobs)
-    heatmap = None
-    if len(axes) == 2 and any(job.best_val_acc is not None for job in jobs):
-        from transfer_lightning.sweeps.heatmap import plot_heatmap
+    plot = None
+    if axes and any(job.best_val_acc is not None for job in jobs):
+        from transfer_lightning.sweeps.heatmap import plot_heatmap, plot_line
 
-        heatmap = plot_heatmap(jobs, axes[0], axes[1], sweep_dir / HEATMAP_PNG)
-        written.append(heatmap)
-    written.append(_write_markdown(sweep_dir / REPORT_MD, sweep_dir, order, axes, heatmap))
+        if len(axes) >= 2:
+            plot = plot_heatmap(jobs, axes[0], axes[1], sweep_dir / HEATMAP_PNG, others=axes[2:])
+        else:
+            plot = plot_line(jobs, axes[0], sweep_dir / LINE_PNG)
+        written.append(plot)
+    written.append(_write_markdown(sweep_dir / REPORT_MD, sweep_dir, order, axes, plot))
     return written
+
+
+def ranking_lines(jobs: list[JobResult]) -> list[str]:
+    """The jobs best first, as aligned text: rank, the swept values, best val acc, test acc, epochs,
+    wall time, status (plain text, so a pipe or a log file shows every column in full)."""
+    axes = swept_keys(jobs)
+    header = ["rank", "job", *axes, "best val acc", "test acc", "epochs", "wall time", "status"]
+    rows = [header]
+    for rank, job in enumerate(ranked(jobs), start=1):
+        row = job.row()
+        rows.append([
+            str(rank) if job.best_val_acc is not None else "-",
+            str(job.number),
+            *(job.values.get(key, "") for key in axes),
+            _percent(job.best_val_acc),
+            _percent(job.summary.get("test_acc")),
+            "" if row["epochs"] is None else str(row["epochs"]),
+            "" if row["wall_time_s"] is None else f"{row['wall_time_s']:.1f} s",
+            job.status,
+        ])  # fmt: skip
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def print_ranking(sweep_dir: Path) -> None:
+    """Print the ranked jobs and the winner's command line (end of a sweep, ``sweep_report DIR``)."""
+    jobs = collect_jobs(Path(sweep_dir))
+    print(f"Sweep {sweep_dir}: {len(jobs)} jobs, best val accuracy first")
+    print("\n".join(ranking_lines(jobs)))
+    best = ranked(jobs)[0] if jobs else None
+    if best is None or best.best_val_acc is None:
+        print("No job finished with a validation accuracy.")
+        return
+    print(f"Winner: job {best.number}, val acc {_percent(best.best_val_acc)}. Re-run it with:")
+    print(rerun_command(best))
+
+
+def _significant(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.{ACCURACY_DIGITS}g}")
 
 
 def _write_csv(path: Path, jobs: list[JobResult]) -> Path:
@@ -134,7 +181,7 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}%"
 
 
-def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: list[str], heatmap: Path | None) -> Path:
+def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: list[str], plot: Path | None) -> Path:
     counts = {status: sum(job.status == status for job in jobs) for status in {job.status for job in jobs}}
     lines = [
         f"# Sweep report: {sweep_dir}",
@@ -181,7 +228,8 @@ def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: li
         lines += [
             f"- job {job.number} ({job.status}): {job.summary.get('error') or 'no run_summary.json'}" for job in failed
         ]
-    if heatmap:
-        lines += ["", f"## Best val accuracy over `{axes[0]}` x `{axes[1]}`", "", f"![heatmap]({heatmap.name})"]
+    if plot:
+        over = " x ".join(f"`{key}`" for key in axes[:2])
+        lines += ["", f"## Best val accuracy over {over}", "", f"![best val accuracy]({plot.name})"]
     path.write_text("\n".join(lines) + "\n")
     return path

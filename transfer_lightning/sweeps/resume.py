@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transfer_lightning.dashboard import short_run_name
 from transfer_lightning.errors import UserError
 from transfer_lightning.summary import read_summary
 from transfer_lightning.sweeps.report import job_overrides
@@ -129,10 +130,11 @@ def swept_overrides(overrides: list[str]) -> list[str]:
 
 
 def _name_tensorboard_run(cfg: DictConfig, overrides: list[str]) -> None:
-    """``<job>/tensorboard/<swept overrides>``: TensorBoard lists the jobs by what they changed."""
+    """``<job>/tensorboard/lr=0.01 fs=5``: TensorBoard lists the jobs by the values the sweep varies."""
     logger = cfg.get("logger")
     if not logger or "TensorBoardLogger" not in str(logger.get("_target_", "")):
         return
-    label = ",".join(swept_overrides(overrides)).replace("/", "_")[:200] or "defaults"
+    swept = swept_overrides(overrides)
+    label = short_run_name(swept, [item.split("=", 1)[0].lstrip("+~") for item in swept]) or "defaults"
     with open_dict(cfg):
         OmegaConf.update(cfg, "logger.sub_dir", label, force_add=True)

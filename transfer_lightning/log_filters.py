@@ -1,0 +1,39 @@
+"""The one place where messages that do not help here are dropped, where they are emitted.
+
+Everything this project logs, and every Lightning warning not listed here, still shows. Dropped:
+Lightning's advertising (the "💡 Tip:" lines for its cloud logger and model registry) and
+warnings known to be harmless in this project.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+ADVERTISING_PREFIX = "💡 Tip:"
+HARMLESS_WARNINGS = (
+    # frozen stages stay in eval mode on purpose: their BatchNorm statistics must not move
+    # (strategies/base.py); Lightning notes any module in eval mode when fit starts
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    # conf/hydra/launcher/submitit_slurm.yaml extends the plugin's schema of the same name on
+    # purpose (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 supports it
+    r"[\s\S]*validated against ConfigStore schema with the same name",
+    # Lightning's own call of a torch API that torch 2.14 deprecates; nothing a user can change
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+class _DropAdvertising(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(ADVERTISING_PREFIX)
+
+
+def install_log_filters() -> None:
+    """Drop the advertising and the harmless warnings (idempotent; call once per process)."""
+    import lightning.pytorch  # noqa: F401 - sets the logger that rank_zero_info writes to
+    from lightning_utilities.core import rank_zero
+
+    if not any(isinstance(existing, _DropAdvertising) for existing in rank_zero.log.filters):
+        rank_zero.log.addFilter(_DropAdvertising())
+    for message in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
