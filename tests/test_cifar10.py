@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import TINY, run_cli
 from transfer_lightning.data import CIFAR10DataModule
 from transfer_lightning.data.cifar10 import CIFAR10_CLASSES
 from transfer_lightning.errors import UserError
@@ -100,3 +102,25 @@ def test_batches_are_resized_and_normalised_on_the_device(tmp_path: Path) -> Non
     assert processed.shape == (2, 3, 64, 64) and processed.dtype == torch.float32
     restored = dm.preprocessor.unnormalize(processed)
     assert restored.min() >= 0 and restored.max() <= 1
+
+
+def test_evaluate_with_only_ckpt_path_serves_a_cifar_runs_own_val_split(tmp_path: Path) -> None:
+    """The checkpoint carries CIFAR-10's root and split settings (here a non-default seed and val size)."""
+    _write_torchvision_layout(tmp_path / "cifar")
+    run = tmp_path / "run"
+    tiny = [arg for arg in TINY if arg != "data=synthetic"]
+    trained = run_cli(
+        *tiny, "data=cifar10", f"data.root={tmp_path / 'cifar'}", "data.download=false", "data.val_size=5",
+        "data.split_seed=3", "data.image_size=32", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["data"]["preprocessing"]["crop_size"] == 32  # stored natively, resized on the device
+    evaluated = run_cli(
+        f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "split=val", "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path / 'eval'}", module="transfer_lightning.evaluate", cwd=tmp_path,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((run / "checkpoints" / "best_eval_val" / "eval_report.json").read_text())
+    assert report["context"]["images"] == 5
+    assert report["context"]["split_fingerprint"] == summary["data"]["split_fingerprints"]["val"]

@@ -114,7 +114,7 @@ def test_stale_cache_is_never_used_after_the_images_or_weights_change(tmp_path) 
 # One setting changed from the first run's; every split must then be recomputed.
 KEY_CHANGES = {
     "image_size": (["data.image_size=64"], None),
-    "normalisation": ([], lambda datamodule: datamodule.use_normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))),
+    "normalisation": (["data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]"], None),  # the contract's keys
     "frozen_depth": (["strategy=finetune"], None),
     "precision": (["trainer.precision=bf16-mixed"], None),
 }

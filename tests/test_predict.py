@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from tests.conftest import run_cli
-from transfer_lightning.checkpoint import load_classifier, preprocessor_for
-from transfer_lightning.data.image_files import list_image_files, read_image
+from transfer_lightning.checkpoint import load_classifier
+from transfer_lightning.data.contract import Preprocessing
+from transfer_lightning.data.image_files import ImageFileDataset, list_image_files
 from transfer_lightning.errors import UserError
 
 
@@ -44,14 +45,15 @@ def test_predict_folder_writes_top_k_csv_and_lists_unreadable_files(trained_run:
     assert "broken.jpg" in result.stderr + result.stdout
     assert "top5" not in rows["photo_0.jpg"]  # top_k=10 is capped at the 4 classes
     module = load_classifier(checkpoint)
-    preprocessor = preprocessor_for(module.hparams["preprocessing"])
+    contract = Preprocessing.from_dict(module.hparams["preprocessing"])
     for name in ("photo_0.jpg", "photo_2.jpg", "gray.png"):
         row = rows[name]
         probabilities = [float(row[f"top{rank}_prob"]) for rank in range(1, 5)]
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1, abs=1e-4)
         path = images / name if name != "gray.png" else images / "nested" / name
         with torch.no_grad():
-            expected = module(preprocessor(read_image(path).unsqueeze(0))).softmax(dim=1)[0]
+            # the per-file parity with the training data module is tests/test_contract.py's
+            expected = module(ImageFileDataset([path], contract)[0][0].unsqueeze(0)).softmax(dim=1)[0]
         assert row["top1"] == module.class_names[int(expected.argmax())]
         assert float(row["top1_prob"]) == pytest.approx(float(expected.max()), abs=1e-4)
 

@@ -59,6 +59,16 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | b
         ) from error
 
 
+def build_datamodule(data_cfg: DictConfig | dict[str, Any], **arguments: Any) -> Any:
+    """Instantiate a data config; a ``UserError`` its class raises stays one sentence (no Hydra wrapper)."""
+    try:
+        return instantiate(data_cfg, **arguments)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+
+
 def find_callback(callbacks: list[Callback], kind: type) -> Any:
     return next((callback for callback in callbacks if isinstance(callback, kind)), None)
 
@@ -70,6 +80,7 @@ def build_classifier(cfg: DictConfig, datamodule: Any, resumed_from: str | None 
     so the pretrained weights are not loaded (nor fetched from the network).
     """
     from transfer_lightning.classifier import TransferClassifier
+    from transfer_lightning.data.record import recorded_data_config
 
     module = TransferClassifier(
         model=_plain(cfg.model),
@@ -79,6 +90,7 @@ def build_classifier(cfg: DictConfig, datamodule: Any, resumed_from: str | None 
         class_names=datamodule.class_names,
         preprocessing=datamodule.preprocessing,
         load_pretrained=resumed_from is None,
+        data=recorded_data_config(cfg.data),
     )
     return module
 

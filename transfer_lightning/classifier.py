@@ -34,7 +34,9 @@ class TransferClassifier(L.LightningModule):
         optimizer: a partial optimizer config (``_target_``, ``_partial_: true``, ``lr`` ...).
         scheduler: a partial LR-scheduler config, or ``None``.
         class_names: the data's classes in label order; sizes the head.
-        preprocessing: input contract (``image_size``, ``mean``, ``std``) for inference.
+        preprocessing: the input contract for inference (``data.contract.Preprocessing.to_dict()``).
+        data: the run's data config (``data/record.py``: module, absolute root, split settings),
+            so ``evaluate ckpt_path=...`` rebuilds the very splits the run used.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class TransferClassifier(L.LightningModule):
         class_names: list[str],
         preprocessing: dict[str, Any],
         load_pretrained: bool = True,
+        data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)

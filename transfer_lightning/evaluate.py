@@ -2,8 +2,9 @@
 
 Writes ``eval_report.json``, ``eval_report.md``, ``confusion_matrix.png`` and ``predictions.png``
 into ``<checkpoint folder>/<checkpoint name>_eval_<split>/`` (or ``output_dir``) and prints the
-report. Any data config may be given (``data=... data.root=...``); image size and normalisation
-come from the checkpoint.
+report. The data is the checkpoint's own (``data/record.py``: module, root, split settings), so
+``split=val`` is the run's val split; ``data.<key>=...`` replaces one part of it (a moved root),
+``data=<name> ...`` names other data. The preprocessing contract always comes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
-from transfer_lightning.builders import build_trainer
+from transfer_lightning.builders import build_datamodule, build_trainer
 from transfer_lightning.callbacks import DeviceReport
-from transfer_lightning.checkpoint import load_classifier, preprocessor_for
+from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.checkpoint_io import atomic_write_text, checkpoint_origin
 from transfer_lightning.cli import require, run_tool
 from transfer_lightning.data.base import ClassificationDataModule
+from transfer_lightning.data.contract import Preprocessing
+from transfer_lightning.data.fingerprint import split_fingerprint
+from transfer_lightning.data.record import data_config_from_checkpoint
 from transfer_lightning.errors import UserError
 from transfer_lightning.evaluation import (
     PredictionCollector,
@@ -40,6 +44,9 @@ from transfer_lightning.validation import RULES, validate_config
 log = logging.getLogger("transfer_lightning")
 SPLITS = ("test", "val")
 _RULES = tuple(rule for rule in RULES if rule.key.startswith(("data.", "trainer.")))
+# evaluate.yaml's default data group: an open node that only holds the data.* keys the user typed,
+# laid over the data config the checkpoint carries (a YAML file cannot accept keys it does not list)
+ConfigStore.instance().store(group="data", name="from_checkpoint", node=OmegaConf.create({}, flags={"struct": False}))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -52,7 +59,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise UserError(f"{key}={cfg[key]!r} is not allowed; expected an integer >= {least}")
     validate_config(cfg, _RULES)
     module = load_classifier(checkpoint)
-    datamodule = datamodule_for_checkpoint(cfg.data, module.hparams["preprocessing"], module.class_names)
+    data_cfg = _data_config(cfg.data, module.hparams.get("data"), checkpoint)
+    datamodule = datamodule_for_checkpoint(data_cfg, module.hparams["preprocessing"], module.class_names)
 
     split = used_split(cfg.split, datamodule)
     collector = PredictionCollector(len(module.class_names), stage=cfg.split, grid_size=cfg.grid_size)
@@ -66,6 +74,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(checkpoint.resolve()),
         "data": type(datamodule).__name__,
         "split": split,
+        "data_root": datamodule.splits.notes.get("data_root"),
+        "split_fingerprint": split_fingerprint(getattr(datamodule.splits, split)),
+        "images": len(getattr(datamodule.splits, split)),
+        "preprocessing": module.hparams["preprocessing"],
         "image_size": module.hparams["preprocessing"]["image_size"],
         "device": device.device,
         "precision": device.precision,
@@ -79,6 +91,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+def _data_config(typed: DictConfig, recorded: dict[str, Any] | None, checkpoint: Path) -> DictConfig | dict:
+    """``data=<name>`` on the command line: that config; else the checkpoint's, with the typed ``data.*`` keys."""
+    if "_target_" in typed:
+        return typed
+    return data_config_from_checkpoint(recorded, OmegaConf.to_container(typed, resolve=True), checkpoint)
+
+
 def used_split(asked: str, datamodule: ClassificationDataModule) -> str:
     """The split whose images a pass over ``asked`` really sees: data without a test split tests on val."""
     if asked == "test" and datamodule.splits.notes.get("test_split") == "val":
@@ -88,19 +107,29 @@ def used_split(asked: str, datamodule: ClassificationDataModule) -> str:
 
 
 def datamodule_for_checkpoint(
-    data_cfg: DictConfig, preprocessing: dict[str, Any], class_names: list[str]
+    data_cfg: DictConfig | dict[str, Any], preprocessing: dict[str, Any], class_names: list[str]
 ) -> ClassificationDataModule:
-    """The configured data, preprocessed as the checkpoint was trained (size, mean, std; no augmentation)."""
-    datamodule = instantiate(data_cfg, image_size=preprocessing["image_size"], augment="none", test_each_epoch=False)
-    datamodule.preprocessor = preprocessor_for(preprocessing)
+    """The data of ``data_cfg`` through the checkpoint's preprocessing contract (no augmentation)."""
+    contract = Preprocessing.from_dict(preprocessing)
+    datamodule = build_datamodule(data_cfg, preprocessing=contract, augment="none", test_each_epoch=False)
     datamodule.prepare_data()
     datamodule.setup("test")
     if list(datamodule.class_names) != list(class_names):
-        raise UserError(
-            f"the data's classes {_short(datamodule.class_names)} differ from the checkpoint's "
-            f"{_short(class_names)}; evaluate on data with the same class folders (data=... data.root=...)"
-        )
+        raise UserError(f"{class_list_difference(datamodule.class_names, class_names)}; evaluate on data with the "
+                        "checkpoint's class folders (data.root=<folder>)")  # fmt: skip
     return datamodule
+
+
+def class_list_difference(found: list[str], expected: list[str]) -> str:
+    """One clause naming how the data's classes differ from the checkpoint's."""
+    missing = [name for name in expected if name not in found]
+    extra = [name for name in found if name not in expected]
+    if missing or extra:
+        return (
+            f"the data's classes differ from the checkpoint's (missing: {_short(missing) if missing else 'none'}, "
+            f"not in the checkpoint: {_short(extra) if extra else 'none'})"
+        )
+    return f"the data's classes are the checkpoint's in another order ({_short(found)} vs {_short(expected)})"
 
 
 def write_evaluation(

@@ -2,9 +2,10 @@
 
 Writes ``<checkpoint name>.onnx`` (or ``.torchscript.pt``, or ``.pth``: the network's plain state
 dict, which torchvision's own model of the same architecture loads with ``strict=True``) and
-``<that file>.json``, the preprocessing contract (input size, mean, std, class names), beside the
-checkpoint (or into ``output_dir``), after checking the export against PyTorch on a batch: the
-largest absolute logit difference is printed and must stay within ``parity_tolerance``.
+``<that file>.json``, the preprocessing contract (``data/contract.py``: sizes, crop,
+interpolation, mean, std, the steps in words) and the class names, beside the checkpoint (or into
+``output_dir``), after checking the export against PyTorch on a batch: the largest absolute logit
+difference is printed and must stay within ``parity_tolerance``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import torchvision
 from omegaconf import DictConfig
 from torch import nn
 
-from transfer_lightning.checkpoint import load_classifier, preprocessor_for
+from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.checkpoint_io import atomic_write_text
 from transfer_lightning.cli import require, run_tool
+from transfer_lightning.data.contract import Preprocessing, preprocessor_for
 from transfer_lightning.errors import UserError
 from transfer_lightning.train import CONFIG_DIR
 
@@ -96,23 +98,22 @@ def export_checked(module: nn.Module, format_: str, target: Path, batch_size: in
 
 
 def preprocessing_contract(preprocessing: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
-    """What a consumer of the exported file needs to feed it and read its output."""
-    side = preprocessing["image_size"]
+    """What a consumer of the exported file needs to feed it and read its output: the checkpoint's
+    whole contract (``data/contract.py``), its fields and the steps in words."""
+    contract = Preprocessing.from_dict(preprocessing)
+    side = contract.image_size
     return {
         "input": {"name": "images", "shape": ["batch", 3, side, side], "dtype": "float32", "layout": "NCHW"},
         "output": {"name": "logits", "shape": ["batch", len(class_names)], "note": "softmax gives probabilities"},
-        "image_size": side,
-        "mean": list(preprocessing["mean"]),
-        "std": list(preprocessing["std"]),
-        "preprocessing": "RGB pixels resized to image_size x image_size (bilinear), scaled to [0, 1], "
-        "then (x - mean) / std per channel",
+        **contract.to_dict(),
+        "preprocessing": contract.describe(),
         "class_names": list(class_names),
     }
 
 
 def sample_batch(contract: dict[str, Any], size: int, seed: int) -> torch.Tensor:
-    """Random pixels through the checkpoint's own preprocessing: inputs of the real range and shape."""
-    side = int(contract["image_size"])
+    """Random decoded pixels through the checkpoint's own device step: inputs of the real range and shape."""
+    side = Preprocessing.from_dict(contract).decoded_size
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randint(0, 256, (size, 3, side, side), dtype=torch.uint8, generator=generator)
     return preprocessor_for(contract)(pixels)

@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader
 
 from transfer_lightning.builders import build_trainer
 from transfer_lightning.callbacks import DeviceReport
-from transfer_lightning.checkpoint import load_classifier, preprocessor_for
+from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.checkpoint_io import atomic_write_text
 from transfer_lightning.cli import require, run_tool
+from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.image_files import ImageFileDataset, list_image_files, unreadable_reason
 from transfer_lightning.errors import UserError
 from transfer_lightning.train import CONFIG_DIR
@@ -43,7 +44,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     module = load_classifier(checkpoint)
     top_k = min(cfg.top_k, len(module.class_names))
 
-    dataset = ImageFileDataset(files, preprocessor_for(module.hparams["preprocessing"]))
+    contract = Preprocessing.from_dict(module.hparams["preprocessing"])
+    dataset = ImageFileDataset(files, contract)
     workers = _workers(cfg.num_workers, len(files), cfg.batch_size)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=workers, pin_memory=torch.cuda.is_available())
     trainer = build_trainer(cfg, [DeviceReport()], logger=False)
@@ -51,7 +53,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     probabilities = torch.cat([batch["probs"].cpu() for batch in outputs])
     keys = torch.cat([batch["keys"].cpu() for batch in outputs])
 
-    rows = _rows(files, probabilities, keys, module.class_names, top_k)
+    rows = _rows(files, probabilities, keys, module.class_names, top_k, contract)
     unreadable = [row for row in rows if row["error"]]
     for row in unreadable:
         log.warning("Cannot read %s: %s (skipped)", row["path"], row["error"])
@@ -65,7 +67,12 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 def _rows(
-    files: list[Path], probabilities: torch.Tensor, keys: torch.Tensor, class_names: list[str], top_k: int
+    files: list[Path],
+    probabilities: torch.Tensor,
+    keys: torch.Tensor,
+    class_names: list[str],
+    top_k: int,
+    contract: Preprocessing,
 ) -> list[dict[str, Any]]:
     values, indices = probabilities.topk(top_k, dim=1)
     rows = []
@@ -75,7 +82,7 @@ def _rows(
         if key >= 0:
             row["top"] = [(class_names[i], p) for i, p in zip(top_indices, top_values, strict=True)]
         else:
-            row["error"] = unreadable_reason(files[index])
+            row["error"] = unreadable_reason(files[index], contract)
         rows.append(row)
     return rows
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,23 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from transfer_lightning.builders import build_callbacks, build_classifier, build_logger, build_trainer, find_callback
+from transfer_lightning.builders import (
+    build_callbacks,
+    build_classifier,
+    build_datamodule,
+    build_logger,
+    build_trainer,
+    find_callback,
+)
 from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.dashboard import hparams_columns, write_hparams
+from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
 from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.errors import UserError
 from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
@@ -48,7 +56,7 @@ from transfer_lightning.validation import CONFIG_FOLDER, validate_training_confi
 log = logging.getLogger("transfer_lightning")
 install_log_filters()  # Lightning's advertising and known-harmless warnings (log_filters.py)
 CONFIG_DIR = str(CONFIG_FOLDER)
-_PREPROCESSING_KEYS = ("image_size", "mean", "std")
+_PREPROCESSING_KEYS = ("image_size", "resize_size", "interpolation", "mean", "std")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -90,15 +98,8 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     logger = build_logger(cfg.get("logger"))
     trainer = record.trainer = build_trainer(cfg, callbacks, logger)
 
-    datamodule = _instantiate_data(cfg.data, starting_run, cfg.get("ckpt_path"))
-    if starting_run is None:  # normalise as the weights were trained (a chain keeps its run's instead)
-        defaults = backbone.default_preprocessing(cfg.model.name, cfg.model.weights)
-        datamodule.use_normalization(defaults.mean, defaults.std)
-        log.info(
-            "Preprocessing of the weights: mean %s, std %s (Backbone.default_preprocessing)",
-            defaults.mean,
-            defaults.std,
-        )
+    defaults = backbone.default_preprocessing(cfg.model.name, cfg.model.weights)  # as the weights were trained
+    datamodule = _instantiate_data(cfg.data, defaults, starting_run, cfg.get("ckpt_path"))
     prepare_data_once_per_node(datamodule, trainer)
     datamodule.setup("fit")
     module = build_classifier(cfg, datamodule, resumed_from=cfg.get("ckpt_path"))
@@ -115,6 +116,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
     feature_cache = use_feature_cache(datamodule, module, trainer)
+    split_fingerprints = feature_cache.fingerprints or datamodule.split_fingerprints()
     lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
     hparams = hparams_columns(cfg, _choices(), _overrides(), params["trainable"])
 
@@ -148,7 +150,12 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
         "test_images": test_images,  # each image of the split once, whatever the number of processes
         "test_split": datamodule.splits.notes.get("test_split", "test"),  # "val" when there is no test split
         "class_names": datamodule.class_names,
-        "data": {"module": type(datamodule).__name__, **datamodule.splits.notes},
+        "data": {
+            "module": type(datamodule).__name__,
+            **datamodule.splits.notes,
+            "preprocessing": datamodule.preprocessing,
+            "split_fingerprints": split_fingerprints,
+        },
         "feature_cache": feature_cache.summary(),
         "device": device.device if device else str(trainer.strategy.root_device),
         "precision": str(trainer.precision),
@@ -198,17 +205,23 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("best_val_acc")
 
 
-def _instantiate_data(data_cfg: DictConfig, starting_run: RunWeights | None, resumed_from: str | None) -> Any:
-    """The configured data module; a transfer chain's inputs are prepared as its starting run's were
-    (image size and normalisation), unless ``data.*`` on the command line says otherwise."""
+def _instantiate_data(
+    data_cfg: DictConfig, defaults: Preprocessing, starting_run: RunWeights | None, resumed_from: str | None
+) -> Any:
+    """The configured data module and its preprocessing contract (``data/contract.py``): the model's
+    defaults (``Backbone.default_preprocessing``: from its weights), or a transfer chain's starting
+    run's, with the ``data.*`` keys the user set."""
     if starting_run is None:
-        return instantiate(data_cfg)
+        # the weights' input defaults, then the data.* keys that are not null (sizes, interpolation, mean, std)
+        preprocessing = resolve_preprocessing(data_cfg, defaults)
+        log.info("Preprocessing: %s (data.image_size / resize_size / interpolation / mean / std)", preprocessing)
+        return build_datamodule(data_cfg, preprocessing=preprocessing)
     typed = _overrides() + original_overrides(resumed_from)  # a resumed run keeps its first command's
     overrides = {key: data_cfg.get(key) for key in _PREPROCESSING_KEYS if _sets(typed, f"data.{key}")}
-    preprocessing = preprocessing_from_run(starting_run, overrides)
-    datamodule = instantiate(data_cfg, image_size=preprocessing.image_size)
-    datamodule.use_normalization(preprocessing.mean, preprocessing.std)
-    return datamodule
+    inherited = preprocessing_from_run(starting_run, overrides)
+    if inherited.crop_size is not None:  # the starting run's images were stored natively (CIFAR): not a rule for files
+        inherited = replace(inherited, resize_size=inherited.image_size, crop_size=None)
+    return build_datamodule(data_cfg, preprocessing=inherited)
 
 
 def _sets(overrides: list[str], key: str) -> bool:

@@ -16,6 +16,7 @@ from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.cli import CONFIG_FOLDER, check_top_level_keys, top_level_settings
+from transfer_lightning.data.contract import INTERPOLATIONS
 from transfer_lightning.data.image_folder import BALANCE, CACHE, ON_BAD_FILE
 from transfer_lightning.data.transforms import AUGMENTATIONS
 from transfer_lightning.errors import UserError
@@ -62,6 +63,10 @@ def _one_of(*choices: Any) -> Callable[[Any], bool]:
     return lambda value: any(value == choice and type(value) is type(choice) for choice in choices)
 
 
+def _three_numbers(least: float) -> Callable[[Any], bool]:
+    return lambda v: OmegaConf.is_list(v) and len(v) == 3 and all(_is_number(x) and x >= least for x in v)
+
+
 PRECISIONS = ("auto", "64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
@@ -101,6 +106,10 @@ RULES: tuple[Rule, ...] = (
     Rule("scheduler.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (set trainer.max_epochs)"),
     # data
     Rule("data.image_size", lambda v: _is_int(v) and v >= 32, "an integer >= 32 (224 for most pretrained models)"),
+    Rule("data.resize_size", _optional(_int_at_least(32)), "an integer >= data.image_size, or null (= data.image_size)"),
+    Rule("data.interpolation", lambda v: v is None or v in INTERPOLATIONS, " | ".join(INTERPOLATIONS) + " | null"),
+    Rule("data.mean", _optional(_three_numbers(0)), "three numbers [R, G, B], or null (the model's)"),
+    Rule("data.std", _optional(_three_numbers(1e-12)), "three numbers [R, G, B] > 0, or null (the model's)"),
     Rule("data.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     Rule("data.num_workers", lambda v: v == "auto" or (_is_int(v) and v >= 0), "auto or an integer >= 0"),
     Rule("data.augment", _one_of(*AUGMENTATIONS), " | ".join(AUGMENTATIONS)),

@@ -38,6 +38,7 @@ class FeatureCacheReport:
     hits: list[str] = field(default_factory=list)
     misses: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    fingerprints: dict[str, str | None] = field(default_factory=dict)  # per split, when computed
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -77,10 +78,11 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
         reason = None if plan.stage else plan.reason
     if reason is not None:
         log.info("Feature cache %s", reason)
-        return FeatureCacheReport(datamodule, enabled=False, reason=reason)
+        return FeatureCacheReport(datamodule, enabled=False, reason=reason, fingerprints=fingerprints)
 
     started = time.perf_counter()
-    directory = Path(getattr(datamodule, "feature_cache_dir", None) or DEFAULT_DIRECTORY)
+    # absolute: a relative folder would follow the working directory, possibly into a data root
+    directory = Path(getattr(datamodule, "feature_cache_dir", None) or DEFAULT_DIRECTORY).expanduser().absolute()
     cache = FeatureCache(directory)
     device = trainer.strategy.root_device
     common = {
@@ -88,7 +90,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
         "frozen_weights": frozen_weights_fingerprint(module.backbone, plan.stage),
         "stage": plan.stage,
         "image_size": datamodule.image_size,
-        "preprocessing": datamodule.preprocessing,
+        "preprocessing": datamodule.preprocessing,  # the whole contract (Preprocessing.to_dict())
         "device": device.type,
         "precision": str(trainer.precision),
     }
@@ -111,6 +113,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
         hits=cache.hits,
         misses=cache.misses,
         seconds=time.perf_counter() - started,
+        fingerprints=fingerprints,
     )
     log.info(
         "Feature cache on (stage %d, %s): hits %s, misses %s, %.1fs (data.feature_cache)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,12 +12,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transfer_lightning.data.transforms import (
-    AUGMENTATIONS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BatchPreprocessor,
-)
+from transfer_lightning.data.contract import Preprocessing, default_preprocessing, resolve_preprocessing
+from transfer_lightning.data.fingerprint import split_fingerprint
+from transfer_lightning.data.transforms import AUGMENTATIONS, BatchPreprocessor
 from transfer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -56,6 +54,11 @@ class ClassificationDataModule(L.LightningDataModule):
     Images stay uint8 through the loader (4x less memory and copy than float); the
     ``BatchPreprocessor`` resizes, augments (training only) and normalises each batch after it
     reached the device, in ``on_after_batch_transfer``.
+
+    ``preprocessing`` is the contract (``data/contract.py``) resolved by the caller from the
+    model's defaults and the ``data.*`` keys; without it, those keys are applied over ImageNet's
+    defaults. A subclass whose images are not decoded from files at ``image_size`` declares its
+    own decode step in ``declare_contract``.
     """
 
     in_memory = True  # in-memory datasets need no worker processes
@@ -63,6 +66,11 @@ class ClassificationDataModule(L.LightningDataModule):
     def __init__(
         self,
         image_size: int = 224,
+        resize_size: int | None = None,
+        interpolation: str | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        preprocessing: Preprocessing | Mapping[str, Any] | None = None,
         augment: str = "none",
         color_jitter: float = 0.0,
         batch_size: int = 32,
@@ -76,7 +84,13 @@ class ClassificationDataModule(L.LightningDataModule):
         super().__init__()
         if augment not in AUGMENTATIONS:
             raise UserError(f"data.augment={augment!r} is not supported; allowed: {', '.join(AUGMENTATIONS)}")
-        self.image_size = image_size
+        if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+            preprocessing = Preprocessing.from_dict(preprocessing)  # hydra.utils.instantiate passes a DictConfig
+        if preprocessing is None:
+            keys = {"image_size": image_size, "resize_size": resize_size, "interpolation": interpolation}
+            preprocessing = resolve_preprocessing({**keys, "mean": mean, "std": std}, default_preprocessing(image_size))
+        self.contract = self.declare_contract(preprocessing, resize_size)
+        self.image_size = self.contract.image_size
         self.augment = augment
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -85,13 +99,24 @@ class ClassificationDataModule(L.LightningDataModule):
         self.feature_cache = feature_cache
         self.feature_cache_dir = feature_cache_dir
         self.feature_cache_max_gb = feature_cache_max_gb
-        self.preprocessor = BatchPreprocessor(image_size, augment, color_jitter, train_crop=train_crop)
-        self.normalization = (IMAGENET_MEAN, IMAGENET_STD)
+        self.preprocessor = BatchPreprocessor(
+            self.image_size,
+            augment,
+            color_jitter,
+            mean=self.contract.mean,
+            std=self.contract.std,
+            train_crop=train_crop,
+            interpolation=self.contract.interpolation,
+        )
         self.splits: Splits | None = None
 
     # -- to implement ------------------------------------------------------------------------
     def load_splits(self) -> Splits:
         raise NotImplementedError
+
+    def declare_contract(self, preprocessing: Preprocessing, resize_size: int | None) -> Preprocessing:
+        """The contract this module's images really follow (default: decoded from files as given)."""
+        return preprocessing
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -135,15 +160,12 @@ class ClassificationDataModule(L.LightningDataModule):
 
     @property
     def preprocessing(self) -> dict[str, Any]:
-        """The contract a checkpoint records to rebuild inputs: size and normalisation."""
-        mean, std = self.normalization
-        return {"image_size": self.image_size, "mean": list(mean), "std": list(std)}
+        """The contract a checkpoint records to rebuild inputs (``Preprocessing.to_dict()``)."""
+        return self.contract.to_dict()
 
-    def use_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        """Normalise with ``mean``/``std`` (e.g. a starting checkpoint's) instead of ImageNet's."""
-        self.normalization = (tuple(mean), tuple(std))
-        self.preprocessor.mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
-        self.preprocessor.std.copy_(torch.tensor(std).view(1, 3, 1, 1))
+    def split_fingerprints(self) -> dict[str, str | None]:
+        """Each split's identity (``data/fingerprint.py``): which images, in which order, with which labels."""
+        return {name: split_fingerprint(getattr(self._splits(), name)) for name in ("train", "val", "test")}
 
     def resolved_num_workers(self) -> int:
         if self.num_workers != "auto":
@@ -185,6 +207,16 @@ def each_item_once_per_run(dataset: Dataset) -> Sampler | None:
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
+def natively_stored(preprocessing: Preprocessing, resize_size: int | None, native_size: int, data: str) -> Preprocessing:
+    """The contract of images stored at their native ``native_size`` square, resized on the device."""
+    if resize_size is not None:
+        raise UserError(
+            f"data.resize_size={resize_size} does not apply to {data}: its images are stored at their native "
+            f"{native_size} px and resized on the device to data.image_size; leave data.resize_size=null"
+        )
+    return preprocessing.stored_natively(native_size)
 
 
 def seeded_split(num_items: int, second_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,12 +10,20 @@ import numpy as np
 import torch
 import torchvision
 
-from transfer_lightning.data.base import ClassificationDataModule, Splits, TensorImageDataset, seeded_split
+from transfer_lightning.data.base import (
+    ClassificationDataModule,
+    Splits,
+    TensorImageDataset,
+    natively_stored,
+    seeded_split,
+)
+from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.folder_reader import decode_folder_split, is_class_folder_root
 from transfer_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
+NATIVE_SIZE = 32
 _FOLDER_FASTER = "torchvision's binary copy (cifar-10-batches-py under data.root) loads in seconds, without decoding"
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -60,14 +68,17 @@ class CIFAR10DataModule(ClassificationDataModule):
         self.val_size = val_size
         self.split_seed = split_seed
 
+    def declare_contract(self, preprocessing: Preprocessing, resize_size: int | None) -> Preprocessing:
+        return natively_stored(preprocessing, resize_size, NATIVE_SIZE, "CIFAR-10")
+
     def prepare_data(self) -> None:
         if not is_class_folder_root(self.root):
             self._read_torchvision(train=True, download=self.download)
 
     def load_splits(self) -> Splits:
         if is_class_folder_root(self.root):
-            train_full, class_names = decode_folder_split(self.root / "train", faster=_FOLDER_FASTER)
-            test, _ = decode_folder_split(self.root / "test", class_names, faster=_FOLDER_FASTER)
+            train_full, class_names = decode_folder_split(self.root / "train", self.contract, faster=_FOLDER_FASTER)
+            test, _ = decode_folder_split(self.root / "test", self.contract, class_names, faster=_FOLDER_FASTER)
             layout = "class folders"
         else:
             train_full, test = (self._read_torchvision(train=flag, download=False) for flag in (True, False))

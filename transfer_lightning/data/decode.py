@@ -2,17 +2,26 @@
 
 ``to_rgb`` is the one place that knows the modes: 16-bit grayscale (PNG, TIFF) is scaled to
 8 bits instead of clipped, transparency is laid over white instead of over whatever colour the
-transparent pixels hold, palette, CMYK and grayscale are converted. ``decode_square`` adds the
-eval transform every split is stored with: shorter side to ``size``, then a centre crop.
+transparent pixels hold, palette, CMYK and grayscale are converted. ``decode_for`` adds the
+decode step of the preprocessing contract (``data/contract.py``): shorter side to
+``resize_size``, then the centre crop. Every data module that reads files, ``predict`` and the
+exported contract use this module; there is no other decoder.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
+from torchvision.transforms import InterpolationMode
+
+if TYPE_CHECKING:
+    from transfer_lightning.data.contract import Preprocessing
 
 _WHITE = (255, 255, 255)
 
@@ -59,8 +68,22 @@ def _wide_grayscale_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(gray, mode="L").convert("RGB")
 
 
-def decode_square(path: Path, size: int) -> torch.Tensor:
-    """uint8 ``(3, size, size)``: shorter side resized to ``size``, then the centre crop."""
-    image = open_rgb(path, min_side=size)
-    square = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR, centering=(0.5, 0.5))
+def decode_for(path: Path, contract: Preprocessing) -> torch.Tensor:
+    """The contract's decode step: uint8 ``(3, crop, crop)`` for ``contract.decoded_size`` = crop."""
+    return decode_square(path, contract.decoded_size, contract.resize_size, contract.interpolation)
+
+
+def decode_square(
+    path: Path, size: int, resize_size: int | None = None, interpolation: str = "bilinear"
+) -> torch.Tensor:
+    """uint8 ``(3, size, size)``: shorter side resized to ``resize_size`` (default ``size``), then the
+    centre crop, exactly as torchvision's ``Resize(resize_size)`` + ``CenterCrop(size)`` on the picture.
+
+    JPEGs are decoded with ``Image.draft(None, (resize_size, resize_size))`` first (part of the contract).
+    """
+    resize_size = resize_size or size
+    image = open_rgb(path, min_side=resize_size)
+    if min(image.size) != resize_size:
+        image = TF.resize(image, resize_size, interpolation=InterpolationMode(interpolation))
+    square = TF.center_crop(image, [size, size])
     return torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()

@@ -6,13 +6,16 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-from PIL import Image
 
+from transfer_lightning.data.decode import decode_for
 from transfer_lightning.errors import UserError
 from transfer_lightning.progress import PhaseProgress
+
+if TYPE_CHECKING:
+    from transfer_lightning.data.contract import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,15 @@ def list_class_folders(split_dir: Path) -> list[str]:
     return sorted(child.name for child in split_dir.iterdir() if child.is_dir())
 
 
-def decode_folder_split(split_dir: Path, class_names: list[str] | None = None, faster: str = ""):
+def decode_folder_split(
+    split_dir: Path, contract: Preprocessing, class_names: list[str] | None = None, faster: str = ""
+):
     """All images of ``split_dir`` as a ``TensorImageDataset`` plus the sorted class names.
 
-    Every image is converted to RGB and, if its size differs from the first image's, resized to
-    it. With ``class_names`` given, the folders must be exactly those classes. ``faster`` says what
-    makes a decode that will take long faster (shown with its progress).
+    Every image goes through the contract's decode step (``data/decode.py``: upright RGB, shorter
+    side to ``resize_size``, centre crop). With ``class_names`` given, the folders must be exactly
+    those classes. ``faster`` says what makes a decode that will take long faster (shown with its
+    progress).
     """
     from transfer_lightning.data.base import TensorImageDataset
 
@@ -56,27 +62,18 @@ def decode_folder_split(split_dir: Path, class_names: list[str] | None = None, f
                 labels.append(label)
     if not files:
         raise UserError(f"no images found under {split_dir}/<class>/")
-    size = _open_rgb(files[0]).size
-    arrays = []
+    decoded = []
     with PhaseProgress(f"Decoding {split_dir}", len(files), faster=faster) as progress:
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for array in pool.map(lambda p: _decode(p, size), files):
-                arrays.append(array)
+            for image in pool.map(lambda p: _decode(p, contract), files):
+                decoded.append(image)
                 progress.advance()
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    images = torch.stack(decoded)
     return TensorImageDataset(images, torch.tensor(labels, dtype=torch.long)), found
 
 
-def _open_rgb(path: Path) -> Image.Image:
+def _decode(path: Path, contract: Preprocessing) -> torch.Tensor:
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return decode_for(path, contract)
     except Exception as error:  # noqa: BLE001 - any unreadable image gets the same report
         raise UserError(f"cannot read image {path} ({error}); remove or replace the file") from error
-
-
-def _decode(path: Path, size: tuple[int, int]) -> np.ndarray:
-    image = _open_rgb(path)
-    if image.size != size:
-        image = image.resize(size, Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)

@@ -36,16 +36,17 @@ class CachedImages:
 class DiskCache:
     """``<folder>/<root name>-<hash of root>-<size>px-<hash of listing>.pt``, one file per listing."""
 
-    def __init__(self, folder: Path, root: Path, image_size: int) -> None:
+    def __init__(self, folder: Path, root: Path, image_size: int, decode: str = "") -> None:
         self.folder = folder
         self.root = root  # the files were listed under root as given: paths relative to it
         self.image_size = image_size
+        self.decode = decode  # the rest of the decode step (resize size, interpolation)
         resolved = root.resolve()
         root_tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
         self.prefix = f"{_safe(resolved.name)}-{root_tag}-{image_size}px-"
 
     def path_for(self, files: list[Path]) -> Path:
-        digest = hashlib.sha256(f"v{_FORMAT_VERSION} {self.image_size}\n".encode())
+        digest = hashlib.sha256(f"v{_FORMAT_VERSION} {self.image_size} {self.decode}\n".encode())
         for path in files:
             stat = path.stat()
             digest.update(f"{self._relative(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())

@@ -1,16 +1,16 @@
-"""Loose image files for prediction: find them, decode them, preprocess them as a checkpoint wants."""
+"""Loose image files for prediction: find them, then decode and preprocess them by the checkpoint's
+contract, with the very decoder the training data went through (``data/decode.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms.functional import pil_to_tensor
 
+from transfer_lightning.data.contract import Preprocessing, preprocessor_for
+from transfer_lightning.data.decode import decode_for
 from transfer_lightning.data.folder_reader import IMAGE_EXTENSIONS
-from transfer_lightning.data.transforms import BatchPreprocessor
 from transfer_lightning.errors import UserError, first_line
 
 
@@ -33,39 +33,34 @@ def list_image_files(inputs: str | list[str]) -> list[Path]:
     return files
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """The image at ``path`` as a uint8 RGB tensor ``(3, H, W)``; raises for an unreadable file."""
-    with Image.open(path) as image:
-        return pil_to_tensor(image.convert("RGB"))
-
-
-def unreadable_reason(path: Path) -> str:
-    """Why ``read_image`` fails on ``path`` (called again in the main process for the message)."""
+def unreadable_reason(path: Path, contract: Preprocessing) -> str:
+    """Why decoding ``path`` fails (called again in the main process for the message)."""
     try:
-        read_image(path)
+        decode_for(path, contract)
     except Exception as error:  # noqa: BLE001 - any failure is reported, none is fatal
         return first_line(error)
     return "unreadable"
 
 
 class ImageFileDataset(Dataset):
-    """Decodes and preprocesses one file per item, yielding ``(image, key)``.
+    """Decodes and preprocesses one file per item by ``contract``, yielding ``(image, key)``.
 
     ``key`` is the item's index, or ``-1 - index`` when the file cannot be read: a bad file must
     not stop a batch (the image is then zeros and its prediction is discarded).
     """
 
-    def __init__(self, files: list[Path], preprocessor: BatchPreprocessor) -> None:
+    def __init__(self, files: list[Path], contract: Preprocessing) -> None:
         self.files = files
-        self.preprocessor = preprocessor
+        self.contract = contract
+        self.preprocessor = preprocessor_for(contract)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         try:
-            pixels = read_image(self.files[index])
+            pixels = decode_for(self.files[index], self.contract)
         except Exception:  # noqa: BLE001 - reported by the caller via unreadable_reason
-            size = self.preprocessor.image_size
+            size = self.contract.image_size
             return torch.zeros(3, size, size), -1 - index
         return self.preprocessor(pixels.unsqueeze(0))[0], index

@@ -12,7 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from transfer_lightning.data.base import ClassificationDataModule, Splits
-from transfer_lightning.data.decode import decode_square
+from transfer_lightning.data.contract import Preprocessing
+from transfer_lightning.data.decode import decode_for
+from transfer_lightning.data.fingerprint import rows_fingerprint, text_fingerprint
 from transfer_lightning.data.image_cache import CachedImages, DiskCache, available_memory_bytes
 from transfer_lightning.data.layout import FolderLayout, read_layout, stratified_split
 from transfer_lightning.data.scan import BadFile, scan_files, scan_threads
@@ -45,24 +47,47 @@ class TensorSubset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[int(self.positions[index])], int(self.labels[index])
 
+    def fingerprint(self) -> str:
+        """The content of the rows this split takes, in its order, with its labels."""
+        return rows_fingerprint(self.images, self.positions, self.labels)
+
+
+def folder_outside(root: Path, folder: Path, key: str) -> Path:
+    """``folder`` made absolute; one inside ``root`` moves beside it (``<root>_<folder name>``) with a
+    warning, so a cache never becomes a class folder of the next run."""
+    folder, data_root = folder.expanduser().absolute(), root.expanduser().absolute()
+    if folder != data_root and not folder.is_relative_to(data_root):
+        return folder
+    moved = data_root.parent / f"{data_root.name}_{folder.name}"
+    log.warning("%s=%s lies inside data.root=%s; using %s instead (set %s elsewhere)", key, folder, data_root, moved, key)
+    return moved
+
 
 class DecodingDataset(Dataset):
     """Decodes each image from its file when asked (``data.cache=none``), at the stored size."""
 
-    def __init__(self, paths: list[Path], labels: torch.Tensor, image_size: int) -> None:
+    def __init__(self, paths: list[Path], labels: torch.Tensor, contract: Preprocessing) -> None:
         self.paths = paths
         self.labels = labels
-        self.image_size = image_size
+        self.contract = contract
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         try:
-            image = decode_square(self.paths[index], self.image_size)
+            image = decode_for(self.paths[index], self.contract)
         except Exception as error:  # the scan passed it: the file changed during the run
             raise RuntimeError(f"{self.paths[index]} became unreadable during the run ({error})") from error
         return image, int(self.labels[index])
+
+    def fingerprint(self) -> str:
+        """Its files (path, size, modification time), in order, with their labels and the decode step."""
+        lines = [repr(self.contract.to_dict())]
+        for path, label in zip(self.paths, self.labels.tolist(), strict=True):
+            stat = path.stat()
+            lines.append(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{label}")
+        return text_fingerprint(lines)
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -101,11 +126,11 @@ class ImageFolderDataModule(ClassificationDataModule):
         self.on_bad_file = on_bad_file
         self.balance = balance
         self.cache = cache
-        self.cache_dir = Path(cache_dir).expanduser()
-
-    @property
-    def preprocessing(self) -> dict[str, Any]:
-        return {**super().preprocessing, "resize": "shorter side to image_size, then centre crop"}
+        # nothing the framework writes may land inside the data root, whatever the working directory
+        self.split_files: dict[str, list[Path]] = {}  # per split, the files it serves in order (after setup)
+        self.cache_dir = folder_outside(self.root, Path(cache_dir), "data.cache_dir")
+        if self.feature_cache_dir is not None:
+            self.feature_cache_dir = str(folder_outside(self.root, Path(self.feature_cache_dir), "data.feature_cache_dir"))
 
     # -- splits --------------------------------------------------------------------------------
     def load_splits(self) -> Splits:
@@ -125,6 +150,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         datasets = {split: self._dataset(images, good, labels, indices) for split, indices in by_split.items()}
         if notes.get("test_split") == "val":
             datasets["test"] = datasets["val"]
+        self.split_files = {split: [good[i] for i in indices] for split, indices in by_split.items()}
         counts = {split: self._class_counts(labels[indices], layout.class_names) for split, indices in by_split.items()}
         self._report_counts(counts)
         notes.update(
@@ -200,7 +226,8 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def _read_images(self, files: list[Path], cache: str) -> tuple[torch.Tensor | None, list[Path], list[BadFile]]:
         """Scan every file (decoding into the cache where there is one): images, good files, bad files."""
-        disk = DiskCache(self.cache_dir, self.root, self.image_size) if cache == "disk" else None
+        decode = f"{self.contract.resize_size} {self.contract.interpolation}"
+        disk = DiskCache(self.cache_dir, self.root, self.image_size, decode) if cache == "disk" else None
         cached = disk.load(files) if disk else None
         if cached is not None:
             return cached.images, cached.good, cached.bad
@@ -233,7 +260,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         return images, good, scan.bad
 
     def _decode(self, path: Path) -> torch.Tensor:
-        return decode_square(path, self.image_size)
+        return decode_for(path, self.contract)
 
     def _handle_bad_files(self, bad: list[BadFile]) -> None:
         if not bad:
@@ -253,7 +280,7 @@ class ImageFolderDataModule(ClassificationDataModule):
     ) -> Dataset:
         index = torch.tensor(indices, dtype=torch.long)
         if images is None:
-            return DecodingDataset([good[i] for i in indices], labels[index], self.image_size)
+            return DecodingDataset([good[i] for i in indices], labels[index], self.contract)
         return TensorSubset(images, index, labels[index])
 
     # -- class balance -------------------------------------------------------------------------

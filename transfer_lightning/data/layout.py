@@ -18,7 +18,9 @@ from transfer_lightning.data.folder_reader import IMAGE_EXTENSIONS  # one list f
 from transfer_lightning.errors import UserError
 
 SPLIT_FOLDERS = ("train", "val", "test")
-_SKIPPED_FOLDERS = ("__MACOSX",)
+# __MACOSX: zip residue; the others are the framework's own cache folders (data.cache_dir,
+# data.feature_cache_dir), never a class even where an older run left one inside the root
+_SKIPPED_FOLDERS = ("__MACOSX", "feature_cache", "image_folder_cache")
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from transfer_lightning.data.base import ClassificationDataModule, Splits, TensorImageDataset
+from transfer_lightning.data.base import ClassificationDataModule, Splits, TensorImageDataset, natively_stored
+from transfer_lightning.data.contract import Preprocessing
 
 
 class SyntheticDataModule(ClassificationDataModule):
@@ -23,11 +24,14 @@ class SyntheticDataModule(ClassificationDataModule):
         seed: int = 0,
         **common,
     ) -> None:
+        self.native_size = native_size
         super().__init__(**common)
         self.num_classes_requested = num_classes
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        self.native_size = native_size
         self.seed = seed
+
+    def declare_contract(self, preprocessing: Preprocessing, resize_size: int | None) -> Preprocessing:
+        return natively_stored(preprocessing, resize_size, self.native_size, "data=synthetic")
 
     def load_splits(self) -> Splits:
         generator = torch.Generator().manual_seed(self.seed)

@@ -36,6 +36,7 @@ class BatchPreprocessor(nn.Module):
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         train_crop: str = "pad",
+        interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
         if train_crop not in TRAIN_CROPS:
@@ -44,6 +45,7 @@ class BatchPreprocessor(nn.Module):
         self.augment = augment
         self.train_crop = train_crop
         self.color_jitter = color_jitter
+        self.interpolation = interpolation
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -56,7 +58,7 @@ class BatchPreprocessor(nn.Module):
                 x = random_crop_and_flip(x)
             if self.color_jitter > 0:
                 x = jitter_colors(x, self.color_jitter)
-        x = resize(x, self.image_size)
+        x = resize(x, self.image_size, self.interpolation)
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,12 +66,12 @@ class BatchPreprocessor(nn.Module):
         return (x * self.std.to(x.device) + self.mean.to(x.device)).clamp(0, 1)
 
 
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize of a float batch to ``size`` x ``size`` (antialiased when shrinking)."""
+def resize(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Resize a float batch to ``size`` x ``size`` (``mode`` bilinear | bicubic, antialiased when shrinking)."""
     if x.shape[-2:] == (size, size):
         return x
     shrinking = x.shape[-1] > size or x.shape[-2] > size
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+    return F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=shrinking)
 
 
 def random_crop_and_flip(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,142 @@
+"""The preprocessing contract: one decoder and one set of numbers from training to predict and export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+from hydra.utils import instantiate
+from PIL import Image, ImageOps
+
+from tests.conftest import TINY, compose_config
+from tests.contract_images import write_contract_images
+from transfer_lightning.builders import build_classifier, build_datamodule
+from transfer_lightning.checkpoint import load_classifier
+from transfer_lightning.data.contract import Preprocessing, default_preprocessing, resolve_preprocessing
+from transfer_lightning.data.image_files import ImageFileDataset
+from transfer_lightning.errors import UserError
+from transfer_lightning.export import preprocessing_contract
+
+# which split folder and class each contract image goes to (every split needs both classes)
+PLACES = {
+    "exif6": "train/a", "rgba": "train/a", "png16": "train/a",
+    "exif8": "train/b", "gray": "train/b", "cmyk": "train/b",
+    "palette": "val/a", "wide_4_3": "val/a",
+    "tall_1_3": "val/b",
+}  # fmt: skip
+
+
+def test_old_checkpoint_contract_reads_with_resize_size_and_interpolation_defaults() -> None:
+    old = Preprocessing.from_dict({"image_size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    assert old == Preprocessing(64, 64, "bilinear", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert Preprocessing.from_dict(old.to_dict()) == old
+    native = default_preprocessing(224).stored_natively(32)
+    assert native.to_dict()["crop_size"] == 32 and Preprocessing.from_dict(native.to_dict()) == native
+
+
+def test_resolve_preprocessing_applies_only_the_data_keys_that_are_set() -> None:
+    defaults = Preprocessing(224, 256, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    unset = {"image_size": None, "resize_size": None, "interpolation": None, "mean": None, "std": None}
+    assert resolve_preprocessing(unset, defaults) == defaults
+    resolved = resolve_preprocessing({**unset, "image_size": 112, "mean": [0.1, 0.2, 0.3]}, defaults)
+    assert resolved == Preprocessing(112, 128, "bicubic", (0.1, 0.2, 0.3), (0.5, 0.5, 0.5))  # 256/224 kept
+    assert resolve_preprocessing({"resize_size": 300, "interpolation": "bilinear"}, defaults).resize_size == 300
+    with pytest.raises(UserError, match="data.interpolation='nearest'"):
+        resolve_preprocessing({"interpolation": "nearest"}, defaults)
+    with pytest.raises(UserError, match="data.resize_size=100 is smaller"):
+        resolve_preprocessing({"resize_size": 100}, defaults)
+
+
+def test_synthetic_and_cifar_refuse_a_resize_size_their_native_images_do_not_use(tmp_path: Path) -> None:
+    cfg = compose_config([*TINY, "data.resize_size=40", f"paths.data_dir={tmp_path}"])
+    with pytest.raises(UserError, match="data.resize_size=40 does not apply to data=synthetic"):
+        build_datamodule(cfg.data)
+
+
+def _place_contract_images(tmp_path: Path) -> Path:
+    files = write_contract_images(tmp_path / "loose")
+    root = tmp_path / "photos"
+    for name, place in PLACES.items():
+        (root / place).mkdir(parents=True, exist_ok=True)
+        shutil.copy(files[name], root / place / files[name].name)
+    return root
+
+
+def test_every_file_gives_the_same_input_and_logits_in_training_and_in_predict(tmp_path: Path) -> None:
+    """EXIF 6/8, RGBA, 16-bit, grayscale, CMYK, palette, 4:3 and 1:3 files: the training data module's
+    tensor for each file equals predict's, and so do the logits of the checkpointed model."""
+    root = _place_contract_images(tmp_path)
+    cfg = compose_config(
+        [*TINY, "data=image_folder", f"data.root={root}", "data.image_size=32", "data.resize_size=36",
+         "data.interpolation=bicubic", "data.cache=memory", f"paths.data_dir={tmp_path / 'cache'}"],
+    )  # fmt: skip
+    preprocessing = resolve_preprocessing(cfg.data, default_preprocessing(cfg.data.image_size))  # as train.py
+    datamodule = instantiate(cfg.data, preprocessing=preprocessing)
+    datamodule.setup("fit")
+    module = build_classifier(cfg, datamodule).eval()
+    checkpoint = tmp_path / "model.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    loaded = load_classifier(checkpoint)
+    assert loaded.hparams["preprocessing"]["resize_size"] == 36
+    assert loaded.hparams["preprocessing"]["interpolation"] == "bicubic"
+
+    seen = []
+    for split in ("train", "val"):
+        dataset = getattr(datamodule.splits, split)
+        files = datamodule.split_files[split]
+        predict_items = ImageFileDataset(files, Preprocessing.from_dict(loaded.hparams["preprocessing"]))
+        for index, path in enumerate(files):
+            training_input = datamodule.preprocessor(dataset[index][0].unsqueeze(0), train=False)
+            predict_input, key = predict_items[index]
+            assert key == index, f"predict could not read {path.name}"
+            assert torch.equal(training_input[0], predict_input), f"{path.name}: predict sees another tensor"
+            with torch.no_grad():
+                assert torch.equal(module(training_input), loaded(predict_input.unsqueeze(0))), path.name
+            seen.append(path.stem)
+    assert sorted(seen) == sorted(PLACES)
+
+
+def _reimplemented_from_json(path: Path, contract: dict) -> torch.Tensor:
+    """A user's own preprocessing written from the exported JSON alone (plain PIL + torchvision)."""
+    with Image.open(path) as image:
+        image.draft(None, (contract["resize_size"], contract["resize_size"]))
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    interpolation = T.InterpolationMode(contract["interpolation"])
+    crop = T.CenterCrop(contract["crop_size"])(T.Resize(contract["resize_size"], interpolation)(image))
+    pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean, std = torch.tensor(contract["mean"]).view(3, 1, 1), torch.tensor(contract["std"]).view(3, 1, 1)
+    return (pixels - mean) / std
+
+
+def test_exported_json_describes_the_contract_exactly_enough_to_reimplement(tmp_path: Path) -> None:
+    files = write_contract_images(tmp_path)
+    contract = Preprocessing(32, 40, "bicubic", (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    described = json.loads(json.dumps(preprocessing_contract(contract.to_dict(), ["a", "b"])))
+    assert described["input"]["shape"] == ["batch", 3, 32, 32]
+    assert "shorter side to 40" in described["preprocessing"] and "centre 32x32 crop" in described["preprocessing"]
+    for name in ("exif6", "wide_4_3", "tall_1_3"):
+        predicted, _ = ImageFileDataset([files[name]], contract)[0]
+        assert torch.allclose(_reimplemented_from_json(files[name], described), predicted, atol=1e-6), name
+
+
+def test_normalised_pixel_values_are_pinned(trained_run: Path, tmp_path: Path) -> None:
+    """A solid (255, 128, 0) photo through the trained checkpoint's contract: ImageNet's
+    (x - mean) / std, so swapping mean and std (or dropping either) fails here."""
+    photo = tmp_path / "orange.png"
+    Image.fromarray(np.full((30, 50, 3), (255, 128, 0), dtype=np.uint8)).save(photo)
+    module = load_classifier(trained_run / "checkpoints" / "best.ckpt")
+    image, _ = ImageFileDataset([photo], Preprocessing.from_dict(module.hparams["preprocessing"]))[0]
+    assert image.shape == (3, 32, 32)
+    pinned = torch.tensor([2.2489083, 0.2051821, -1.8044444])  # (1-.485)/.229, (128/255-.456)/.224, -.406/.225
+    assert torch.allclose(image[:, 16, 16], pinned, atol=1e-5), image[:, 16, 16]
+
+
+def test_the_shared_fixture_model_learns_the_synthetic_colours(trained_run: Path) -> None:
+    summary = json.loads((trained_run / "run_summary.json").read_text())
+    assert summary["test_acc"] > 0.9, summary["test_per_class_acc"]
+    assert min(summary["test_per_class_acc"].values()) > 0.5
