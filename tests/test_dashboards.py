@@ -83,6 +83,10 @@ def test_strategy_label_follows_the_effective_frozen_stages() -> None:
     assert strategy_label({"_target_": FREEZE, "frozen_stages": 4}, "feature_extract") == "finetune"
     assert strategy_label({"_target_": FREEZE, "frozen_stages": 0}, None) == "full"
     assert strategy_label({"_target_": FREEZE, "frozen_stages": 2}, "finetune") == "custom (frozen_stages=2)"
+    # presets say `all` / `all_but_last`: on an 8-stage backbone (efficientnet) 7 frozen stages is finetune
+    assert strategy_label({"_target_": FREEZE, "frozen_stages": 7}, None, num_stages=8) == "finetune"
+    assert strategy_label({"_target_": FREEZE, "frozen_stages": "all"}, None, num_stages=8) == "feature_extract"
+    assert strategy_label({"_target_": FREEZE, "frozen_stages": 5}, None, num_stages=8) == "custom (frozen_stages=5)"
     gradual = {"_target_": "transfer_lightning.strategies.GradualUnfreeze", "head_epochs": 1}
     assert strategy_label(gradual, "gradual") == "gradual"
 

@@ -47,7 +47,10 @@ def test_split_seeds_give_other_splits_other_fingerprints_and_their_own_cache_en
 
     val_files = []
     for seed in (1, 2):
-        datamodule = ImageFolderDataModule(root=str(root), split_seed=seed, image_size=32, cache_dir=str(data_dir))
+        datamodule = ImageFolderDataModule(
+            root=str(root), split_seed=seed, cache_dir=str(data_dir),
+            preprocessing=jobs[seed - 1]["data"]["preprocessing"],  # the run's contract (the backbone's defaults)
+        )  # fmt: skip
         datamodule.setup("fit")
         assert datamodule.split_fingerprints() == jobs[seed - 1]["data"]["split_fingerprints"]
         val_files.append(datamodule.split_files["val"])
@@ -86,7 +89,9 @@ def test_checkpoint_carries_its_data_for_evaluate_and_predict_and_reruns(tmp_pat
     assert report["context"]["split_fingerprint"] == fingerprints["val"] != fingerprints["train"]
     assert report["context"]["data_root"] == str(project / "data")
 
-    reference = ImageFolderDataModule(root=str(project / "data"), split_seed=7, val_fraction=0.3, image_size=32)
+    reference = ImageFolderDataModule(
+        root=str(project / "data"), split_seed=7, val_fraction=0.3, preprocessing=summary["data"]["preprocessing"]
+    )
     reference.setup("fit")
     assert reference.split_fingerprints()["val"] == fingerprints["val"]  # the same files, order and labels
     val_files = reference.split_files["val"]

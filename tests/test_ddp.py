@@ -102,6 +102,7 @@ def test_ctrl_c_to_the_launching_process_stops_both_ddp_processes_and_the_checkp
     assert summary(run)["status"] == "completed" and summary(run)["global_step"] > stopped["global_step"]
 
 
+@pytest.mark.slow  # fast cover: the Ctrl-C test above (the same cross-process stop, by signal)
 def test_sigterm_to_one_ddp_process_stops_both_with_an_interrupted_summary(tmp_path) -> None:
     run, process = _start_slow_ddp_run(tmp_path)
     os.kill(int((run / "pids" / "rank1").read_text()), signal.SIGTERM)

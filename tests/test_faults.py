@@ -65,7 +65,9 @@ def test_ctrl_c_stops_gracefully_with_a_fresh_last_checkpoint_and_interrupted_su
 def test_second_ctrl_c_during_the_checkpoint_write_exits_130_and_names_the_intact_checkpoint(tmp_path) -> None:
     run = tmp_path / "run"
     slow_write = "+callbacks.slow_write._target_=tests.fault_injection.SlowGracefulCheckpoint"
-    process = start_cli(*TINY, "trainer.max_epochs=50", *SLOW, slow_write, f"hydra.run.dir={run}")
+    process = start_cli(
+        *TINY, "trainer.max_epochs=50", *SLOW, slow_write, f"hydra.run.dir={run}", f"paths.data_dir={run / 'data'}"
+    )
     last = run / "checkpoints" / "last.ckpt"
     wait_for_file(last, process)
     before = last.read_bytes()

@@ -316,6 +316,7 @@ def _same(a: dict, b: dict, stage: str) -> bool:
     return all(torch.equal(a[k], b[k]) for k in _stage_keys(a, stage))
 
 
+@pytest.mark.slow  # fast cover: test_resuming_with_another_unfreezing_schedule_is_refused_not_ignored + test_resume
 def test_kill_after_first_unfreeze_then_resume_trains_the_unfrozen_stage(tmp_path: Path) -> None:
     schedule = ["strategy=gradual", "strategy.head_epochs=1", "strategy.unfreeze_every=2", "strategy.lr_decay=0.5",
                 "optimizer=sgd", "optimizer.lr=0.01", *SMALL_DATA]  # fmt: skip
@@ -372,7 +373,7 @@ def _logged_rates(tensorboard_dir: Path) -> dict[str, list[float]]:
     return rates
 
 
-@pytest.mark.slow  # fast cover: test_gradual_groups_exist_from_the_start_at_rate_zero_... and test_sweeps DDP
+@pytest.mark.slow  # fast cover: test_gradual_groups_exist_from_the_start_at_rate_zero_... and tests/test_ddp.py
 def test_gradual_runs_under_two_process_cpu_ddp(tmp_path: Path) -> None:
     weights = _weights_file(tmp_path / "resnet18.pth")
     result = run_cli(

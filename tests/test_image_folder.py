@@ -373,7 +373,7 @@ def test_a_messy_folder_trains_from_the_cli_and_the_summary_reports_skipped_file
     assert "Skipping 3 broken image file(s)" in log and "images/s" in log
 
 
-@pytest.mark.slow  # fast cover: test_imbalance_is_reported_and_the_weighted_sampler_... and test_sweeps DDP
+@pytest.mark.slow  # fast cover: test_imbalance_is_reported_and_the_weighted_sampler_... and tests/test_ddp.py
 def test_the_weighted_sampler_balances_classes_across_two_ddp_processes(tmp_path) -> None:
     root, run = tmp_path / "photos", tmp_path / "run"
     write_class_folders(root, {"ants": 30, "honey bees": 5})  # train: 24 and 4

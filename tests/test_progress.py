@@ -134,7 +134,8 @@ def test_feature_pass_lr_finder_epochs_test_evaluate_and_predict_print_plain_pro
     env = {INTERVAL_VARIABLE: "0"}  # a line at every step: any run is long enough to show one
     small = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
     run = tmp_path / "run"
-    lr_find = ["tune.lr_find=true", "tune.num_training=20"]
+    # 20 finder steps (the least allowed) must fit in the run: 4 batches per epoch x 5 epochs
+    lr_find = ["tune.lr_find=true", "tune.num_training=20", "trainer.max_epochs=5"]
     trained = run_cli(*TINY, *small, *lr_find, f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", env=env)
     _assert_plain(trained, "First feature pass (train split, 32 px)", "LR finder", "Epoch 0", "Test pass")
     assert "Epoch 0: 4/4 batches (100%) in" in trained.stdout  # validation batches are not counted as training

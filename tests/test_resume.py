@@ -59,7 +59,14 @@ def checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("setup", list(RESUME_SETUPS))
+@pytest.mark.parametrize(
+    "setup",
+    [
+        # slow: the cached path's resume is also covered fast by test_sweeps' killed-sweep resume
+        pytest.param("cached_features", marks=pytest.mark.slow),
+        "augmented_live_backbone_cosine",
+    ],
+)
 def test_killed_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_run(tmp_path, setup: str) -> None:
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     # one command for all three runs (its exit hook reads $EXIT_AFTER_EPOCH); a data folder of their own
@@ -114,6 +121,7 @@ def test_killed_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_run(
     assert len({p.name.split(".")[-2] for p in (killed_dir / "tensorboard").glob("events.out.tfevents.*")}) == 2
 
 
+@pytest.mark.slow  # fast cover of resume: the bit-equal test above (augmented, live, cosine)
 def test_run_killed_after_a_mid_epoch_step_checkpoint_resumes_from_that_step(tmp_path) -> None:
     # 64 images in batches of 16: 4 steps an epoch; a checkpoint every 2 steps; killed after step 6,
     # half way through epoch 2 (index 1)

@@ -120,6 +120,7 @@ def test_killed_sweep_resumes_skips_finished_jobs_and_records_a_failed_one(tmp_p
     assert "job 2 (failed): strategy.frozen_stages=9 is not allowed" in report
 
 
+@pytest.mark.slow  # fast cover: test_killed_sweep_resumes_skips_finished_jobs_and_records_a_failed_one
 def test_a_job_killed_mid_training_continues_from_its_last_ckpt_when_the_sweep_resumes(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     command = [
@@ -188,6 +189,7 @@ def test_joblib_sweep_runs_two_jobs_in_parallel_workers_with_dataloader_workers(
     assert [row["status"] for row in rows] == ["completed", "completed"], rows
 
 
+@pytest.mark.slow  # fast cover: tests/test_ddp.py (2-process CPU DDP runs with one summary)
 def test_ddp_on_two_cpu_processes_writes_one_summary_in_one_run_folder(tmp_path) -> None:
     # no hydra.run.dir: both ranks must agree on the timestamped folder
     env = {"PYTHONPATH": str(ROOT)}

@@ -17,24 +17,35 @@ from typing import Any
 import yaml
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
+from transfer_lightning.strategies.base import ALL_BUT_LAST, ALL_STAGES
+
 STRATEGY_PRESETS = Path(__file__).resolve().parents[1] / "conf" / "strategy"
 _RUN_NAME_LIMIT = 120
 
 
-def strategy_label(strategy: Mapping[str, Any], choice: str | None = None) -> str:
+def strategy_label(strategy: Mapping[str, Any], choice: str | None = None, num_stages: int = 5) -> str:
     """The preset a strategy config really is (``feature_extract``, ``finetune``, ``full``), judged by
-    its class and ``frozen_stages``, or ``custom (frozen_stages=3)``; other strategies keep their name.
+    its class and ``frozen_stages`` on a backbone of ``num_stages`` stages, or ``custom (frozen_stages=3)``;
+    other strategies keep their name.
 
     ``strategy=finetune strategy.frozen_stages=5`` is feature extraction whatever preset it started from.
     """
-    target, stages = strategy.get("_target_"), strategy.get("frozen_stages")
-    presets = _presets()
+    target, stages = strategy.get("_target_"), effective_frozen_stages(strategy.get("frozen_stages"), num_stages)
+    presets = {
+        name: {**preset, "frozen_stages": effective_frozen_stages(preset["frozen_stages"], num_stages)}
+        for name, preset in _presets().items()
+    }
     if stages is not None and any(preset["_target_"] == target for preset in presets.values()):
         matching = [name for name, preset in presets.items() if preset == {"_target_": target, "frozen_stages": stages}]
         if choice in matching:
             return str(choice)
         return matching[0] if matching else f"custom (frozen_stages={stages})"
     return choice or str(target).rsplit(".", 1)[-1]
+
+
+def effective_frozen_stages(frozen_stages: Any, num_stages: int) -> Any:
+    """``all`` / ``all_but_last`` as the number of stages they freeze on a backbone of ``num_stages``."""
+    return {ALL_STAGES: num_stages, ALL_BUT_LAST: num_stages - 1}.get(frozen_stages, frozen_stages)
 
 
 @functools.cache
@@ -136,15 +147,18 @@ def _name_trial(session_start: Any, name: str) -> None:
 
 
 def hparams_columns(
-    cfg: Any, choices: Mapping[str, str | None], overrides: list[str], trainable: int
+    cfg: Any, choices: Mapping[str, str | None], overrides: list[str], trainable: int, num_stages: int
 ) -> dict[str, Any]:
-    """The knobs a sweep compares, flat, for TensorBoard's HPARAMS tab (with the full overrides)."""
+    """The knobs a sweep compares, flat, for TensorBoard's HPARAMS tab (with the full overrides).
+
+    ``num_stages``: the backbone's stage count, which ``frozen_stages: all`` / ``all_but_last`` resolve to.
+    """
     strategy = _plain(cfg.strategy)
     return {
         "model": cfg.model.name,
         "weights": cfg.model.weights,
-        "strategy": strategy_label(strategy, choices.get("strategy")),
-        "frozen_stages": strategy.get("frozen_stages"),
+        "strategy": strategy_label(strategy, choices.get("strategy"), num_stages),
+        "frozen_stages": effective_frozen_stages(strategy.get("frozen_stages"), num_stages),
         "optimizer": choices.get("optimizer") or "custom",
         "lr": float(cfg.optimizer.lr),
         "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)),
