@@ -255,7 +255,8 @@ def measure(args: argparse.Namespace, sizes: Sizes, work: Path) -> list[Result]:
     out = Path(args.out)
     data_path = None if args.tiny else Path(args.data)
     images, labels, classes = load_arrays(data_path, sizes.epoch_images)
-    common = {"image_size": sizes.image_size, "batch_size": sizes.batch_size, "feature_cache": "false"}
+    common = {"image_size": sizes.image_size, "batch_size": sizes.batch_size, "feature_cache": "false",
+              "feature_cache_dir": str(work / "feature_cache")}  # fmt: skip
     results: list[Result] = []
 
     # (a) Lightning step vs bare step, both on the same resident data

@@ -326,3 +326,9 @@ def test_a_timm_backbone_trains_on_cached_features_and_its_checkpoint_reloads_an
         torch.testing.assert_close(reloaded(images), module.eval()(images))
     parity = export_checked(reloaded, "torchscript", tmp_path / "model.pt", batch_size=2, tolerance=1e-4)
     assert parity["max_abs_logit_diff"] <= 1e-4
+    # format=state_dict: plain timm loads it strictly into the same architecture with num_classes set
+    export_checked(reloaded, "state_dict", tmp_path / "model.pth", batch_size=2, tolerance=1e-5)
+    plain = timm.create_model("test_convnext", pretrained=False, num_classes=4).eval()
+    plain.load_state_dict(torch.load(tmp_path / "model.pth", weights_only=True), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(images), reloaded(images))

@@ -81,7 +81,7 @@ def test_export_that_drifts_from_pytorch_fails_and_writes_nothing(
     trained_run: Path, tmp_path: Path, monkeypatch
 ) -> None:
     save, load, suffix = export_module.EXPORTERS["torchscript"]
-    drifting = (save, lambda path, arch: lambda images: load(path, arch)(images) + 0.01, suffix)
+    drifting = (save, lambda path, *model: lambda images: load(path, *model)(images) + 0.01, suffix)
     monkeypatch.setitem(export_module.EXPORTERS, "torchscript", drifting)
     cfg = OmegaConf.create(
         {"ckpt_path": str(trained_run / "checkpoints" / "best.ckpt"), "format": "torchscript",

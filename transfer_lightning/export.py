@@ -1,7 +1,7 @@
 """``python -m transfer_lightning.export ckpt_path=... format=onnx|torchscript|state_dict``.
 
 Writes ``<checkpoint name>.onnx`` (or ``.torchscript.pt``, or ``.pth``: the network's plain state
-dict, which torchvision's own model of the same architecture loads with ``strict=True``) and
+dict, which torchvision's (or timm's) own model of the same architecture loads with ``strict=True``) and
 ``<that file>.json``, the preprocessing contract (``data/contract.py``: sizes, crop,
 interpolation, mean, std, the steps in words) and the class names, beside the checkpoint (or into
 ``output_dir``), after checking the export against PyTorch on a batch: the largest absolute logit
@@ -63,7 +63,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "parity": parity,
     }
     if cfg.format == "state_dict":
-        contract["load"] = state_dict_loading_hint(contract["model"], len(module.class_names), target.name)
+        contract["load"] = state_dict_loading_hint(module.hparams["model"], len(module.class_names), target.name)
     contract_file = target.with_name(target.name + ".json")
     atomic_write_text(contract_file, json.dumps(contract, indent=2) + "\n")
     print(f"Exported {target} with its preprocessing contract {contract_file}")
@@ -76,13 +76,13 @@ def export_checked(module: nn.Module, format_: str, target: Path, batch_size: in
     contract = module.hparams["preprocessing"]
     example, batch = sample_batch(contract, 2, seed=0), sample_batch(contract, batch_size, seed=1)
     save, load, _ = EXPORTERS[format_]
-    architecture = module.hparams["model"]["name"]
+    model, num_classes = module.hparams["model"], len(module.class_names)
     partial = target.with_name(target.name + ".partial")  # never a half-checked file under the real name
     try:
         save(network, example, partial)
         with torch.no_grad():
             expected = network(batch)
-        difference = (load(partial, architecture)(batch) - expected).abs().max().item()
+        difference = (load(partial, model, num_classes)(batch) - expected).abs().max().item()
         print(
             f"Parity with PyTorch on {len(batch)} images: max |logit difference| = {difference:.3e} (bound {tolerance:g})"
         )
@@ -130,15 +130,22 @@ def _require_onnx() -> None:
         raise UserError(f"format=onnx needs {', '.join(missing)}, not installed; {INSTALL_HINT}")
 
 
-def state_dict_loading_hint(architecture: str, num_classes: int, file_name: str) -> str:
-    """The two lines of plain torchvision that load an exported state dict."""
+def state_dict_loading_hint(model: dict[str, Any], num_classes: int, file_name: str) -> str:
+    """The two lines of plain torchvision (or timm) that load an exported state dict."""
     return (
-        f"model = torchvision.models.get_model({architecture!r}, num_classes={num_classes}); "
+        f"model = {_plain_constructor(model)}({model['name']!r}, num_classes={num_classes}); "
         f"model.load_state_dict(torch.load({file_name!r}, weights_only=True), strict=True)"
     )
 
 
-# -- formats: save(network, example, path) and load(path, architecture) -> callable on a float batch
+def _plain_constructor(model: dict[str, Any]) -> str:
+    """How the model's own library builds it: ``timm.create_model`` or ``torchvision.models.get_model``."""
+    from transfer_lightning.models import backbone_class
+
+    return "timm.create_model" if backbone_class(model).family == "timm" else "torchvision.models.get_model"
+
+
+# -- formats: save(network, example, path) and load(path, model config, num_classes) -> callable on a float batch
 def _save_torchscript(network: nn.Module, example: torch.Tensor, path: Path) -> None:
     # torch.jit is deprecated upstream in favour of torch.export but still works; say so once (README)
     with torch.no_grad(), warnings.catch_warnings():
@@ -146,7 +153,7 @@ def _save_torchscript(network: nn.Module, example: torch.Tensor, path: Path) -> 
         torch.jit.trace(network, example).save(str(path))
 
 
-def _load_torchscript(path: Path, architecture: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def _load_torchscript(path: Path, model: dict[str, Any], num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
         scripted = torch.jit.load(str(path), map_location="cpu").eval()
@@ -175,7 +182,7 @@ def _save_onnx(network: nn.Module, example: torch.Tensor, path: Path) -> None:
     )
 
 
-def _load_onnx(path: Path, architecture: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def _load_onnx(path: Path, model: dict[str, Any], num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -192,22 +199,22 @@ def _save_state_dict(network: nn.Module, example: torch.Tensor, path: Path) -> N
     torch.save({key: value.detach().contiguous() for key, value in network.state_dict().items()}, path)
 
 
-def _load_state_dict(path: Path, architecture: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What a user of the file does: plain torchvision, ``num_classes`` from the head, ``strict=True``.
-
-    For torchvision's families (a timm model: export format=torchscript or onnx).
-    """
-    from transfer_lightning.models import backbone_class
-
+def _load_state_dict(path: Path, model: dict[str, Any], num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What a user of the file does: the architecture from plain torchvision (or timm) with
+    ``num_classes`` set, then ``load_state_dict(strict=True)``."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    head = backbone_class({"name": architecture}).head_path
-    model = torchvision.models.get_model(architecture, num_classes=state[f"{head}.weight"].shape[0])
-    model.load_state_dict(state, strict=True)
-    model.eval()
+    if _plain_constructor(model) == "timm.create_model":
+        import timm
+
+        network = timm.create_model(model["name"], pretrained=False, num_classes=num_classes)
+    else:
+        network = torchvision.models.get_model(model["name"], num_classes=num_classes)
+    network.load_state_dict(state, strict=True)
+    network.eval()
 
     def run(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return model(images)
+            return network(images)
 
     return run
 
