@@ -202,6 +202,7 @@ def test_export_matches_pytorch_for_every_family(family: str, tmp_path: Path) ->
     backbone = _tiny(family)
     module = SimpleNamespace(
         net=backbone.model,
+        class_names=[f"class_{i}" for i in range(CLASSES)],
         hparams={
             "model": {"name": backbone.name},
             "preprocessing": {"image_size": SIZE, "mean": [0.5] * 3, "std": [0.25] * 3},
