@@ -25,9 +25,11 @@ install: $(VENV)/.installed
 train: install
 	$(PY) -m transfer_lightning $(DATA_ARG) $(ARGS)
 
-# the suite without the tests marked slow (each slow one's behaviour has a fast test too); test-all runs them all
+# the suite without the tests marked slow (each slow one's behaviour has a fast test too); test-all runs them all.
+# Most tests run the real CLI in a single-threaded subprocess, so two pytest workers (pytest-xdist) keep 2 cores busy.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
 # The tests marked `slurm` on a single-node SLURM cluster started here and stopped afterwards, even
 # when a test fails (needs root and Debian's slurm-wlm + munge; see scripts/slurm-local.sh).
@@ -38,7 +40,7 @@ test-slurm: install
 	status=$$?; SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh stop; exit $$status
 
 test-all: install
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -m "slow or not slow" -n $(TEST_WORKERS)
 
 lint: install
 	$(PY) -m ruff check .

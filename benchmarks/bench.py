@@ -55,11 +55,11 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from transfer_lightning.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
 from transfer_lightning.cache import use_feature_cache  # noqa: E402
 from transfer_lightning.data.base import seeded_split  # noqa: E402
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from transfer_lightning.speed import tune_for_device  # noqa: E402
+from transfer_lightning.run.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
+from transfer_lightning.run.speed import tune_for_device  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
 
 CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"

@@ -57,11 +57,11 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from transfer_lightning.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
 from transfer_lightning.cache import use_feature_cache  # noqa: E402
 from transfer_lightning.data.base import ClassificationDataModule, Splits, TensorImageDataset  # noqa: E402
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from transfer_lightning.speed import tune_for_device  # noqa: E402
+from transfer_lightning.run.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
+from transfer_lightning.run.speed import tune_for_device  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".gpudata" / "cifar10-subset.npz"

@@ -19,7 +19,6 @@ from torchvision.models.resnet import BasicBlock
 
 from tests.conftest import compose_config
 from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
-from transfer_lightning.errors import UserError
 from transfer_lightning.export import export_checked
 from transfer_lightning.models import Backbone, backbone_class, build_backbone
 from transfer_lightning.models.convnext import ConvNeXt
@@ -30,8 +29,9 @@ from transfer_lightning.models.resnet import ResNet
 from transfer_lightning.models.swin import SwinTransformer
 from transfer_lightning.models.timm_backbone import TimmBackbone
 from transfer_lightning.models.vit import VisionTransformer
+from transfer_lightning.run.validation import validate_config
 from transfer_lightning.strategies import FreezeStages, GradualUnfreeze
-from transfer_lightning.validation import validate_config
+from transfer_lightning.utils.errors import UserError
 
 SIZE = 32
 CLASSES = 3
@@ -292,9 +292,9 @@ def test_a_timm_backbone_trains_on_cached_features_and_its_checkpoint_reloads_an
     import lightning as L
 
     from transfer_lightning.cache import use_feature_cache
-    from transfer_lightning.checkpoint import load_classifier
     from transfer_lightning.classifier import TransferClassifier
     from transfer_lightning.data import SyntheticDataModule
+    from transfer_lightning.run.checkpoint import load_classifier
 
     datamodule = SyntheticDataModule(
         train_size=16, val_size=8, test_size=8, image_size=SIZE, batch_size=8, num_workers=0,

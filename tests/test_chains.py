@@ -12,13 +12,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from tests.conftest import CONFIG_DIR, ROOT, TINY, run_cli
-from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.classifier import TransferClassifier
-from transfer_lightning.errors import UserError
 from transfer_lightning.evaluate import evaluate
 from transfer_lightning.models.lineage import preprocessing_from_run, read_run_weights
 from transfer_lightning.models.weights import ensure_weights_available
-from transfer_lightning.resume import original_overrides
+from transfer_lightning.run.checkpoint import load_classifier
+from transfer_lightning.run.resume import original_overrides
+from transfer_lightning.utils.errors import UserError
 
 STRATEGY = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 0}
 PREPROCESSING = {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

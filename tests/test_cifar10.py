@@ -14,7 +14,7 @@ from PIL import Image
 from tests.conftest import TINY, run_cli
 from transfer_lightning.data import CIFAR10DataModule
 from transfer_lightning.data.cifar10 import CIFAR10_CLASSES
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 
 def _write_torchvision_layout(root: Path, per_batch: int = 6) -> dict[str, np.ndarray]:

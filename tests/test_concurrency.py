@@ -14,7 +14,7 @@ import torch
 from tests.conftest import ROOT, TINY
 from transfer_lightning.cache.store import FeatureCache
 from transfer_lightning.data.image_cache import DiskCache
-from transfer_lightning.preflight import claim_new_run_folder
+from transfer_lightning.run.preflight import claim_new_run_folder
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
@@ -25,7 +25,7 @@ def test_a_taken_run_folder_is_never_given_again(tmp_path) -> None:
     assert claim_new_run_folder(proposed) == first == proposed  # the same process asks again
     os.rmdir(first)
     (tmp_path / "outputs" / "12-00-00").mkdir()  # another run took it meanwhile
-    from transfer_lightning import preflight
+    from transfer_lightning.run import preflight
 
     preflight._claimed.clear()
     assert claim_new_run_folder(proposed) == proposed + "-2"

@@ -15,12 +15,12 @@ from PIL import Image, ImageOps
 
 from tests.conftest import TINY, compose_config
 from tests.contract_images import write_contract_images
-from transfer_lightning.builders import build_classifier, build_datamodule
-from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.data.contract import Preprocessing, default_preprocessing, resolve_preprocessing
 from transfer_lightning.data.image_files import ImageFileDataset
-from transfer_lightning.errors import UserError
 from transfer_lightning.export import preprocessing_contract
+from transfer_lightning.run.builders import build_classifier, build_datamodule
+from transfer_lightning.run.checkpoint import load_classifier
+from transfer_lightning.utils.errors import UserError
 
 # which split folder and class each contract image goes to (every split needs both classes)
 PLACES = {

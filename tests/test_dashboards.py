@@ -15,12 +15,12 @@ import yaml
 from tests.conftest import run_cli
 from tests.test_image_folder import write_class_folders
 from transfer_lightning import sweep_report
+from transfer_lightning.analysis.examples import ExampleSelector
 from transfer_lightning.callbacks import ConfusionMatrixImage, PredictionGridImage
 from transfer_lightning.classifier import TransferClassifier
-from transfer_lightning.dashboard import short_run_name, strategy_label
 from transfer_lightning.data import SyntheticDataModule
-from transfer_lightning.evaluation.examples import ExampleSelector
-from transfer_lightning.sweeps.report import HEATMAP_PNG, LINE_PNG, SUMMARY_CSV
+from transfer_lightning.run.dashboard import short_run_name, strategy_label
+from transfer_lightning.sweeps.results import HEATMAP_PNG, LINE_PNG, SUMMARY_CSV
 
 FREEZE = "transfer_lightning.strategies.FreezeStages"
 

@@ -15,8 +15,8 @@ from tests.conftest import TINY, run_cli
 from tests.contract_images import write_colour_folder, write_contract_images
 from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.record import data_config_from_checkpoint, recorded_data_config
-from transfer_lightning.errors import UserError
 from transfer_lightning.evaluate import class_list_difference
+from transfer_lightning.utils.errors import UserError
 
 IMAGE_FOLDER_TINY = [arg for arg in TINY if arg != "data=synthetic"] + [
     "data=image_folder",

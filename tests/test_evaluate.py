@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from tests.conftest import run_cli
-from transfer_lightning.checkpoint import load_classifier, preprocessor_for, read_checkpoint
+from transfer_lightning.analysis import ExampleSelector, build_report, classification_metrics
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchPreprocessor
-from transfer_lightning.errors import UserError
-from transfer_lightning.evaluation import ExampleSelector, build_report, classification_metrics
+from transfer_lightning.run.checkpoint import load_classifier, preprocessor_for, read_checkpoint
+from transfer_lightning.utils.errors import UserError
 
 
 def _assert_valid_png(path: Path) -> None:

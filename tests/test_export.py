@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from tests.conftest import run_cli
 from transfer_lightning import export as export_module
-from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.export import ExportMismatch, sample_batch
+from transfer_lightning.run.checkpoint import load_classifier
 
 
 def _export(trained_run: Path, tmp_path: Path, format_: str, *extra: str):

@@ -12,8 +12,8 @@ import torch
 
 from tests.conftest import TINY, compose_config, run_cli
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
-from transfer_lightning.errors import UserError
-from transfer_lightning.preflight import check_run_folder
+from transfer_lightning.run.preflight import check_run_folder
+from transfer_lightning.utils.errors import UserError
 
 
 def summary(run: Path) -> dict:

@@ -11,10 +11,10 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import TINY, compose_config, run_cli
-from transfer_lightning.builders import build_classifier, build_trainer
 from transfer_lightning.cache import FeatureCache, cache_key, data_fingerprint, use_feature_cache
 from transfer_lightning.cache.key import frozen_weights_fingerprint
 from transfer_lightning.classifier import TransferClassifier
+from transfer_lightning.run.builders import build_classifier, build_trainer
 
 SMALL = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
 

@@ -8,8 +8,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
-from transfer_lightning.evaluation.examples import GridExamples
-from transfer_lightning.evaluation.figures import ConfusionMatrixPlot, confusion_matrix_figure, prediction_grid_figure
+from transfer_lightning.analysis.examples import GridExamples
+from transfer_lightning.analysis.figures import ConfusionMatrixPlot, confusion_matrix_figure, prediction_grid_figure
 
 CLASS_NAMES = {
     "cifar": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],

@@ -17,10 +17,10 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import TINY, compose_config, run_cli
-from transfer_lightning.builders import build_classifier, build_trainer
 from transfer_lightning.cache import use_feature_cache
-from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.export import sample_batch
+from transfer_lightning.run.builders import build_classifier, build_trainer
+from transfer_lightning.run.checkpoint import load_classifier
 from transfer_lightning.strategies.base import RESNET_STAGE_NAMES as STAGE_NAMES
 
 DEVICE = os.environ.get("TL_GPU_TEST_DEVICE", "cuda")

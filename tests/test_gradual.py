@@ -18,11 +18,11 @@ from tests.conftest import TINY, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data import SyntheticDataModule
-from transfer_lightning.errors import UserError
 from transfer_lightning.models import Backbone, build_backbone
 from transfer_lightning.optim.schedulers import cosine_with_warmup
+from transfer_lightning.run.validation import validate_config
 from transfer_lightning.strategies import FreezeStages, GradualUnfreeze
-from transfer_lightning.validation import validate_config
+from transfer_lightning.utils.errors import UserError
 
 GRADUAL = "transfer_lightning.strategies.GradualUnfreeze"
 SMALL_DATA = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "test=false"]

@@ -18,8 +18,8 @@ from tests.conftest import ROOT, TINY, compose_config, run_cli
 from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.decode import decode_square, open_rgb
 from transfer_lightning.data.transforms import BatchPreprocessor, random_resized_crop_and_flip
-from transfer_lightning.errors import UserError
-from transfer_lightning.validation import validate_config
+from transfer_lightning.run.validation import validate_config
+from transfer_lightning.utils.errors import UserError
 
 COLOURS = {"ants": (200, 40, 40), "honey bees": (40, 200, 40), "ünïcode wasps": (40, 40, 200)}
 

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from tests.conftest import run_cli
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data import SyntheticDataModule
-from transfer_lightning.errors import UserError
-from transfer_lightning.tuning import PLOT_FILE, find_learning_rate
+from transfer_lightning.run.tuning import PLOT_FILE, find_learning_rate
+from transfer_lightning.utils.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

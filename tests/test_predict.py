@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from tests.conftest import run_cli
-from transfer_lightning.checkpoint import load_classifier
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.image_files import ImageFileDataset, list_image_files
-from transfer_lightning.errors import UserError
+from transfer_lightning.run.checkpoint import load_classifier
+from transfer_lightning.utils.errors import UserError
 
 
 def _write_images(folder: Path) -> None:

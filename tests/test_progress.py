@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.conftest import TINY, run_cli
-from transfer_lightning import progress
-from transfer_lightning.progress import INTERVAL_VARIABLE, PhaseProgress, configure_progress, format_duration
 from transfer_lightning.sweeps.progress import count_jobs, job_start_line, note_sweep_start
+from transfer_lightning.utils import progress
+from transfer_lightning.utils.progress import INTERVAL_VARIABLE, PhaseProgress, configure_progress, format_duration
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but tab and newline: \r, ESC, ...
 PERIODIC = re.compile(r": \d[\d,]*/[\d,]+ \w+ \(\d+%\), [\d,.]+ \w+/s, ETA \d+")
@@ -36,7 +36,7 @@ def _run_phase(total: int = 12, pause_s: float = 0.02, **kwargs) -> None:
 
 
 def test_plain_lines_off_a_terminal_give_count_rate_and_eta_at_most_every_interval(caplog, capsys) -> None:
-    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.utils.progress"):
         _run_phase(total=12, pause_s=0.02, interval_s=0.1)
     lines = [record.getMessage() for record in caplog.records]
     assert lines[0] == "Counting sheep: 0/12 sheep (0%)"  # the start
@@ -49,21 +49,21 @@ def test_plain_lines_off_a_terminal_give_count_rate_and_eta_at_most_every_interv
 
 
 def test_no_plain_line_between_start_and_end_within_the_interval(caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.utils.progress"):
         _run_phase(total=5, pause_s=0.001, interval_s=30)
     assert len(caplog.records) == 2
 
 
 def test_a_live_bar_on_a_terminal_and_only_plain_lines_with_the_bar_off(caplog, capsys, monkeypatch) -> None:
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats the output as a terminal
-    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.utils.progress"):
         _run_phase(total=6, pause_s=0.02, interval_s=0.01)
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 1 and " in " in lines[0]  # the bar replaces the plain lines; the end is logged
     assert "Counting sheep" in capsys.readouterr().out
 
     configure_progress(False)  # trainer.enable_progress_bar=false
-    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.utils.progress"):
         _run_phase(total=6, pause_s=0.02, interval_s=0.01)
     captured = capsys.readouterr()
     assert not CONTROL.search(captured.out + captured.err) and "━" not in captured.out  # no bar drawn
@@ -73,7 +73,7 @@ def test_a_live_bar_on_a_terminal_and_only_plain_lines_with_the_bar_off(caplog, 
 def test_a_long_phase_is_announced_once_with_its_duration_and_what_makes_it_faster(caplog, monkeypatch) -> None:
     monkeypatch.setattr(progress, "_PROBE_S", 0.05)
     monkeypatch.setattr(progress, "LONG_PHASE_S", 0.2)
-    with caplog.at_level(logging.INFO, logger="transfer_lightning.progress"):
+    with caplog.at_level(logging.INFO, logger="transfer_lightning.utils.progress"):
         _run_phase(total=30, pause_s=0.01, interval_s=30, faster="count fewer sheep", where="on this CPU")
         _run_phase(total=3, pause_s=0.001, interval_s=30, faster="never shown")  # too short to announce
     announced = [record.getMessage() for record in caplog.records if "about" in record.getMessage()]

@@ -18,9 +18,10 @@ from PIL import Image
 
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
-from transfer_lightning.checkpoint_io import atomic_torch_save, load_checkpoint_safely
-from transfer_lightning.errors import UserError
-from transfer_lightning.resume import ResumeRefused, check_checkpoint_fits, check_resume_command
+from transfer_lightning.run.checkpoint import load_checkpoint_safely
+from transfer_lightning.run.resume import ResumeRefused, check_checkpoint_fits, check_resume_command
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.files import atomic_torch_save
 
 THREE_EPOCHS = [*TINY, "trainer.max_epochs=3", "strategy=finetune"]
 SLOW = ["+callbacks.slow._target_=tests.fault_injection.SlowTrainingSteps", "+callbacks.slow.seconds=0.4"]
@@ -275,7 +276,7 @@ def test_checkpoint_needing_arbitrary_unpickling_is_refused_not_executed(tmp_pat
 
 KILL_DURING_WRITE = """
 import os, signal, sys, torch
-from transfer_lightning.checkpoint_io import atomic_torch_save
+from transfer_lightning.utils.files import atomic_torch_save
 real_save = torch.save
 def save_then_die(obj, handle):
     real_save(obj, handle)

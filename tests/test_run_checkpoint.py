@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from transfer_lightning import checkpoint_io
 from transfer_lightning.callbacks import RunCheckpoint
-from transfer_lightning.checkpoint_io import AtomicCheckpointIO
+from transfer_lightning.run.checkpoint import AtomicCheckpointIO
+from transfer_lightning.utils import files
 
 VAL_ACC_PER_EPOCH = [0.5, 0.7, 0.6]  # improves, improves, falls back: best is epoch 1, last is epoch 2
 
@@ -74,7 +74,7 @@ def test_without_hard_links_last_is_written_in_full(tmp_path, monkeypatch: pytes
     def no_links(source, target) -> None:
         raise OSError("this file system has no hard links")
 
-    monkeypatch.setattr(checkpoint_io.os, "link", no_links)
+    monkeypatch.setattr(files.os, "link", no_links)
     checkpoints = _fit(tmp_path, epochs=2)
     best, last = checkpoints / "best.ckpt", checkpoints / "last.ckpt"
     assert _epoch(last) == _epoch(best) == 1
@@ -85,7 +85,7 @@ def test_without_hard_links_last_is_written_in_full(tmp_path, monkeypatch: pytes
 def test_linking_a_name_that_already_is_the_file_leaves_no_partial_file(tmp_path) -> None:
     best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
     best.write_bytes(b"state")
-    assert checkpoint_io.atomic_hard_link(best, last)
-    assert checkpoint_io.atomic_hard_link(best, last)  # POSIX rename between two names of one file is a no-op
+    assert files.atomic_hard_link(best, last)
+    assert files.atomic_hard_link(best, last)  # POSIX rename between two names of one file is a no-op
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert os.path.samefile(best, last)

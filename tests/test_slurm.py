@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, TINY, run_cli
-from transfer_lightning.summary import read_summary
+from transfer_lightning.run.summary import read_summary
 
 
 def _cluster_answers() -> bool:

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transfer_lightning.errors import UserError
 from transfer_lightning.models import Backbone, build_backbone
 from transfer_lightning.strategies import FreezeStages
+from transfer_lightning.utils.errors import UserError
 
 STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
 

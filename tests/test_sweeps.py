@@ -162,8 +162,8 @@ def test_resume_true_of_a_finished_sweep_skips_its_jobs_and_creates_no_new_folde
 
 
 def test_resume_of_a_folder_that_is_no_sweep_is_refused(tmp_path) -> None:
-    from transfer_lightning.errors import UserError
     from transfer_lightning.sweeps.resume import resume_sweep_dir
+    from transfer_lightning.utils.errors import UserError
 
     cfg = compose_config([*TINY, f"resume={tmp_path}"], return_hydra_config=True)
     with pytest.raises(UserError, match="is not a sweep folder"):
@@ -224,8 +224,8 @@ def test_ddp_inside_a_local_multirun_is_refused_with_the_alternatives(tmp_path) 
     ],
 )
 def test_ddp_refusal_depends_on_launcher_devices_and_strategy(overrides: list[str], refused: bool) -> None:
-    from transfer_lightning.errors import UserError
     from transfer_lightning.sweeps.guards import refuse_ddp_in_local_multirun
+    from transfer_lightning.utils.errors import UserError
 
     cfg = compose_config(["trainer=ddp", "trainer.devices=2", *overrides], return_hydra_config=True)
     if refused:
@@ -273,9 +273,9 @@ def test_slurm_preset_submits_one_task_per_device_with_requeue(tmp_path, monkeyp
 
 
 def test_a_job_with_last_ckpt_continues_from_it_and_a_foreign_result_is_refused(tmp_path) -> None:
-    from transfer_lightning.errors import UserError
-    from transfer_lightning.summary import write_summary
+    from transfer_lightning.run.summary import write_summary
     from transfer_lightning.sweeps.resume import prepare_sweep_job
+    from transfer_lightning.utils.errors import UserError
 
     job = tmp_path / "1"
     (job / "checkpoints").mkdir(parents=True)

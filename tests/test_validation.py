@@ -6,14 +6,14 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import TINY, compose_config, run_cli
-from transfer_lightning.errors import UserError
-from transfer_lightning.validation import (
+from transfer_lightning.run.validation import (
     CONFIG_FOLDER,
     RULES,
     top_level_settings,
     validate_config,
     validate_training_config,
 )
+from transfer_lightning.utils.errors import UserError
 
 # One bad value per rule (wrong type or out of range); the test below fails if a rule has none.
 BAD_VALUES = {
@@ -205,7 +205,7 @@ def test_top_level_settings_are_read_from_the_config_folder_and_the_defaults_pas
 
 
 def test_command_line_refuses_a_misspelt_top_level_key_before_hydra_composes() -> None:
-    from transfer_lightning.cli import check_command_line
+    from transfer_lightning.utils.cli import check_command_line
 
     with pytest.raises(UserError, match=r"^\+strategyy=finetune adds a key .*did you mean strategy=finetune\?"):
         check_command_line(["+strategyy=finetune", "data=synthetic"])

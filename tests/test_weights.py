@@ -9,9 +9,9 @@ import pytest
 import torch
 import torchvision
 
-from transfer_lightning.errors import UserError
 from transfer_lightning.models import build_backbone
 from transfer_lightning.models.weights import expected_weights_path
+from transfer_lightning.utils.errors import UserError
 
 
 class _Payload:

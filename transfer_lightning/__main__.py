@@ -2,7 +2,7 @@
 
 import sys
 
-from transfer_lightning.cli import check_command_line, run_tool
+from transfer_lightning.utils.cli import check_command_line, run_tool
 
 if __name__ == "__main__":
     run_tool(check_command_line, sys.argv[1:])  # before Hydra writes anything, and before torch loads

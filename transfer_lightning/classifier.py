@@ -13,9 +13,9 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from transfer_lightning.errors import UserError
 from transfer_lightning.models import Backbone, build_backbone
 from transfer_lightning.strategies import FreezingStrategy
+from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

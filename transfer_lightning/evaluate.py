@@ -18,17 +18,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from transfer_lightning.builders import build_datamodule, build_trainer
-from transfer_lightning.callbacks import DeviceReport
-from transfer_lightning.checkpoint import load_classifier
-from transfer_lightning.checkpoint_io import atomic_write_text, checkpoint_origin
-from transfer_lightning.cli import require, run_tool
-from transfer_lightning.data.base import ClassificationDataModule
-from transfer_lightning.data.contract import Preprocessing
-from transfer_lightning.data.fingerprint import split_fingerprint
-from transfer_lightning.data.record import data_config_from_checkpoint
-from transfer_lightning.errors import UserError
-from transfer_lightning.evaluation import (
+from transfer_lightning.analysis import (
     PredictionCollector,
     build_report,
     confusion_matrix_figure,
@@ -37,9 +27,19 @@ from transfer_lightning.evaluation import (
     report_markdown,
     save_figure,
 )
+from transfer_lightning.callbacks import DeviceReport
+from transfer_lightning.data.base import ClassificationDataModule
+from transfer_lightning.data.contract import Preprocessing
+from transfer_lightning.data.fingerprint import split_fingerprint
+from transfer_lightning.data.record import data_config_from_checkpoint
 from transfer_lightning.models.lineage import describe_lineage
+from transfer_lightning.run.builders import build_datamodule, build_trainer
+from transfer_lightning.run.checkpoint import checkpoint_origin, load_classifier
+from transfer_lightning.run.validation import RULES, validate_config
 from transfer_lightning.train import CONFIG_DIR
-from transfer_lightning.validation import RULES, validate_config
+from transfer_lightning.utils.cli import require, run_tool
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.files import atomic_write_text
 
 log = logging.getLogger("transfer_lightning")
 SPLITS = ("test", "val")

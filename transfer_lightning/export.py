@@ -25,12 +25,12 @@ import torchvision
 from omegaconf import DictConfig
 from torch import nn
 
-from transfer_lightning.checkpoint import load_classifier
-from transfer_lightning.checkpoint_io import atomic_write_text
-from transfer_lightning.cli import require, run_tool
 from transfer_lightning.data.contract import Preprocessing, preprocessor_for
-from transfer_lightning.errors import UserError
+from transfer_lightning.run.checkpoint import load_classifier
 from transfer_lightning.train import CONFIG_DIR
+from transfer_lightning.utils.cli import require, run_tool
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.files import atomic_write_text
 
 log = logging.getLogger("transfer_lightning")
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")

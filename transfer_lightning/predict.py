@@ -20,15 +20,15 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from transfer_lightning.builders import build_trainer
 from transfer_lightning.callbacks import DeviceReport
-from transfer_lightning.checkpoint import load_classifier
-from transfer_lightning.checkpoint_io import atomic_write_text
-from transfer_lightning.cli import require, run_tool
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.image_files import ImageFileDataset, list_image_files, unreadable_reason
-from transfer_lightning.errors import UserError
+from transfer_lightning.run.builders import build_trainer
+from transfer_lightning.run.checkpoint import load_classifier
 from transfer_lightning.train import CONFIG_DIR
+from transfer_lightning.utils.cli import require, run_tool
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.files import atomic_write_text
 
 log = logging.getLogger("transfer_lightning")
 CSV_FILE = "predictions.csv"

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from transfer_lightning.sweeps.report import collect_jobs, print_ranking, write_sweep_report
+from transfer_lightning.sweeps.results import collect_jobs, print_ranking, write_sweep_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,15 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from transfer_lightning.builders import (
+from transfer_lightning.cache import use_feature_cache
+from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
+from transfer_lightning.callbacks.graceful_stop import RunInterrupted
+from transfer_lightning.callbacks.safety import safety_callbacks
+from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
+from transfer_lightning.data.prepare import prepare_data_once_per_node
+from transfer_lightning.models import backbone_class
+from transfer_lightning.models.lineage import RunWeights, describe_lineage, is_run_weights, preprocessing_from_run
+from transfer_lightning.run.builders import (
     build_callbacks,
     build_classifier,
     build_datamodule,
@@ -25,21 +33,10 @@ from transfer_lightning.builders import (
     build_trainer,
     find_callback,
 )
-from transfer_lightning.cache import use_feature_cache
-from transfer_lightning.callbacks import DeviceReport, PerClassAccuracy
-from transfer_lightning.callbacks.graceful_stop import RunInterrupted
-from transfer_lightning.callbacks.safety import safety_callbacks
-from transfer_lightning.dashboard import hparams_columns, write_hparams
-from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
-from transfer_lightning.data.prepare import prepare_data_once_per_node
-from transfer_lightning.errors import UserError
-from transfer_lightning.faults import EXIT_INTERRUPTED, RunRecord, recorded_outcome
-from transfer_lightning.log_filters import install_log_filters
-from transfer_lightning.models import backbone_class
-from transfer_lightning.models.lineage import RunWeights, describe_lineage, is_run_weights, preprocessing_from_run
-from transfer_lightning.preflight import check_run_folder
-from transfer_lightning.progress import configure_progress
-from transfer_lightning.resume import (
+from transfer_lightning.run.dashboard import hparams_columns, write_hparams
+from transfer_lightning.run.outcome import EXIT_INTERRUPTED, RunRecord, recorded_outcome
+from transfer_lightning.run.preflight import check_run_folder
+from transfer_lightning.run.resume import (
     ResumeRefused,
     check_checkpoint_fits,
     forget_refused_resume,
@@ -47,11 +44,14 @@ from transfer_lightning.resume import (
     prepare_resume,
     restore_weights,
 )
-from transfer_lightning.speed import tune_for_device
-from transfer_lightning.summary import print_report, write_summary
+from transfer_lightning.run.speed import tune_for_device
+from transfer_lightning.run.summary import print_report, write_summary
+from transfer_lightning.run.tuning import find_learning_rate, keep_found_learning_rate
+from transfer_lightning.run.validation import CONFIG_FOLDER, validate_training_config
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
-from transfer_lightning.tuning import find_learning_rate, keep_found_learning_rate
-from transfer_lightning.validation import CONFIG_FOLDER, validate_training_config
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.log_filters import install_log_filters
+from transfer_lightning.utils.progress import configure_progress
 
 log = logging.getLogger("transfer_lightning")
 install_log_filters()  # Lightning's advertising and known-harmless warnings (log_filters.py)

@@ -16,7 +16,7 @@ from transfer_lightning.cache.datamodule import CachedFeatureDataModule
 from transfer_lightning.cache.key import cache_key, data_fingerprint, frozen_weights_fingerprint
 from transfer_lightning.cache.plan import cache_plan, eval_mode
 from transfer_lightning.cache.store import FeatureCache, Features
-from transfer_lightning.progress import PhaseProgress
+from transfer_lightning.utils.progress import PhaseProgress
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from transfer_lightning.cache.key import tensor_fingerprint
-from transfer_lightning.checkpoint_io import atomic_torch_save
+from transfer_lightning.utils.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

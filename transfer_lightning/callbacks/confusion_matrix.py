@@ -6,8 +6,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from transfer_lightning.analysis.figures import ConfusionMatrixPlot
 from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_weights
-from transfer_lightning.evaluation.figures import ConfusionMatrixPlot
 
 
 class ConfusionMatrixImage(Callback):

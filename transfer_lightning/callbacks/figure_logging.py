@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from matplotlib.figure import Figure
 
-from transfer_lightning.checkpoint_io import checkpoint_origin
+from transfer_lightning.run.checkpoint import checkpoint_origin
 
 
 def log_figure(trainer: L.Trainer, tag: str, figure: Figure) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from transfer_lightning.progress import PhaseProgress
+from transfer_lightning.utils.progress import PhaseProgress
 
 _FASTER = "a GPU (trainer.accelerator=auto takes one when present) or a larger batch_size"
 

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 
 class TrainingDiverged(UserError):

@@ -6,10 +6,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from transfer_lightning.analysis.examples import ExampleSelector
+from transfer_lightning.analysis.figures import prediction_grid_figure
 from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_weights
 from transfer_lightning.data.contract import preprocessor_for
-from transfer_lightning.evaluation.examples import ExampleSelector
-from transfer_lightning.evaluation.figures import prediction_grid_figure
 
 
 class PredictionGridImage(Callback):

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from transfer_lightning.checkpoint_io import atomic_hard_link, is_local
+from transfer_lightning.utils.files import atomic_hard_link, is_local
 
 
 class RunCheckpoint(ModelCheckpoint):

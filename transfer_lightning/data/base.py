@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transfer_lightning.data.contract import Preprocessing, default_preprocessing, resolve_preprocessing
 from transfer_lightning.data.fingerprint import split_fingerprint
 from transfer_lightning.data.transforms import AUGMENTATIONS, BatchPreprocessor
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        # channels_last: the layout the network's weights use (see transfer_lightning/speed.py)
+        # channels_last: the layout the network's weights use (see transfer_lightning/run/speed.py)
         return self.preprocessor(images, train=training).contiguous(memory_format=torch.channels_last), labels
 
     # -- shared helpers ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from transfer_lightning.data.base import (
 )
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.folder_reader import decode_folder_split, is_class_folder_root
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

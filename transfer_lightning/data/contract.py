@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchPreprocessor
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 INTERPOLATIONS = ("bilinear", "bicubic")
 OVERRIDABLE = ("image_size", "resize_size", "interpolation", "mean", "std")

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from transfer_lightning.data.decode import decode_for
-from transfer_lightning.errors import UserError
-from transfer_lightning.progress import PhaseProgress
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.progress import PhaseProgress
 
 if TYPE_CHECKING:
     from transfer_lightning.data.contract import Preprocessing

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from transfer_lightning.checkpoint_io import atomic_torch_save
+from transfer_lightning.utils.files import atomic_torch_save
 from transfer_lightning.data.scan import BadFile
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from transfer_lightning.data.contract import Preprocessing, preprocessor_for
 from transfer_lightning.data.decode import decode_for
 from transfer_lightning.data.folder_reader import IMAGE_EXTENSIONS
-from transfer_lightning.errors import UserError, first_line
+from transfer_lightning.utils.errors import UserError, first_line
 
 
 def list_image_files(inputs: str | list[str]) -> list[Path]:

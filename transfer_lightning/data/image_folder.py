@@ -19,7 +19,7 @@ from transfer_lightning.data.image_cache import CachedImages, DiskCache, availab
 from transfer_lightning.data.layout import FolderLayout, read_layout, stratified_split
 from transfer_lightning.data.scan import BadFile, scan_files, scan_threads
 from transfer_lightning.data.transforms import BatchPreprocessor
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

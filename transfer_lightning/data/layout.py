@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from transfer_lightning.data.folder_reader import IMAGE_EXTENSIONS  # one list for every folder reader
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 SPLIT_FOLDERS = ("train", "val", "test")
 # __MACOSX: zip residue; the others are the framework's own cache folders (data.cache_dir,

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 FOLDER_KEYS = ("root", "cache_dir", "feature_cache_dir")
 

@@ -20,8 +20,8 @@ from typing import Any
 from PIL import Image
 
 from transfer_lightning.data.decode import to_rgb
-from transfer_lightning.errors import first_line
-from transfer_lightning.progress import PhaseProgress
+from transfer_lightning.utils.errors import first_line
+from transfer_lightning.utils.progress import PhaseProgress
 
 
 @dataclass(frozen=True)

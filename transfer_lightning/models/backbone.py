@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from transfer_lightning.data.contract import Preprocessing
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class RunWeights:
 
 def read_run_weights(weights: str) -> RunWeights:
     """The network, classes and preprocessing of the checkpoint or run folder ``weights``."""
-    from transfer_lightning.checkpoint import read_checkpoint  # that module imports the models package
+    from transfer_lightning.run.checkpoint import read_checkpoint  # that module imports the models package
 
     path = run_checkpoint_path(weights).resolve()
     checkpoint = read_checkpoint(path)

@@ -15,7 +15,6 @@ from timm.models import group_parameters
 from torch import nn
 
 from transfer_lightning.data.contract import Preprocessing
-from transfer_lightning.errors import UserError
 from transfer_lightning.models.backbone import Backbone
 from transfer_lightning.models.lineage import RANDOM_INIT, is_run_weights
 from transfer_lightning.models.weights import (
@@ -25,6 +24,7 @@ from transfer_lightning.models.weights import (
     load_weights,
     read_state_dict_file,
 )
+from transfer_lightning.utils.errors import UserError
 
 PRETRAINED = "pretrained"
 

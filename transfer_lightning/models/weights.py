@@ -14,8 +14,6 @@ import torch
 import torchvision
 from torch import nn
 
-from transfer_lightning.checkpoint_io import unreadable_file_reason
-from transfer_lightning.errors import UserError
 from transfer_lightning.models.lineage import (
     RANDOM_INIT,
     RunWeights,
@@ -25,6 +23,8 @@ from transfer_lightning.models.lineage import (
     read_run_weights,
     torchvision_lineage,
 )
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.files import unreadable_file_reason
 
 
 def is_weights_file(weights: str) -> bool:

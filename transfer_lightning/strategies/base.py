@@ -11,8 +11,8 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
-from transfer_lightning.errors import UserError
 from transfer_lightning.models import Backbone
+from transfer_lightning.utils.errors import UserError
 
 BN_MODES = ("train", "eval")
 LR_DECAY_UNITS = ("stage", "block")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from transfer_lightning.errors import UserError
 from transfer_lightning.strategies.base import RESNET_STAGE_NAMES, FreezingStrategy
+from transfer_lightning.utils.errors import UserError
 
 
 class GradualUnfreeze(FreezingStrategy):

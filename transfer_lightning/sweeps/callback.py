@@ -13,7 +13,6 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from transfer_lightning.errors import UserError
 from transfer_lightning.sweeps.guards import (
     refuse_ddp_in_local_multirun,
     refuse_slurm_without_device_count,
@@ -21,8 +20,9 @@ from transfer_lightning.sweeps.guards import (
 )
 from transfer_lightning.sweeps.joblib_worker import claim_gpu, use_fork_for_dataloader_workers
 from transfer_lightning.sweeps.progress import job_start_line, note_sweep_start
-from transfer_lightning.sweeps.report import print_ranking, write_sweep_report
+from transfer_lightning.sweeps.results import print_ranking, write_sweep_report
 from transfer_lightning.sweeps.resume import SWEPT_KEYS_VARIABLE, resume_sweep_dir, swept_keys_of_command
+from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger("transfer_lightning")
 

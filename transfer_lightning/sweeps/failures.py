@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transfer_lightning.errors import UserError, first_line
-from transfer_lightning.summary import read_summary, write_failure_summary
+from transfer_lightning.run.summary import read_summary, write_failure_summary
+from transfer_lightning.utils.errors import UserError, first_line
 
 
 def error_line(error: BaseException) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, ListConfig
 
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 # strategies that start their processes without re-running the command line
 _IN_PROCESS_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 if TYPE_CHECKING:
-    from transfer_lightning.sweeps.report import JobResult
+    from transfer_lightning.sweeps.results import JobResult
 
 
 def _sorted_values(values: set[str]) -> list[str]:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from transfer_lightning.progress import format_duration
-from transfer_lightning.summary import SUMMARY_FILE
-from transfer_lightning.sweeps.report import job_overrides
+from transfer_lightning.run.summary import SUMMARY_FILE
+from transfer_lightning.sweeps.results import job_overrides
 from transfer_lightning.sweeps.resume import swept_overrides
+from transfer_lightning.utils.progress import format_duration
 
 JOBS_VARIABLE = "TRANSFER_LIGHTNING_SWEEP_JOBS"
 STARTED_VARIABLE = "TRANSFER_LIGHTNING_SWEEP_STARTED"

@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from transfer_lightning.dashboard import short_run_name
-from transfer_lightning.errors import UserError
-from transfer_lightning.summary import read_summary
-from transfer_lightning.sweeps.report import job_overrides
+from transfer_lightning.run.dashboard import short_run_name
+from transfer_lightning.run.summary import read_summary
+from transfer_lightning.sweeps.results import job_overrides
+from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 MULTIRUN_FILE = "multirun.yaml"

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from transfer_lightning.checkpoint_io import atomic_write_text
-from transfer_lightning.summary import read_summary
+from transfer_lightning.run.summary import read_summary
+from transfer_lightning.utils.files import atomic_write_text
 
 SUMMARY_CSV = "sweep_summary.csv"
 REPORT_MD = "sweep_report.md"

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from transfer_lightning.strategies.base import ALL_BUT_LAST, ALL_STAGES
 
-STRATEGY_PRESETS = Path(__file__).resolve().parents[1] / "conf" / "strategy"
+STRATEGY_PRESETS = Path(__file__).resolve().parents[2] / "conf" / "strategy"
 _RUN_NAME_LIMIT = 120
 
 

@@ -1,9 +1,9 @@
 """Evaluating a trained classifier: metrics report, example selection and figures."""
 
-from transfer_lightning.evaluation.collector import PredictionCollector
-from transfer_lightning.evaluation.examples import ExampleSelector, GridExamples
-from transfer_lightning.evaluation.figures import confusion_matrix_figure, prediction_grid_figure, save_figure
-from transfer_lightning.evaluation.report import (
+from transfer_lightning.analysis.collector import PredictionCollector
+from transfer_lightning.analysis.examples import ExampleSelector, GridExamples
+from transfer_lightning.analysis.figures import confusion_matrix_figure, prediction_grid_figure, save_figure
+from transfer_lightning.analysis.report import (
     build_report,
     classification_metrics,
     print_report_table,

@@ -15,13 +15,13 @@ from typing import Any
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
-from transfer_lightning.cli import CONFIG_FOLDER, check_top_level_keys, top_level_settings
 from transfer_lightning.data.contract import INTERPOLATIONS
 from transfer_lightning.data.image_folder import BALANCE, CACHE, ON_BAD_FILE
 from transfer_lightning.data.transforms import AUGMENTATIONS
-from transfer_lightning.errors import UserError
 from transfer_lightning.models import backbone_class
 from transfer_lightning.strategies.base import ALL_BUT_LAST, ALL_STAGES, LR_DECAY_UNITS
+from transfer_lightning.utils.cli import CONFIG_FOLDER, check_top_level_keys, top_level_settings
+from transfer_lightning.utils.errors import UserError
 
 _MISSING = object()
 

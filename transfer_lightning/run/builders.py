@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.callbacks import resolve_precision
 from transfer_lightning.callbacks.loop_progress import LoopProgress
-from transfer_lightning.checkpoint_io import AtomicCheckpointIO
-from transfer_lightning.errors import UserError, first_line
-from transfer_lightning.progress import live_bar_allowed
+from transfer_lightning.run.checkpoint import AtomicCheckpointIO
+from transfer_lightning.utils.errors import UserError, first_line
+from transfer_lightning.utils.progress import live_bar_allowed
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def build_logger(cfg: DictConfig | None) -> Logger | bool:
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | bool) -> L.Trainer:
     """Instantiate ``cfg.trainer``; a GPU asked for but absent is an error, never a CPU run.
 
-    Where no live bar can be drawn (``transfer_lightning.progress``), Lightning's bar is replaced
+    Where no live bar can be drawn (``transfer_lightning.utils.progress``), Lightning's bar is replaced
     by plain progress lines (``LoopProgress``).
     """
     trainer_cfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
@@ -48,7 +48,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | b
         trainer_cfg["enable_progress_bar"] = False
         callbacks = [*(c for c in callbacks if not isinstance(c, ProgressBar)), LoopProgress()]
     try:
-        # atomic checkpoint writes, weights_only reads (transfer_lightning/checkpoint_io.py)
+        # atomic checkpoint writes, weights_only reads (transfer_lightning/run/checkpoint.py)
         plugins = [AtomicCheckpointIO()]
         return instantiate(trainer_cfg, callbacks=callbacks, logger=logger, plugins=plugins, _convert_="all")
     except InstantiationException as error:

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from transfer_lightning.checkpoint_io import atomic_write_text
+from transfer_lightning.utils.files import atomic_write_text
 
 SUMMARY_FILE = "run_summary.json"
 

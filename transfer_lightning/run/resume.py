@@ -24,9 +24,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from transfer_lightning.checkpoint_io import load_checkpoint_safely
-from transfer_lightning.errors import UserError, first_line
-from transfer_lightning.preflight import claim_new_run_folder
+from transfer_lightning.run.checkpoint import load_checkpoint_safely
+from transfer_lightning.run.preflight import claim_new_run_folder
+from transfer_lightning.utils.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 

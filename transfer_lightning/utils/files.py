@@ -1,5 +1,5 @@
-"""Checkpoints (and every file the project writes: summaries, reports, caches) are written atomically;
-checkpoints are read with ``weights_only=True``.
+"""Every file the project writes (checkpoints, summaries, reports, caches) is written atomically, and a
+file ``torch.load`` refused gets its reason in words.
 
 Lightning's own local save (``_atomic_save``) goes through an fsspec transaction that writes to a
 file in the *system* temp folder and then ``shutil.move``s it: when that folder is on another
@@ -11,7 +11,6 @@ reader sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import secrets
@@ -22,27 +21,9 @@ from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-from transfer_lightning.errors import UserError
-
-log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".partial-"
 _HOST = socket.gethostname().replace("-", "_")  # no "-": the pid after it is found by splitting at "-"
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` with an atomic local save and a loader that never unpickles code."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        if not is_local(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        atomic_torch_save(checkpoint, Path(path))
-
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        return load_checkpoint_safely(path, map_location=map_location or "cpu")
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
@@ -102,33 +83,6 @@ def atomic_hard_link(source: Path, path: Path) -> bool:
         temporary.unlink(missing_ok=True)  # left behind when ``path`` already was this file (POSIX rename)
     _fsync_folder(path.parent)
     return True
-
-
-def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; a file that needs arbitrary unpickling is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; give the path to a .ckpt file of a run")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - every way a file can fail to load gets its reason
-        raise UserError(f"checkpoint {path} cannot be loaded: {unreadable_file_reason(error)}") from error
-
-
-def checkpoint_origin(path: str | Path) -> str:
-    """``best.ckpt (epoch 2, val/acc 0.4583)``: where a checkpoint's weights come from, as it recorded.
-
-    The epoch is the one it was saved at; the score is the checkpoint callback's monitored value at
-    that save (absent from a checkpoint no monitoring callback wrote). Tensors are memory-mapped,
-    not read.
-    """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    parts = [f"epoch {checkpoint['epoch']}"] if "epoch" in checkpoint else []
-    for state in (checkpoint.get("callbacks") or {}).values():
-        if isinstance(state, dict) and state.get("monitor") and state.get("current_score") is not None:
-            parts.append(f"{state['monitor']} {float(state['current_score']):.4g}")
-            break
-    return f"{Path(path).name} ({', '.join(parts)})" if parts else Path(path).name
 
 
 def unreadable_file_reason(error: BaseException) -> str:

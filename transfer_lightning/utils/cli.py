@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from transfer_lightning.errors import UserError
-from transfer_lightning.progress import configure_progress
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.progress import configure_progress
 
 log = logging.getLogger("transfer_lightning")
-CONFIG_FOLDER = Path(__file__).resolve().parents[1] / "conf"
+CONFIG_FOLDER = Path(__file__).resolve().parents[2] / "conf"
 Result = TypeVar("Result")
 Argument = TypeVar("Argument")
 
@@ -45,7 +45,7 @@ def check_command_line(argv: list[str]) -> None:
     added with ``+`` must be a setting, and a ``resume=<run folder>`` must fit that run."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from transfer_lightning.resume import check_resume_command
+    from transfer_lightning.run.resume import check_resume_command
 
     try:
         parsed = OverridesParser.create().parse_overrides([arg for arg in argv if not arg.startswith("-")])

@@ -7,8 +7,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from transfer_lightning.evaluation.examples import ExampleSelector
-from transfer_lightning.evaluation.report import classification_metrics
+from transfer_lightning.analysis.examples import ExampleSelector
+from transfer_lightning.analysis.report import classification_metrics
 
 
 class PredictionCollector(Callback):

@@ -1,4 +1,5 @@
-"""Load a checkpoint of this framework safely and rebuild the trained model from it alone.
+"""Checkpoints of this framework: written atomically (``AtomicCheckpointIO``), loaded safely, and the
+trained model rebuilt from one alone.
 
 ``torch.load(weights_only=True)`` refuses pickled code, and the only config that gets
 instantiated on rebuild (the freezing strategy) must name a class of this package, so a file a
@@ -14,18 +15,66 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from transfer_lightning.checkpoint_io import unreadable_file_reason
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data.contract import preprocessor_for
-from transfer_lightning.errors import UserError, first_line
+from transfer_lightning.utils.errors import UserError, first_line
+from transfer_lightning.utils.files import atomic_torch_save, is_local, unreadable_file_reason
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_classifier", "preprocessor_for", "read_checkpoint"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "checkpoint_origin",
+    "load_checkpoint_safely",
+    "load_classifier",
+    "preprocessor_for",
+    "read_checkpoint",
+]
 
 REQUIRED_HPARAMS = ("model", "strategy", "class_names", "preprocessing")
 _SAFE_TARGET_PREFIX = "transfer_lightning."
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` with an atomic local save and a loader that never unpickles code."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if not is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_torch_save(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return load_checkpoint_safely(path, map_location=map_location or "cpu")
+
+
+def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; a file that needs arbitrary unpickling is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; give the path to a .ckpt file of a run")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every way a file can fail to load gets its reason
+        raise UserError(f"checkpoint {path} cannot be loaded: {unreadable_file_reason(error)}") from error
+
+
+def checkpoint_origin(path: str | Path) -> str:
+    """``best.ckpt (epoch 2, val/acc 0.4583)``: where a checkpoint's weights come from, as it recorded.
+
+    The epoch is the one it was saved at; the score is the checkpoint callback's monitored value at
+    that save (absent from a checkpoint no monitoring callback wrote). Tensors are memory-mapped,
+    not read.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    parts = [f"epoch {checkpoint['epoch']}"] if "epoch" in checkpoint else []
+    for state in (checkpoint.get("callbacks") or {}).values():
+        if isinstance(state, dict) and state.get("monitor") and state.get("current_score") is not None:
+            parts.append(f"{state['monitor']} {float(state['current_score']):.4g}")
+            break
+    return f"{Path(path).name} ({', '.join(parts)})" if parts else Path(path).name
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

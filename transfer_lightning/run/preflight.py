@@ -19,7 +19,7 @@ import torchvision
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from transfer_lightning.errors import UserError
+from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

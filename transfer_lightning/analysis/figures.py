@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from transfer_lightning.evaluation.examples import GridExamples
+from transfer_lightning.analysis.examples import GridExamples
 
 WRONG_COLOR = "#d62728"
 RIGHT_COLOR = "#2ca02c"

@@ -19,9 +19,9 @@ import torch
 from omegaconf import DictConfig
 
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
-from transfer_lightning.errors import UserError, first_line
-from transfer_lightning.resume import ResumeRefused
-from transfer_lightning.summary import write_failure_summary
+from transfer_lightning.run.resume import ResumeRefused
+from transfer_lightning.run.summary import write_failure_summary
+from transfer_lightning.utils.errors import UserError, first_line
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 

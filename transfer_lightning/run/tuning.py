@@ -25,9 +25,10 @@ from lightning.pytorch.tuner import lr_finder as lightning_lr_finder
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
-from transfer_lightning.checkpoint_io import atomic_write_text, load_checkpoint_safely
-from transfer_lightning.errors import UserError
-from transfer_lightning.progress import PhaseProgress
+from transfer_lightning.run.checkpoint import load_checkpoint_safely
+from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.files import atomic_write_text
+from transfer_lightning.utils.progress import PhaseProgress
 
 log = logging.getLogger(__name__)
 PLOT_FILE = "lr_find.png"
