@@ -31,6 +31,7 @@ from transfer_lightning.models.timm_backbone import TimmBackbone
 from transfer_lightning.models.vit import VisionTransformer
 from transfer_lightning.run.validation import validate_config
 from transfer_lightning.strategies import FreezeStages, GradualUnfreeze
+from transfer_lightning.train import _instantiate_data
 from transfer_lightning.utils.errors import UserError
 
 SIZE = 32
@@ -271,6 +272,26 @@ def test_preprocessing_defaults_follow_the_weights() -> None:
     assert timm_vit == Preprocessing(160, 168, "bicubic", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # crop_pct 0.95
     chosen = resolve_preprocessing({"image_size": 64, "mean": None}, timm_vit)
     assert chosen.image_size == 64 and chosen.mean == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("model", "typed", "expected"),
+    [("efficientnet_b3", [], (300, 320, "bicubic")), ("resnet18", [], (224, 256, "bilinear")),
+     ("efficientnet_b3", ["data.image_size=128"], (128, 137, "bicubic"))],
+)  # fmt: skip
+def test_an_unset_data_image_size_takes_the_weights_size_and_a_set_one_wins(
+    tmp_path: Path, model: str, typed: list[str], expected: tuple
+) -> None:
+    """``data.image_size`` is null in every data YAML but the synthetic one; the run's data module
+    (built as train.py builds it) then sees the weights' crop, resize and interpolation."""
+    for data in ("cifar10", "image_folder"):
+        assert compose_config([f"data={data}"]).data.image_size is None
+    cfg = compose_config(["data=image_folder", f"data.root={tmp_path}", f"model={model}", *typed])
+    defaults = backbone_class(cfg.model).default_preprocessing(cfg.model.name, cfg.model.weights)
+    datamodule = _instantiate_data(cfg.data, defaults, None, None)
+    contract = datamodule.contract
+    assert (contract.image_size, contract.resize_size, contract.interpolation) == expected
+    assert datamodule.image_size == expected[0]
 
 
 def test_frozen_stages_range_is_the_chosen_backbones_stage_count() -> None:

@@ -118,7 +118,9 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, record: RunRecord, started: fl
     feature_cache = use_feature_cache(datamodule, module, trainer)
     split_fingerprints = feature_cache.fingerprints or datamodule.split_fingerprints()
     lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
-    hparams = hparams_columns(cfg, _choices(), _overrides(), params["trainable"], module.backbone.num_stages)
+    hparams = hparams_columns(
+        cfg, _choices(), _overrides(), params["trainable"], module.backbone.num_stages, datamodule.image_size
+    )
 
     trainer.fit(module, datamodule=feature_cache.datamodule, ckpt_path=cfg.get("ckpt_path"))
     best_val = trainer.callback_metrics.get("val/acc_best")

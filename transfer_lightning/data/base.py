@@ -65,7 +65,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        image_size: int = 224,
+        image_size: int | None = None,
         resize_size: int | None = None,
         interpolation: str | None = None,
         mean: list[float] | None = None,

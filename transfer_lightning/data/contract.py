@@ -21,6 +21,7 @@ from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Batc
 from transfer_lightning.utils.errors import UserError
 
 INTERPOLATIONS = ("bilinear", "bicubic")
+IMAGENET_IMAGE_SIZE = 224  # the side ImageNet classifiers are trained and evaluated at
 OVERRIDABLE = ("image_size", "resize_size", "interpolation", "mean", "std")
 
 
@@ -95,8 +96,10 @@ class Preprocessing:
         )
 
 
-def default_preprocessing(image_size: int) -> Preprocessing:
-    """The model's defaults: ImageNet mean/std, bilinear, no extra margin before the crop."""
+def default_preprocessing(image_size: int | None = None) -> Preprocessing:
+    """Defaults for a data module built without a model's: ImageNet mean/std, bilinear, no extra margin
+    before the crop, 224 px unless ``image_size`` says otherwise."""
+    image_size = image_size or IMAGENET_IMAGE_SIZE
     return Preprocessing(image_size=image_size, resize_size=image_size)
 
 

@@ -147,11 +147,12 @@ def _name_trial(session_start: Any, name: str) -> None:
 
 
 def hparams_columns(
-    cfg: Any, choices: Mapping[str, str | None], overrides: list[str], trainable: int, num_stages: int
+    cfg: Any, choices: Mapping[str, str | None], overrides: list[str], trainable: int, num_stages: int, image_size: int
 ) -> dict[str, Any]:
     """The knobs a sweep compares, flat, for TensorBoard's HPARAMS tab (with the full overrides).
 
-    ``num_stages``: the backbone's stage count, which ``frozen_stages: all`` / ``all_but_last`` resolve to.
+    ``num_stages``: the backbone's stage count, which ``frozen_stages: all`` / ``all_but_last`` resolve to;
+    ``image_size``: the side the network sees (``data.image_size``, or the weights' default when it is null).
     """
     strategy = _plain(cfg.strategy)
     return {
@@ -164,7 +165,7 @@ def hparams_columns(
         "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)),
         "scheduler": choices.get("scheduler") or "none",
         "batch_size": cfg.data.batch_size,
-        "image_size": cfg.data.image_size,
+        "image_size": image_size,
         "augment": cfg.data.augment,
         "max_epochs": cfg.trainer.max_epochs,
         "seed": cfg.seed,

@@ -83,9 +83,10 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def out_of_memory_error(error: BaseException, cfg: DictConfig) -> UserError:
     data = cfg.get("data") or {}
+    image_size = data.get("image_size") or "null: the weights' size"
     return UserError(
         f"the device ran out of memory ({first_line(error, 120)}); use a smaller "
-        f"data.batch_size (now {data.get('batch_size')}) or data.image_size (now {data.get('image_size')}); "
+        f"data.batch_size (now {data.get('batch_size')}) or data.image_size (now {image_size}); "
         "trainer.accumulate_grad_batches=N keeps the effective batch size"
     )
 

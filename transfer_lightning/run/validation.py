@@ -105,7 +105,7 @@ RULES: tuple[Rule, ...] = (
     Rule("scheduler.min_lr_ratio", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     Rule("scheduler.max_epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (set trainer.max_epochs)"),
     # data
-    Rule("data.image_size", lambda v: _is_int(v) and v >= 32, "an integer >= 32 (224 for most pretrained models)"),
+    Rule("data.image_size", _optional(_int_at_least(32)), "an integer >= 32, or null (= the model's weights' size)"),
     Rule("data.resize_size", _optional(_int_at_least(32)), "an integer >= data.image_size, or null (= data.image_size)"),
     Rule("data.interpolation", lambda v: v is None or v in INTERPOLATIONS, " | ".join(INTERPOLATIONS) + " | null"),
     Rule("data.mean", _optional(_three_numbers(0)), "three numbers [R, G, B], or null (the model's)"),
