@@ -197,6 +197,29 @@ def test_training_config_checks_run_before_data_in_one_sentence(overrides: list[
     assert expected in str(raised.value) and "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["+seeed=3"], "+seeed=3 adds a key that is not a setting of this project; did you mean seed=3?"),
+        (["+strategyy=finetune"], "did you mean strategy=finetune?"),
+        (["strategy=gradual", "strategy.milestones=[3,1]"], "strategy.milestones=[3, 1] is not allowed"),
+        (["ckpt_path=/no/such/run/last.ckpt"], "ckpt_path=/no/such/run/last.ckpt does not exist"),
+        (["optimizer.lr=fast"], "optimizer.lr='fast' is not allowed; expected a number > 0"),
+    ],
+)
+def test_the_command_line_refuses_config_mistakes_before_torch_loads(tmp_path, overrides, expected) -> None:
+    """The first second: these checks need only the composed config, so the command refuses them before
+    torch (and Lightning) are imported, writing nothing (Python's own import log shows what loaded)."""
+    result = run_cli(*overrides, env={"PYTHONPROFILEIMPORTTIME": "1"}, cwd=tmp_path)
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 2 and len(said) == 1 and said[0].startswith("Error: ") and expected in said[0]
+    assert "omegaconf" in imported and not imported & {"torch", "lightning", "torchvision", "timm"}
+    assert list(tmp_path.iterdir()) == []  # no run folder, no outputs/
+
+
 def test_top_level_settings_are_read_from_the_config_folder_and_the_defaults_pass() -> None:
     known = top_level_settings(CONFIG_FOLDER)
     assert {"seed", "ckpt_path", "resume", "tune", "compile", "strategy", "data", "trainer"} <= known

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transfer_lightning.data.contract import Preprocessing, default_preprocessing, resolve_preprocessing
 from transfer_lightning.data.fingerprint import split_fingerprint
-from transfer_lightning.data.transforms import AUGMENTATIONS, BatchPreprocessor
+from transfer_lightning.data.transforms import BatchPreprocessor
+from transfer_lightning.utils.choices import AUGMENTATIONS
 from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)

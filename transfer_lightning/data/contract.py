@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchPreprocessor
+from transfer_lightning.utils.choices import INTERPOLATIONS
 from transfer_lightning.utils.errors import UserError
 
-INTERPOLATIONS = ("bilinear", "bicubic")
 IMAGENET_IMAGE_SIZE = 224  # the side ImageNet classifiers are trained and evaluated at
 OVERRIDABLE = ("image_size", "resize_size", "interpolation", "mean", "std")
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from transfer_lightning.data.base import ClassificationDataModule, Splits
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.decode import decode_for
+from transfer_lightning.utils.choices import BALANCE, CACHE, ON_BAD_FILE
 from transfer_lightning.data.fingerprint import rows_fingerprint, text_fingerprint
 from transfer_lightning.data.image_cache import CachedImages, DiskCache, available_memory_bytes
 from transfer_lightning.data.layout import FolderLayout, read_layout, stratified_split
@@ -23,9 +24,6 @@ from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-ON_BAD_FILE = ("skip", "error")
-BALANCE = ("none", "weighted_sampler")
-CACHE = ("auto", "memory", "disk", "none")
 AUTO_CACHE_MEMORY_SHARE = 0.25  # "fits comfortably": decoded set <= this share of available RAM
 IMBALANCE_WARNING_RATIO = 3.0  # largest / smallest class in train
 _LISTED_BAD_FILES = 50  # in run_summary.json; the log lists them all

@@ -14,7 +14,6 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-AUGMENTATIONS = ("none", "standard")
 TRAIN_CROPS = ("pad", "random_resized")
 
 

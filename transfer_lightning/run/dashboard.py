@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
-from transfer_lightning.strategies.base import ALL_BUT_LAST, ALL_STAGES
+from transfer_lightning.utils.choices import ALL_BUT_LAST, ALL_STAGES
+
+if TYPE_CHECKING:  # Lightning loads with torch; the command line's first-second checks import this module
+    from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 STRATEGY_PRESETS = Path(__file__).resolve().parents[2] / "conf" / "strategy"
 _RUN_NAME_LIMIT = 120
@@ -109,6 +111,8 @@ def write_hparams(logger: Logger | bool, hparams: Mapping[str, Any], metrics: Ma
     TensorBoard reads each metric's value from its own scalar series, so unlike
     ``TensorBoardLogger.log_hyperparams(params, metrics)`` no extra point lands at step 0.
     """
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     if not isinstance(logger, TensorBoardLogger) or logger.experiment is None:
         return
     from torch.utils.tensorboard.summary import hparams as hparams_summaries

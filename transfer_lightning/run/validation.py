@@ -15,11 +15,16 @@ from typing import Any
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
-from transfer_lightning.data.contract import INTERPOLATIONS
-from transfer_lightning.data.image_folder import BALANCE, CACHE, ON_BAD_FILE
-from transfer_lightning.data.transforms import AUGMENTATIONS
-from transfer_lightning.models import backbone_class
-from transfer_lightning.strategies.base import ALL_BUT_LAST, ALL_STAGES, LR_DECAY_UNITS
+from transfer_lightning.utils.choices import (
+    ALL_BUT_LAST,
+    ALL_STAGES,
+    AUGMENTATIONS,
+    BALANCE,
+    CACHE,
+    INTERPOLATIONS,
+    LR_DECAY_UNITS,
+    ON_BAD_FILE,
+)
 from transfer_lightning.utils.cli import CONFIG_FOLDER, check_top_level_keys, top_level_settings
 from transfer_lightning.utils.errors import UserError
 
@@ -52,6 +57,11 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 def _int_at_least(low: int) -> Callable[[Any], bool]:
     return lambda value: _is_int(value) and value >= low
+
+
+def _epochs(value: Any) -> bool:
+    """A non-decreasing list of epoch numbers (its length is the strategy's check: one per stage)."""
+    return OmegaConf.is_list(value) and all(_is_int(v) and v >= 0 for v in value) and list(value) == sorted(value)
 
 
 def _batches(value: Any) -> bool:
@@ -92,6 +102,7 @@ RULES: tuple[Rule, ...] = (
     Rule("strategy.head_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     Rule("strategy.unfreeze_every", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all at once)"),
     Rule("strategy.min_frozen_stages", lambda v: _is_int(v) and v >= 0, "an integer in 0..N-1 (N: the backbone's stages)"),
+    Rule("strategy.milestones", _optional(_epochs), "a non-decreasing list of epochs >= 0 (one per stage), or null"),
     Rule("strategy.unfreeze_warmup_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     # optimizer
     Rule("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0", optional=False),
@@ -193,22 +204,31 @@ RULES: tuple[Rule, ...] = (
 def validate_training_config(cfg: DictConfig, config_dir: Path = CONFIG_FOLDER) -> None:
     """Every check of a training config, all before any data is read: the rules, the top-level keys,
     the arguments of built nodes, ``ckpt_path`` and the strategy's own checks (``strategy.milestones`` ...)."""
-    check_top_level_keys(cfg, top_level_settings(config_dir))
+    check_before_torch(cfg, config_dir)
     validate_config(cfg)
+    from transfer_lightning.classifier import instantiate_strategy  # its constructor checks its settings
+    from transfer_lightning.models import backbone_class
+
+    stage_names = backbone_class(cfg.model).stage_names_of(cfg.model.name)
+    instantiate_strategy(OmegaConf.to_container(cfg.strategy, resolve=True), stage_names)
+
+
+def check_before_torch(cfg: DictConfig, config_dir: Path = CONFIG_FOLDER) -> None:
+    """The checks that need only the config (no torch, no model): the top-level keys, every value rule
+    and ``ckpt_path``. The command line runs them within its first second (``utils/cli.py``); the
+    checks that build classes (arguments of built nodes, stage counts) follow once torch is loaded."""
+    check_top_level_keys(cfg, top_level_settings(config_dir))
+    check_values(cfg)
     checkpoint = cfg.get("ckpt_path")
     if checkpoint and not Path(checkpoint).expanduser().is_file():
         raise UserError(
             f"ckpt_path={checkpoint} does not exist; give the checkpoint of a run to continue "
             "(outputs/<date>/<time>/checkpoints/last.ckpt) or resume=<run folder>"
         )
-    from transfer_lightning.classifier import instantiate_strategy  # its constructor checks its settings
-
-    stage_names = backbone_class(cfg.model).stage_names_of(cfg.model.name)
-    instantiate_strategy(OmegaConf.to_container(cfg.strategy, resolve=True), stage_names)
 
 
-def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
-    """Raise ``UserError`` for the first value that breaks a rule or a key its class does not take."""
+def check_values(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
+    """Raise ``UserError`` for the first value that breaks a rule."""
     for rule in rules:
         value = OmegaConf.select(cfg, rule.key, default=_MISSING, throw_on_missing=False)
         if value is _MISSING:
@@ -217,6 +237,12 @@ def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
             raise UserError(f"{rule.key} is missing from the config; allowed: {rule.allowed}")
         if not rule.check(value):
             raise UserError(f"{rule.key}={value!r} is not allowed; expected {rule.allowed}")
+
+
+def validate_config(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
+    """Raise ``UserError`` for the first value that breaks a rule, a key its class does not take or a stage
+    count out of the backbone's range."""
+    check_values(cfg, rules)
     check_target_keys(cfg)
     check_stage_counts(cfg)
 
@@ -226,6 +252,8 @@ def check_stage_counts(cfg: DictConfig) -> None:
     model = cfg.get("model")
     if not model or not model.get("name"):
         return
+    from transfer_lightning.models import backbone_class  # torch: after the checks of check_before_torch
+
     family = backbone_class(model)
     family.check_name(model.name)
     strategy = cfg.get("strategy") or {}

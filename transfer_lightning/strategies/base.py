@@ -12,13 +12,11 @@ from torch import nn
 from torch.optim import Optimizer
 
 from transfer_lightning.models import Backbone
+from transfer_lightning.utils.choices import ALL_BUT_LAST, ALL_STAGES, LR_DECAY_UNITS
 from transfer_lightning.utils.errors import UserError
 
 BN_MODES = ("train", "eval")
-LR_DECAY_UNITS = ("stage", "block")
 RESNET_STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
-# strategy.frozen_stages by meaning rather than by number: the same preset on every backbone
-ALL_STAGES, ALL_BUT_LAST = "all", "all_but_last"
 
 
 class FreezingStrategy:

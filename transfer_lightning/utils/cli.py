@@ -41,14 +41,15 @@ def require(cfg: DictConfig, key: str, example: str) -> Any:
 
 
 def check_command_line(argv: list[str]) -> None:
-    """``python -m transfer_lightning``'s checks before Hydra composes (or writes) anything: a top-level key
-    added with ``+`` must be a setting, and a ``resume=<run folder>`` must fit that run."""
+    """``python -m transfer_lightning``'s checks before Hydra writes anything and before torch loads (the
+    first second): a top-level key added with ``+`` must be a setting, a ``resume=<run folder>`` must fit
+    that run, and a single run's composed config must pass every check that needs no model
+    (``run/validation.py`` ``check_before_torch``: the value rules, ``ckpt_path``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from transfer_lightning.run.resume import check_resume_command
-
+    overrides = [arg for arg in argv if not arg.startswith("-")]
     try:
-        parsed = OverridesParser.create().parse_overrides([arg for arg in argv if not arg.startswith("-")])
+        parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # noqa: BLE001 - a malformed override is Hydra's to report
         return
     known = top_level_settings(CONFIG_FOLDER)
@@ -56,7 +57,33 @@ def check_command_line(argv: list[str]) -> None:
         key = override.key_or_group
         if (override.is_add() or override.is_force_add()) and "." not in key and "/" not in key and key not in known:
             refuse_unknown_top_level_key(key, override.value(), known)
-    check_resume_command(argv)
+    if any(override.key_or_group == "resume" for override in parsed):
+        from transfer_lightning.run.resume import check_resume_command  # reads the run's checkpoint: torch
+
+        check_resume_command(argv)
+    elif len(overrides) == len(argv) and not any(override.is_sweep_override() for override in parsed):
+        _check_single_run(overrides)  # a sweep's jobs (-m) and Hydra's own flags are checked per job
+
+
+def _check_single_run(overrides: list[str]) -> None:
+    """Compose the run's config as Hydra will (its run folder aside) and run the checks that need no model.
+    A command Hydra itself refuses (an unknown key or group option) is left for Hydra to report."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from transfer_lightning.run.validation import check_before_torch
+
+    here = {"paths.root_dir": str(Path.cwd()), "paths.output_dir": str(Path.cwd() / "outputs")}  # Hydra's, unset
+    given = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    placeholders = [f"{key}={value}" for key, value in here.items() if key not in given]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_FOLDER), version_base="1.3"):
+            cfg = compose("config", overrides=[*overrides, *placeholders])
+    except Exception:  # noqa: BLE001 - Hydra's own errors are reported by Hydra, in its words
+        return
+    finally:
+        GlobalHydra.instance().clear()
+    check_before_torch(cfg)
 
 
 def top_level_settings(config_dir: Path) -> set[str]:

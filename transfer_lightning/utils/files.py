@@ -19,9 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
-from lightning.fabric.utilities.cloud_io import get_filesystem
-
 TEMP_MARKER = ".partial-"
 _HOST = socket.gethostname().replace("-", "_")  # no "-": the pid after it is found by splitting at "-"
 
@@ -62,6 +59,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to ``path`` atomically (see ``atomic_write``)."""
+    import torch  # here, not at the top: the command line's first-second checks import this module
+
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
@@ -108,6 +107,8 @@ def unreadable_file_reason(error: BaseException) -> str:
 
 
 def is_local(path: str | Path) -> bool:
+    from lightning.fabric.utilities.cloud_io import get_filesystem
+
     return type(get_filesystem(str(path))).__name__ == "LocalFileSystem"
 
 

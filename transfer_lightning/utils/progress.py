@@ -16,7 +16,6 @@ import os
 import time
 from types import TracebackType
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -46,7 +45,7 @@ def configure_progress(bar: bool | None) -> None:
 
 def live_bar_allowed() -> bool:
     """A live bar is drawn only on a terminal, with the bar on, in the first process."""
-    return _settings["bar"] and Console().is_terminal and rank_zero_only.rank == 0
+    return _settings["bar"] and Console().is_terminal and _process_rank() == 0
 
 
 def plain_interval_s() -> float:
@@ -108,7 +107,7 @@ class PhaseProgress:
         self.where = where
         self.interval_s = plain_interval_s() if interval_s is None else interval_s
         self.done = 0
-        self.quiet = rank_zero_only.rank != 0  # under DDP every process runs the phase; one reports it
+        self.quiet = _process_rank() != 0  # under DDP every process runs the phase; one reports it
         self._bar: Progress | None = None
         self._task = None
         self._announced = False
@@ -196,3 +195,11 @@ class PhaseProgress:
             self._bar.console.print(line, markup=False, highlight=False)
         else:
             log.info("%s", line)
+
+
+def _process_rank() -> int:
+    """This process's rank under DDP / SLURM (0 alone). Imported here, not at the top: the command-line
+    checks import this module and must not wait for Lightning (and torch) to load."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank
