@@ -135,9 +135,7 @@ def test_cached_features_give_the_live_logits_for_every_split_point(family: str)
         for k in splits:
             cached = backbone.forward_from(backbone.frozen_features(images, k), k)
             torch.testing.assert_close(cached, live, rtol=1e-4, atol=1e-5, msg=f"split after {k} stages")
-    assert splits[-1] == backbone.num_stages
-    if not family.startswith("timm"):
-        assert splits == list(range(backbone.num_stages + 1))
+    assert splits == list(range(backbone.num_stages + 1))  # timm's too: traced chains (a ViT's tokens included)
 
 
 @pytest.mark.parametrize("family", FAMILIES + TIMM)
@@ -308,6 +306,46 @@ def test_frozen_stages_range_is_the_chosen_backbones_stage_count() -> None:
         validate_config(compose_config(["model=timm", "model.name=no_such_net"]))
 
 
+class _GlueBetweenStages(torch.nn.Module):
+    """A timm-style model whose forward doubles the first stage's output outside any module."""
+
+    pretrained_cfg = {"input_size": (3, 16, 16)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.s1, self.s2 = (torch.nn.Conv2d(c, 4, 3, padding=1) for c in (3, 4, 4))
+        self.fc = torch.nn.Linear(4, 3)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return {"stem": r"^stem", "blocks": r"^s(\d+)"}
+
+    def get_classifier(self) -> torch.nn.Module:
+        return self.fc
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.s2(self.s1(self.stem(x)) * 2)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def test_a_timm_split_is_refused_where_the_forward_is_not_a_chain_of_modules() -> None:
+    backbone = TimmBackbone(_GlueBetweenStages(), "glue")
+    assert backbone.stage_names == ("stem", "s1", "s2")
+    # after the stem, s1's output is doubled before s2 sees it: no chain of modules to run from there
+    assert [k for k in range(4) if backbone.supports_forward_from(k)] == [0, 2, 3]
+    with pytest.raises(ValueError, match="cannot be split after 1 of its 3 stages"):
+        backbone.frozen_features(_images(), 1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            backbone.forward_from(backbone.frozen_features(_images(), 2), 2), backbone.model(_images())
+        )
+
+
 # -- the whole module: train on cached features, checkpoint, reload, predict, export ---------------
 def test_a_timm_backbone_trains_on_cached_features_and_its_checkpoint_reloads_and_exports(tmp_path: Path) -> None:
     import lightning as L
@@ -354,3 +392,14 @@ def test_a_timm_backbone_trains_on_cached_features_and_its_checkpoint_reloads_an
     plain.load_state_dict(torch.load(tmp_path / "model.pth", weights_only=True), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(plain(images), reloaded(images))
+
+
+def test_the_cache_plan_takes_a_timm_vits_token_sequence_and_refuses_a_split_that_is_no_chain() -> None:
+    from transfer_lightning.cache.plan import cache_plan
+
+    vit = _tiny("timm-test_vit")
+    plan = cache_plan("auto", vit.num_stages - 1, "none", vit, SIZE, num_images=10, max_gb=1.0)
+    assert plan.stage == vit.num_stages - 1 and len(plan.feature_shape) == 2  # tokens x width, per image
+    glue = TimmBackbone(_GlueBetweenStages(), "glue")
+    plan = cache_plan("auto", 1, "none", glue, 16, num_images=10, max_gb=1.0)
+    assert plan.stage == 0 and "cannot be split after 1 of its 3 stages" in plan.reason

@@ -51,8 +51,9 @@ def cache_plan(
     if not network.supports_forward_from(frozen_stages):
         return CachePlan(
             0,
-            f"off: {network.name} ({network.family}) splits only after all {network.num_stages} stages, not after "
-            f"{frozen_stages} (freeze all with strategy=feature_extract to cache)",
+            f"off: {network.name} ({network.family}) cannot be split after {frozen_stages} of its "
+            f"{network.num_stages} stages (its forward is not a chain of modules there; freeze all with "
+            "strategy=feature_extract to cache)",
         )
     shape = feature_shape(network, frozen_stages, image_size)
     estimated = num_images * BYTES_PER_VALUE * int(torch.Size(shape).numel())

@@ -6,7 +6,10 @@ the local Hugging Face cache (nothing is downloaded during a run).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import timm
@@ -34,8 +37,9 @@ class TimmBackbone(Backbone):
 
     Parameters timm groups with nothing (a pre-logits norm) join the last stage; the classifier
     (``get_classifier()``) is the head. Blocks for ``strategy.lr_decay_unit=block`` are the fine
-    groups (``coarse=False``). The feature cache splits a timm model only after every stage
-    (``forward_features`` + pooling), the forward of a timm model being its own code.
+    groups (``coarse=False``). The feature cache splits a timm model after every stage
+    (``forward_features`` + pooling), and between stages wherever the rest of ``forward_features`` is a
+    chain of modules (``_chain_after``), the forward of a timm model being its own code.
     """
 
     family = "timm"
@@ -91,7 +95,11 @@ class TimmBackbone(Backbone):
         self.model.reset_classifier(num_classes)
 
     def supports_forward_from(self, num_stages: int) -> bool:
-        return num_stages in (0, self.num_stages)
+        """After 0 or all stages always; in between where ``forward_features`` runs the rest of the network as
+        a plain chain of modules (timm's CNNs and ViTs do), checked on a probe image (see ``_chain_after``)."""
+        return num_stages in (0, self.num_stages) or (
+            0 < num_stages < self.num_stages and bool(self._chain_after(num_stages))
+        )
 
     def run_stage(self, stage: str, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("a timm model runs whole (forward_features), not stage by stage")
@@ -100,15 +108,82 @@ class TimmBackbone(Backbone):
         self._check_split(num_stages)
         if num_stages == 0:
             return images
-        return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        if num_stages == self.num_stages:
+            return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        return _input_of(self._chain_after(num_stages)[0], self.model.forward_features, images)
 
     def forward_from(self, features: torch.Tensor, first_stage: int) -> torch.Tensor:
         self._check_split(first_stage)
-        return self.model(features) if first_stage == 0 else self.model.get_classifier()(features)
+        if first_stage == 0:
+            return self.model(features)
+        if first_stage == self.num_stages:
+            return self.model.get_classifier()(features)
+        x = features
+        for module in self._chain_after(first_stage):
+            x = module(x)
+        return self.model.forward_head(x)
 
     def _check_split(self, num_stages: int) -> None:
         if not self.supports_forward_from(num_stages):
-            raise ValueError(f"a timm backbone splits after 0 or all {self.num_stages} stages, not {num_stages}")
+            raise ValueError(f"{self.name} cannot be split after {num_stages} of its {self.num_stages} stages")
+
+    def _chain_after(self, num_stages: int) -> list[nn.Module]:
+        """The modules ``forward_features`` runs after the first ``num_stages`` stages, when they are a chain
+        (each takes the previous one's output, the last gives the features); empty when they are not.
+
+        Traced once on a probe image with hooks on the stages' modules and the model's other top-level
+        modules; whatever runs before the chain (a ViT's position embedding) stays in the frozen part.
+        Accepted only if the split reproduces the model's logits on the probe."""
+        if num_stages not in self._chains:
+            self._chains[num_stages] = self._traced_chain(num_stages)
+        return self._chains[num_stages]
+
+    @functools.cached_property
+    def _chains(self) -> dict[int, list[nn.Module]]:
+        return {}
+
+    def _traced_chain(self, num_stages: int) -> list[nn.Module]:
+        calls, features, probe = self._trace()
+        first = {id(module) for module in self._layout[self.stage_names[num_stages]]}
+        start = next((i for i, (module, _, _) in enumerate(calls) if id(module) in first), None)
+        if start is None or len({id(module) for module, _, _ in calls}) != len(calls):
+            return []
+        chain = calls[start:]
+        linked = all(chain[i + 1][1] is chain[i][2] for i in range(len(chain) - 1)) and chain[-1][2] is features
+        if not linked:
+            return []
+        modules = [module for module, _, _ in chain]
+        self._chains[num_stages] = modules  # for the check below, which runs the split
+        with torch.no_grad(), _eval(self.model):
+            split = self.forward_from(self.frozen_features(probe, num_stages), num_stages)
+            whole = self.model(probe)
+        return modules if torch.allclose(split, whole, rtol=1e-4, atol=1e-5) else []
+
+    def _trace(self) -> tuple[list[tuple[nn.Module, torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
+        """``forward_features`` on one probe image: the calls of the hooked modules, in order, with their
+        single tensor input and output (a call with more arguments or other outputs ends the trace's use)."""
+        stage_modules = [module for stage in self.stage_names for module in self._layout[stage]]
+        inside = {id(m) for module in stage_modules for m in module.modules()}
+        hooked = stage_modules + [
+            child for child in self.model.children() if not any(id(m) in inside for m in child.modules())
+        ]
+        calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+
+        def record(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            single = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
+            calls.append((module, args[0] if single else None, output if isinstance(output, torch.Tensor) else None))
+
+        size = self.model.pretrained_cfg.get("input_size", (3, 224, 224))
+        parameter = next(self.model.parameters())
+        probe = torch.randn(1, *size, generator=torch.Generator().manual_seed(0)).to(parameter)
+        handles = [module.register_forward_hook(record, with_kwargs=True) for module in hooked]
+        try:
+            with torch.no_grad(), _eval(self.model):
+                features = self.model.forward_features(probe)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return calls, features, probe
 
     # -- weights and preprocessing ----------------------------------------------------------
     @classmethod
@@ -197,3 +272,39 @@ def _covering_modules(model: nn.Module, names: set[str]) -> list[nn.Module]:
             chosen.append(path)
             modules.append(module)
     return modules
+
+
+class _Stop(Exception):
+    """Raised by the hook of ``_input_of`` once it holds the input it waited for."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+
+def _input_of(module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The tensor ``module`` receives while ``forward(x)`` runs; the rest of ``forward`` is not computed."""
+
+    def stop(_module: nn.Module, args: tuple) -> None:
+        raise _Stop(args[0])
+
+    handle = module.register_forward_pre_hook(stop)
+    try:
+        forward(x)
+    except _Stop as stopped:
+        return stopped.value
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(module).__name__} did not run in forward_features")
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block, its modules' own modes restored after."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
