@@ -41,6 +41,6 @@ def code_version(network: Backbone) -> str:
 
 
 def cache_key(network: Backbone, **inputs: Any) -> str:
-    """sha256 of the JSON of ``inputs`` plus the format and ``network``'s code versions (sorted keys)."""
-    payload = {"format": FORMAT_VERSION, "code": code_version(network), "torch": torch.__version__, **inputs}
+    """sha256 of the JSON of the format, ``network``'s code version, torch's version and ``inputs`` (sorted keys)."""
+    payload = [FORMAT_VERSION, code_version(network), torch.__version__, inputs]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
