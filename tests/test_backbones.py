@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from torchvision.models.regnet import BlockParams
 from torchvision.models.resnet import BasicBlock
 
 from tests.conftest import compose_config
+from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
 from transfer_lightning.export import export_checked
 from transfer_lightning.models import Backbone, backbone_class, build_backbone
@@ -403,3 +405,60 @@ def test_the_cache_plan_takes_a_timm_vits_token_sequence_and_refuses_a_split_tha
     glue = TimmBackbone(_GlueBetweenStages(), "glue")
     plan = cache_plan("auto", 1, "none", glue, 16, num_images=10, max_gb=1.0)
     assert plan.stage == 0 and "cannot be split after 1 of its 3 stages" in plan.reason
+
+
+# -- the command line on a non-ResNet run ------------------------------------------------------------
+def test_a_timm_vit_run_evaluates_predicts_and_exports_through_the_command_line(tmp_path: Path) -> None:
+    """train (finetune: the ViT's token sequence cached) -> evaluate with only ckpt_path -> predict on the
+    same val files (its CSV right on exactly as many images) -> export with the parity check."""
+    import csv
+    import json
+
+    from tests.conftest import TINY, run_cli
+    from tests.contract_images import write_colour_folder
+
+    root = tmp_path / "photos"
+    write_colour_folder(root, per_class=6)
+    run = tmp_path / "run"
+    data = [arg for arg in TINY if arg != "data=synthetic"] + ["data=image_folder", f"data.root={root}"]
+    trained = run_cli(
+        *data, "model=timm", "model.name=test_vit", "strategy=finetune", "data.image_size=32", "data.batch_size=8",
+        "test=false", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["stages"][-1] == "blocks.5" and summary["feature_cache"]["enabled"]
+    assert summary["feature_cache"]["stage"] == len(summary["stages"]) - 1  # all but the last stage, cached
+
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    evaluated = run_cli(
+        f"ckpt_path={checkpoint}", "split=val", "trainer.accelerator=cpu", f"output_dir={tmp_path / 'eval'}",
+        f"hydra.run.dir={tmp_path / 'eval_run'}", module="transfer_lightning.evaluate", cwd=tmp_path,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "eval_report.json").read_text())
+    reference = ImageFolderDataModule(root=str(root), preprocessing=summary["data"]["preprocessing"])
+    reference.setup("fit")
+    val_files = reference.split_files["val"]
+    assert report["context"]["images"] == len(val_files)
+
+    inputs = tmp_path / "val_copy"
+    for path in val_files:
+        (inputs / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, inputs / path.parent.name / path.name)
+    predicted = run_cli(
+        f"ckpt_path={checkpoint}", f"inputs={inputs}", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'pred'}",
+        module="transfer_lightning.predict", cwd=tmp_path,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
+    correct = sum(row["top1"] == Path(row["path"]).parent.name for row in rows)
+    assert len(rows) == len(val_files) and correct == round(report["accuracy"] * len(val_files))
+
+    exported = run_cli(
+        f"ckpt_path={checkpoint}", "format=torchscript", f"output_dir={tmp_path / 'export'}",
+        f"hydra.run.dir={tmp_path / 'export_run'}", module="transfer_lightning.export", cwd=tmp_path,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    contract = json.loads(next((tmp_path / "export").glob("*.json")).read_text())
+    assert contract["parity"]["max_abs_logit_diff"] <= 1e-4 and contract["image_size"] == 32
