@@ -235,7 +235,7 @@ def _hparams(classes: int, name: str = "resnet18") -> dict:
         "optimizer": plain["optimizer"],
         "scheduler": None,
         "class_names": [f"class_{i}" for i in range(classes)],
-        "preprocessing": {"image_size": 32, "mean": [0.5], "std": [0.5]},
+        "preprocessing": {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
     }
 
 
@@ -248,6 +248,26 @@ def test_checkpoint_of_other_classes_or_model_is_refused_with_the_difference(tmp
     torch.save({"hyper_parameters": _hparams(4), "callbacks": {}}, path)
     check_checkpoint_fits(path, _hparams(4), [], None)  # the same config fits
     with pytest.raises(UserError, match=named):
+        check_checkpoint_fits(path, current, [], None)
+
+
+def test_checkpoint_from_before_backbones_and_full_contracts_still_fits_its_own_config(tmp_path) -> None:
+    """Older checkpoints recorded no ``model.backbone`` and only image size, mean and std: what they left
+    implicit (the ResNet family, resize = image size, bilinear) is what the current config states."""
+    current = _hparams(4)
+    current["preprocessing"] = {"image_size": 32, "resize_size": 32, "interpolation": "bilinear", "crop_size": 32,
+                                "mean": [0.5] * 3, "std": [0.5] * 3}  # fmt: skip
+    old = _hparams(4)
+    del old["model"]["backbone"]
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": old, "callbacks": {}}, path)
+    check_checkpoint_fits(path, current, [], None)
+    current["preprocessing"]["interpolation"] = "bicubic"
+    with pytest.raises(UserError, match=r"preprocessing.interpolation: checkpoint 'bilinear', config 'bicubic'"):
+        check_checkpoint_fits(path, current, [], None)
+    current["preprocessing"]["interpolation"] = "bilinear"
+    current["model"]["backbone"] = "transfer_lightning.models.convnext.ConvNeXt"
+    with pytest.raises(UserError, match=r"model.backbone: checkpoint 'transfer_lightning.models.resnet.ResNet'"):
         check_checkpoint_fits(path, current, [], None)
 
 

@@ -24,6 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.preflight import claim_new_run_folder
 from transfer_lightning.utils.errors import UserError, first_line
@@ -229,7 +230,7 @@ def check_checkpoint_fits(
         raise ResumeRefused(f"checkpoint {ckpt_path} has no hyper_parameters; it was not written by this project")
     differences = []
     for key in _MUST_MATCH:
-        differences += _differences(key, saved.get(key), _plain(hparams.get(key)))
+        differences += _differences(key, _comparable(key, saved.get(key)), _comparable(key, _plain(hparams.get(key))))
     horizon = _differences("scheduler.max_epochs", _schedule_length(saved), _schedule_length(hparams))
     if horizon:
         raise ResumeRefused(
@@ -304,6 +305,19 @@ def _override_key(override: Any, text: str) -> str:
     """The dotted key of a plain ``key=value`` override; an added/deleted key (``+``, ``++``, ``~``) as typed."""
     plain = not override.is_add() and not override.is_delete() and not override.is_force_add()
     return override.key_or_group if plain else text
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """``value`` with what older checkpoints left implicit made explicit: the contract's defaults
+    (``resize_size``, ``interpolation``, ``crop_size``) and the backbone class its ``model.name`` implies."""
+    if key == "preprocessing" and isinstance(value, dict) and "image_size" in value:
+        return Preprocessing.from_dict(value).to_dict()
+    if key == "model" and isinstance(value, dict) and not value.get("backbone") and value.get("name"):
+        from transfer_lightning.models import backbone_class
+
+        family = backbone_class(value)
+        return {**value, "backbone": f"{family.__module__}.{family.__qualname__}"}
+    return value
 
 
 def _differences(key: str, saved: Any, current: Any) -> list[str]:
