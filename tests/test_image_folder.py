@@ -398,3 +398,14 @@ def test_a_missing_root_is_one_sentence_from_the_cli_without_traceback(tmp_path)
     result = run_cli(*args, "data=image_folder", f"data.root={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_data_module_built_in_code_keeps_both_caches_out_of_its_data_root(tmp_path, monkeypatch) -> None:
+    """Without data.cache_dir / data.feature_cache_dir (built in code, not by the CLI), from the parent of
+    root=data: neither cache lands in the data root, where it would be read as a class next time."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("cats", "dogs"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    datamodule = ImageFolderDataModule(root="data")
+    for folder in (datamodule.cache_dir, Path(datamodule.feature_cache_dir)):
+        assert folder.is_absolute() and not folder.is_relative_to(tmp_path / "data"), folder

@@ -127,8 +127,9 @@ class ImageFolderDataModule(ClassificationDataModule):
         # nothing the framework writes may land inside the data root, whatever the working directory
         self.split_files: dict[str, list[Path]] = {}  # per split, the files it serves in order (after setup)
         self.cache_dir = folder_outside(self.root, Path(cache_dir), "data.cache_dir")
-        if self.feature_cache_dir is not None:
-            self.feature_cache_dir = str(folder_outside(self.root, Path(self.feature_cache_dir), "data.feature_cache_dir"))
+        # unset (a data module built in code): beside the image cache, never the working directory's data/
+        feature_cache_dir = self.feature_cache_dir or self.cache_dir.parent / "feature_cache"
+        self.feature_cache_dir = str(folder_outside(self.root, Path(feature_cache_dir), "data.feature_cache_dir"))
 
     # -- splits --------------------------------------------------------------------------------
     def load_splits(self) -> Splits:
