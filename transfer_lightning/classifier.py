@@ -63,11 +63,13 @@ class TransferClassifier(L.LightningModule):
         self.strategy.apply(self.backbone)
         self.class_names = list(class_names)
         num_classes = len(class_names)
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes)
-        self.val_acc = MulticlassAccuracy(num_classes=num_classes)
-        self.test_acc = MulticlassAccuracy(num_classes=num_classes)
+        # accuracy over images (micro), as evaluate reports it and the plain loop computes it; torchmetrics'
+        # default (macro, the mean over classes) differs from it on unbalanced splits
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_images = SumMetric()  # how many images the test accuracy counted (all processes)
-        self.extra_test_acc = MulticlassAccuracy(num_classes=num_classes)
+        self.extra_test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in the checkpoint, so a resumed run keeps its best score
         # > 0 while training on cached features: batches are the output of the first
