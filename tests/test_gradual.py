@@ -416,3 +416,37 @@ def test_one_sgd_step_on_a_waiting_stage_with_grad_present_is_blocked_by_the_mod
     strategy.on_before_optimizer_step(backbone, epoch=0)
     assert all(p.grad is None for s in STAGE_NAMES for p in backbone.stage_parameters(s))
     assert model.fc.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "sentence"),
+    [
+        ({"min_frozen_stages": 5}, "strategy.min_frozen_stages=5 is out of range for this backbone's 5 stages; allowed: 0..4"),
+        ({"min_frozen_stages": -1}, "strategy.min_frozen_stages=-1 is out of range for this backbone's 5 stages; allowed: 0..4"),
+        ({"unfreeze_warmup_epochs": -1}, "strategy.unfreeze_warmup_epochs=-1 is not an integer >= 0"),
+        ({"unfreeze_warmup_epochs": 1.5}, "strategy.unfreeze_warmup_epochs=1.5 is not an integer >= 0"),
+        ({"head_epochs": -2}, "strategy.head_epochs=-2 is not an integer >= 0"),
+        ({"head_epochs": True}, "strategy.head_epochs=True is not an integer >= 0"),
+        ({"unfreeze_every": -1}, "strategy.unfreeze_every=-1 is not an integer >= 0 (0 = all at once)"),
+    ],
+)  # fmt: skip
+def test_each_bad_gradual_argument_is_refused_in_its_own_sentence(arguments: dict, sentence: str) -> None:
+    with pytest.raises(UserError) as refused:
+        GradualUnfreeze(**arguments)
+    assert str(refused.value) == sentence
+
+
+def test_gradual_describes_its_schedule_and_restores_only_its_own() -> None:
+    strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=2, min_frozen_stages=3, unfreeze_warmup_epochs=2)
+    assert strategy.describe() == (
+        "GradualUnfreeze: head from epoch 0, layer4 from epoch 1, layer3 from epoch 3 (warm-up 2 epochs); "
+        "never trained: stem, layer1, layer2"
+    )
+    assert GradualUnfreeze(milestones=[0, 0, 0, 0, 0]).describe() == (
+        "GradualUnfreeze: head from epoch 0, layer4 from epoch 0, layer3 from epoch 0, layer2 from epoch 0, "
+        "layer1 from epoch 0, stem from epoch 0"
+    )
+    strategy.load_state_dict({})  # a checkpoint without the schedule (a fixed strategy's): nothing to restore
+    strategy.load_state_dict(strategy.state_dict())
+    assert strategy.unfreeze_epochs == {"layer4": 1, "layer3": 3}
+    assert [strategy.lr_gate("layer4", epoch) for epoch in range(5)] == [0.0, 1 / 3, 2 / 3, 1.0, 1.0]

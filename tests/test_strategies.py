@@ -126,3 +126,74 @@ def _attributes(backbone: Backbone, stage: str) -> list[str]:
         for m in backbone.stage_modules(stage)
         if id(m) in names and (any(True for _ in m.parameters()) or isinstance(m, nn.BatchNorm2d))
     ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "sentence"),
+    [
+        ({"lr_decay_unit": "layer"}, "strategy.lr_decay_unit='layer' is not allowed; use stage or block"),
+        ({"lr_decay": 0}, "strategy.lr_decay=0 is not allowed; use a number in (0, 1] or null"),
+        ({"lr_decay": 1.5}, "strategy.lr_decay=1.5 is not allowed; use a number in (0, 1] or null"),
+        ({"lr_decay": "half"}, "strategy.lr_decay='half' is not allowed; use a number in (0, 1] or null"),
+        ({"unfrozen_bn": "frozen"}, "strategy.unfrozen_bn='frozen' is not allowed; use train or eval"),
+    ],
+)
+def test_each_bad_strategy_argument_is_refused_in_its_own_sentence(arguments: dict, sentence: str) -> None:
+    with pytest.raises(UserError) as refused:
+        FreezeStages(frozen_stages=3, **arguments)
+    assert str(refused.value) == sentence
+
+
+def test_lr_decay_of_one_and_boundary_values_are_accepted() -> None:
+    assert FreezeStages(lr_decay=1).lr_decay == 1.0 and FreezeStages(lr_decay=None).lr_decay is None
+    assert FreezeStages(frozen_stages="all").frozen_stages == 5 and FreezeStages(frozen_stages=0).frozen_stages == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "described"),
+    [
+        ({"frozen_stages": 3}, "FreezeStages: 3 of 5 stages frozen; trainable stages: layer3, layer4 + head"),
+        (
+            {"frozen_stages": 5, "train_bn": True},
+            "FreezeStages: 5 of 5 stages frozen; trainable stages: none + head (+ BatchNorm of frozen stages)",
+        ),
+        (
+            {"frozen_stages": 3, "lr_decay": 0.5},
+            "FreezeStages: 3 of 5 stages frozen; trainable stages: layer3, layer4 + head; "
+            "lr_decay 0.5: layer4 x0.5, layer3 x0.25 of the head's rate",
+        ),
+        (
+            {"frozen_stages": 4, "lr_decay": 0.8, "lr_decay_unit": "block", "unfrozen_bn": "eval"},
+            "FreezeStages: 4 of 5 stages frozen; trainable stages: layer4 + head; "
+            "lr_decay 0.8 per block: each block x0.8 of the one above; BatchNorm of training stages in eval mode",
+        ),
+        ({"frozen_stages": 5, "lr_decay": 0.5}, "FreezeStages: 5 of 5 stages frozen; trainable stages: none + head"),
+    ],
+)
+def test_the_logged_description_names_depth_trainable_stages_and_rates(arguments: dict, described: str) -> None:
+    assert FreezeStages(**arguments).describe() == described
+
+
+def test_fixed_strategy_has_no_state_names_its_frozen_stages_and_refuses_another_backbone() -> None:
+    strategy = FreezeStages(frozen_stages=2)
+    assert strategy.state_dict() == {}
+    assert strategy.frozen_stage_names() == ("stem", "layer1") and strategy.frozen_stage_names(7) == ("stem", "layer1")
+    assert strategy.waiting_stage_names(0) == ()
+    other = FreezeStages(frozen_stages=1, stage_names=("a", "b"))
+    with pytest.raises(ValueError, match=r"strategy built for stages \('a', 'b'\), backbone has \('stem', 'layer1'"):
+        other.apply(_resnet18())
+
+
+def test_group_rates_follow_the_head_group_and_stay_put_without_one() -> None:
+    strategy = FreezeStages(frozen_stages=3, lr_decay=0.5)
+    head = {"name": "head", "lr": 0.2, "lr_scale": 1.0, "params": []}
+    layer4 = {"name": "layer4", "stage": "layer4", "lr": 0.0, "lr_scale": 0.5, "params": []}
+    other = {"name": "other", "lr": 0.7, "params": []}  # no lr_scale: not one of the strategy's groups
+    optimizer = torch.optim.SGD([head, layer4, other], lr=0.1)
+    strategy.update_learning_rates(optimizer, epoch=0)
+    assert [group["lr"] for group in optimizer.param_groups] == [0.2, 0.1, 0.7]
+    headless = torch.optim.SGD(
+        [{"name": "layer4", "stage": "layer4", "lr": 0.3, "lr_scale": 0.5, "params": []}], lr=0.1
+    )
+    strategy.update_learning_rates(headless, epoch=0)
+    assert headless.param_groups[0]["lr"] == 0.3
