@@ -140,3 +140,30 @@ def test_the_shared_fixture_model_learns_the_synthetic_colours(trained_run: Path
     summary = json.loads((trained_run / "run_summary.json").read_text())
     assert summary["test_acc"] > 0.9, summary["test_per_class_acc"]
     assert min(summary["test_per_class_acc"].values()) > 0.5
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"), [([0.5, 0.5], [0.2, 0.2, 0.2]), ([0.5] * 3, [0.2, 0.2]), ([0.5] * 3, [0.2, 0.2, 0.0])]
+)
+def test_a_contract_needs_three_means_and_three_positive_stds(mean: list, std: list) -> None:
+    with pytest.raises(UserError) as refused:
+        Preprocessing(32, 32, "bilinear", tuple(mean), tuple(std))
+    assert str(refused.value) == f"data.mean={mean} / data.std={std} need three values each (R, G, B), std > 0"
+
+
+@pytest.mark.parametrize(
+    ("values", "mode", "expected"),
+    [
+        ([[0, 50_000], [100_000, 25_000]], "I", [[0, 128], [255, 64]]),  # 32-bit: stretched from its range
+        ([[3.5, 3.5], [3.5, 3.5]], "F", [[0, 0], [0, 0]]),  # one float value: nothing to stretch
+        ([[-1.0, 0.0], [1.0, 0.5]], "F", [[0, 128], [255, 191]]),  # float: stretched from its range
+        ([[0, 65_535], [257, 200]], "I", [[0, 255], [1, 1]]),  # 16-bit range in 32 bits: / 257
+        ([[0, 255], [100, 7]], "I", [[0, 255], [100, 7]]),  # 8-bit range: as it is
+    ],
+)
+def test_wide_grayscale_pixels_are_scaled_to_8_bits_not_clipped(values: list, mode: str, expected: list) -> None:
+    from transfer_lightning.data.decode import to_rgb
+
+    dtype = np.float32 if mode == "F" else np.int32
+    rgb = np.asarray(to_rgb(Image.fromarray(np.array(values, dtype=dtype), mode=mode)))
+    assert rgb.shape == (2, 2, 3) and (rgb == np.array(expected, dtype=np.uint8)[..., None]).all()

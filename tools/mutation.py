@@ -32,12 +32,27 @@ MODULES: dict[str, list[str]] = {
     "transfer_lightning/strategies/gradual.py": ["tests/test_gradual.py", "-k", "not ddp and not kill"],
     "transfer_lightning/cache/key.py": ["tests/test_cache_key.py"],
     "transfer_lightning/cache/setup.py": ["tests/test_feature_cache.py", "-k", "not cli_run"],
-    "transfer_lightning/cache/plan.py": ["tests/test_feature_cache.py", "-k", "stays_off or misses_through"],
+    "transfer_lightning/cache/plan.py": [
+        "tests/test_cache_plan.py",
+        "tests/test_feature_cache.py",
+        "-k",
+        "plan or shape or off or stays_off or misses_through",
+    ],
     # in-process tests only: a test that trains through the CLI (the shared ``trained_run`` fixture) would
     # retrain for every mutant
     "transfer_lightning/data/contract.py": ["tests/test_contract.py", "-k", "not pinned and not learns"],
-    "transfer_lightning/data/decode.py": ["tests/test_image_folder.py", "-k", "not cli and not ddp"],
-    "transfer_lightning/utils/files.py": ["tests/test_run_checkpoint.py", "tests/test_concurrency.py"],
+    "transfer_lightning/data/decode.py": [
+        "tests/test_image_folder.py",
+        "tests/test_contract.py",
+        "-k",
+        "not cli and not ddp and not pinned and not learns",
+    ],
+    "transfer_lightning/utils/files.py": [
+        "tests/test_files.py",
+        "tests/test_run_checkpoint.py",
+        "tests/test_concurrency.py",
+        "tests/test_weights.py",
+    ],
     "transfer_lightning/run/checkpoint.py": [
         "tests/test_run_checkpoint.py",
         "tests/test_weights.py",

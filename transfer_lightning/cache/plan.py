@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from transfer_lightning.models import Backbone
+from transfer_lightning.models.backbone import eval_mode
 
 BYTES_PER_VALUE = 4  # features are stored as float32
 
@@ -61,7 +59,7 @@ def cache_plan(
         return CachePlan(
             0,
             f"off: caching stage {frozen_stages} output {tuple(shape)} for {num_images} images needs "
-            f"{estimated / 2**30:.1f} GB > data.feature_cache_max_gb={max_gb} (raise it, freeze more stages "
+            f"{estimated / 2**30:.3g} GB > data.feature_cache_max_gb={max_gb} (raise it, freeze more stages "
             "or lower data.image_size)",
             shape,
             estimated,
@@ -76,15 +74,3 @@ def feature_shape(network: Backbone, num_stages: int, image_size: int) -> tuple[
         images = torch.zeros(1, 3, image_size, image_size, device=device)
         shape = network.frozen_features(images, num_stages).shape
     return tuple(shape[1:])
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode inside, and every submodule's own train/eval flag restored afterwards."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes.items():
-            module.training = training

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from transfer_lightning.cache.datamodule import CachedFeatureDataModule
 from transfer_lightning.cache.key import cache_key, data_fingerprint, frozen_weights_fingerprint
-from transfer_lightning.cache.plan import cache_plan, eval_mode
+from transfer_lightning.cache.plan import cache_plan
 from transfer_lightning.cache.store import FeatureCache, Features
+from transfer_lightning.models.backbone import eval_mode
 from transfer_lightning.utils.progress import PhaseProgress
 
 log = logging.getLogger(__name__)

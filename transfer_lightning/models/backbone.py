@@ -7,6 +7,8 @@ here plus one YAML in ``conf/model/``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -254,3 +256,15 @@ def build_backbone(
     """The backbone a ``model`` config (``name``, ``weights``, optional ``backbone``) describes."""
     weights = model.get("weights") if load_pretrained else None
     return backbone_class(model).build(model["name"], num_classes, weights, class_names)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside, and every submodule's own train/eval flag restored afterwards."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training

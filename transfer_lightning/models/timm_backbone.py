@@ -6,10 +6,9 @@ the local Hugging Face cache (nothing is downloaded during a run).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -18,7 +17,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from transfer_lightning.data.contract import Preprocessing
-from transfer_lightning.models.backbone import Backbone
+from transfer_lightning.models.backbone import Backbone, eval_mode
 from transfer_lightning.models.lineage import RANDOM_INIT, is_run_weights
 from transfer_lightning.models.weights import (
     ensure_weights_available,
@@ -154,7 +153,7 @@ class TimmBackbone(Backbone):
             return []
         modules = [module for module, _, _ in chain]
         self._chains[num_stages] = modules  # for the check below, which runs the split
-        with torch.no_grad(), _eval(self.model):
+        with torch.no_grad(), eval_mode(self.model):
             split = self.forward_from(self.frozen_features(probe, num_stages), num_stages)
             whole = self.model(probe)
         return modules if torch.allclose(split, whole, rtol=1e-4, atol=1e-5) else []
@@ -178,7 +177,7 @@ class TimmBackbone(Backbone):
         probe = torch.randn(1, *size, generator=torch.Generator().manual_seed(0)).to(parameter)
         handles = [module.register_forward_hook(record, with_kwargs=True) for module in hooked]
         try:
-            with torch.no_grad(), _eval(self.model):
+            with torch.no_grad(), eval_mode(self.model):
                 features = self.model.forward_features(probe)
         finally:
             for handle in handles:
@@ -296,15 +295,3 @@ def _input_of(module: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]
     finally:
         handle.remove()
     raise RuntimeError(f"{type(module).__name__} did not run in forward_features")
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode inside the block, its modules' own modes restored after."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training

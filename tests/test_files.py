@@ -1,0 +1,69 @@
+"""Atomic writes (utils/files.py): a crash mid-write leaves the previous file whole and no debris, and
+a dead writer's leftovers are cleared while a live writer's are kept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from transfer_lightning.utils import files
+
+
+def test_a_write_that_fails_leaves_the_previous_file_whole_and_no_partial_file(tmp_path: Path) -> None:
+    target = files.atomic_write_text(tmp_path / "summary.json", "old")
+
+    def fail_halfway(handle) -> None:
+        handle.write(b"new and half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        files.atomic_write(target, fail_halfway)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_each_helper_writes_its_content_into_a_new_folder(tmp_path: Path) -> None:
+    assert files.atomic_write_bytes(tmp_path / "a" / "b.bin", b"\x00\x01").read_bytes() == b"\x00\x01"
+    assert files.atomic_write_text(tmp_path / "c.txt", "héllo").read_bytes() == "héllo".encode()
+    saved = files.atomic_torch_save({"w": torch.arange(3)}, tmp_path / "d.pt")
+    assert torch.equal(torch.load(saved, weights_only=True)["w"], torch.arange(3))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (saved.stat().st_mode & 0o777) == 0o644 & ~mask  # readable by all, like any data file
+
+
+def test_a_dead_writers_partial_file_is_removed_and_a_live_writers_is_kept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = files._HOST
+    stale = tmp_path / f"{files.TEMP_MARKER}{host}-{int(dead.stdout)}-0000-last.ckpt"
+    live = tmp_path / f"{files.TEMP_MARKER}{host}-{os.getpid()}-0000-last.ckpt"
+    other_host = tmp_path / f"{files.TEMP_MARKER}elsewhere-{int(dead.stdout)}-0000-last.ckpt"
+    other_name = tmp_path / f"{files.TEMP_MARKER}{host}-{int(dead.stdout)}-0000-best.ckpt"
+    for path in (stale, live, other_host, other_name):
+        path.write_bytes(b"partial")
+    files.atomic_write_text(tmp_path / "last.ckpt", "whole")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["last.ckpt", live.name, other_host.name, other_name.name])
+
+
+def test_unreadable_files_are_described_by_what_is_wrong_with_them(tmp_path: Path) -> None:
+    truncated = tmp_path / "cut.ckpt"
+    torch.save({"w": torch.zeros(100)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    reasons = []
+    for path in (truncated, text):
+        with pytest.raises(Exception) as raised:
+            torch.load(path, weights_only=True)
+        reasons.append(files.unreadable_file_reason(raised.value))
+    assert (
+        reasons[0]
+        == "the file is truncated or damaged (an interrupted write or an incomplete copy); use an intact copy"
+    )
+    assert reasons[1].startswith("the file is not a PyTorch checkpoint (torch.load found no data it writes in it)")
+    assert files.is_local(tmp_path / "x.ckpt") and not files.is_local("memory://bucket/x.ckpt")
