@@ -105,7 +105,9 @@ def test_gradual_groups_exist_from_the_start_at_rate_zero_and_follow_decay_and_w
     model = backbone.model
     strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=1, unfreeze_warmup_epochs=1, lr_decay=0.5)
     strategy.apply(backbone)
-    optimizer = torch.optim.SGD(strategy.param_groups(backbone, lr=0.1), lr=0.1)
+    groups = strategy.param_groups(backbone, lr=0.1)
+    assert [g["lr"] for g in groups] == [0.1, 0, 0, 0, 0, 0]  # epoch 0's rates from the start
+    optimizer = torch.optim.SGD(groups, lr=0.1)
     assert [g["name"] for g in optimizer.param_groups] == ["head", "layer4", "layer3", "layer2", "layer1", "stem"]
     assert all(p.requires_grad for p in model.parameters())  # DDP sees one fixed set of parameters
     rates = {}
@@ -450,3 +452,11 @@ def test_gradual_describes_its_schedule_and_restores_only_its_own() -> None:
     strategy.load_state_dict(strategy.state_dict())
     assert strategy.unfreeze_epochs == {"layer4": 1, "layer3": 3}
     assert [strategy.lr_gate("layer4", epoch) for epoch in range(5)] == [0.0, 1 / 3, 2 / 3, 1.0, 1.0]
+
+
+def test_applying_a_gradual_strategy_at_an_epoch_sets_that_epochs_batchnorm_modes() -> None:
+    backbone = _resnet18()
+    backbone.model.train()
+    GradualUnfreeze(head_epochs=1, unfreeze_every=1).apply(backbone, epoch=2)  # layer4 and layer3 train
+    modes = {stage: {layer.training for layer in backbone.norm_layers(stage)} for stage in STAGE_NAMES}
+    assert modes == {"stem": {False}, "layer1": {False}, "layer2": {False}, "layer3": {True}, "layer4": {True}}

@@ -197,3 +197,45 @@ def test_group_rates_follow_the_head_group_and_stay_put_without_one() -> None:
     )
     strategy.update_learning_rates(headless, epoch=0)
     assert headless.param_groups[0]["lr"] == 0.3
+
+
+def test_presets_by_meaning_resolve_on_the_backbones_stage_count_and_the_default_trains_all() -> None:
+    assert FreezeStages().frozen_stages == 0
+    assert FreezeStages(frozen_stages="all_but_last").frozen_stages == 4
+    assert FreezeStages(frozen_stages="all_but_last", stage_names=("a", "b", "c")).frozen_stages == 2
+    with pytest.raises(UserError) as refused:
+        FreezeStages(frozen_stages=6)
+    assert str(refused.value) == (
+        "strategy.frozen_stages=6 is out of range for this backbone's 5 stages (stem, layer1, layer2, layer3, "
+        "layer4); allowed: 0..5, all or all_but_last (0 = train everything, 5 = all = only the head trains)"
+    )
+
+
+def test_a_fixed_strategy_gates_frozen_stages_to_zero_and_trainable_ones_to_one() -> None:
+    strategy = FreezeStages(frozen_stages=3)
+    assert [strategy.lr_gate(stage, 0) for stage in STAGE_NAMES] == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_block_decay_names_a_group_per_block_and_a_one_block_stage_by_its_name() -> None:
+    strategy = FreezeStages(frozen_stages=0, lr_decay=0.5, lr_decay_unit="block")
+    groups = strategy.param_groups(_resnet18(), lr=1.0)
+    names = ["head", "layer4.1", "layer4.0", "layer3.1", "layer3.0", "layer2.1", "layer2.0", "layer1.1", "layer1.0"]
+    assert [g["name"] for g in groups] == [*names, "stem"]  # the stem is one block: one group named after it
+    assert [g["lr"] for g in groups] == [0.5**depth for depth in range(10)]
+    assert [g.get("stage") for g in groups[1:3]] == ["layer4", "layer4"]
+
+
+def test_train_bn_puts_the_frozen_stages_batchnorm_affine_parameters_in_a_group_at_the_heads_rate() -> None:
+    backbone = _resnet18()
+    strategy = FreezeStages(frozen_stages=5, train_bn=True)
+    strategy.apply(backbone)
+    groups = strategy.param_groups(backbone, lr=0.1)
+    affine = [
+        id(p) for stage in STAGE_NAMES for layer in backbone.norm_layers(stage) for p in (layer.weight, layer.bias)
+    ]
+    assert [g["name"] for g in groups] == ["head", "frozen_bn"] and len(affine) == 40
+    assert [id(p) for p in groups[1]["params"]] == affine and groups[1]["lr"] == 0.1
+    optimizer = torch.optim.SGD(groups, lr=0.1)
+    optimizer.param_groups[0]["lr"] = 0.05  # the scheduler moved the head's rate
+    strategy.update_learning_rates(optimizer, epoch=0)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.05, 0.05]
