@@ -20,6 +20,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the tests of test_resume.py that call resume's code in this process (the others run the CLI in a
+# subprocess, which mutmut neither sees nor needs to rerun per mutant)
+IN_PROCESS_RESUME_TESTS = (
+    "(rules or command or other_classes or early_stopping or fits_its_own or unpickling or schedule_length "
+    "or every_n_steps or folder or prepare or refused_in_its or dotted or restored) and not killed_run and not exits_2"
+)
+
 # module -> the pytest arguments of its fast test subset (no CLI subprocess runs, no DDP)
 MODULES: dict[str, list[str]] = {
     "transfer_lightning/strategies/base.py": [
@@ -57,10 +64,16 @@ MODULES: dict[str, list[str]] = {
         "tests/test_run_checkpoint.py",
         "tests/test_weights.py",
         "tests/test_resume.py",
+        "tests/test_contract.py",
         "-k",
-        "not killed_run",
+        f"({IN_PROCESS_RESUME_TESTS}) or link or last or (weights and not cli) or every_file",
     ],
-    "transfer_lightning/run/resume.py": ["tests/test_resume.py", "-k", "not killed_run"],
+    "transfer_lightning/run/resume.py": [
+        "tests/test_resume_rules.py",
+        "tests/test_resume.py",
+        "-k",
+        IN_PROCESS_RESUME_TESTS,
+    ],
 }
 # besides the package and tests/ (which mutmut copies itself), what the tests read
 ALSO_COPY = ["conf", "hydra_plugins"]

@@ -1,0 +1,131 @@
+"""Resume's rules in-process (the CLI tests in test_resume.py run them in a subprocess): which folder a
+command continues, what config it runs, and every refusal's sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import TINY, compose_config
+from tests.test_resume import _saved_run
+from transfer_lightning.run import resume
+from transfer_lightning.utils.errors import UserError
+
+
+def test_the_run_folder_is_resume_or_the_run_holding_the_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    run = _saved_run(tmp_path / "run")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resume.run_folder_of("~/run", None) == str(run)
+    assert resume.run_folder_of(None, str(run / "checkpoints" / "last.ckpt")) == str(run)
+    assert resume.run_folder_of("", str(run / "checkpoints" / "best.ckpt")) == str(run)
+    loose = tmp_path / "elsewhere" / "checkpoints" / "last.ckpt"  # no .hydra/config.yaml beside it
+    loose.parent.mkdir(parents=True)
+    assert resume.run_folder_of(None, str(loose)) is None
+    assert resume.run_folder_of(None, str(tmp_path / "model.ckpt")) is None
+    assert resume.run_folder_of(None, None) is None and resume.run_folder_of(True, "") is None
+
+
+def test_the_original_overrides_are_those_of_the_run_a_checkpoint_continues(tmp_path: Path) -> None:
+    run = _saved_run(tmp_path / "run")
+    OmegaConf.save(OmegaConf.create(["data.image_size=40", "seed=3"]), run / ".hydra" / "overrides.yaml")
+    assert resume.original_overrides(str(run / "checkpoints" / "last.ckpt")) == ["data.image_size=40", "seed=3"]
+    assert resume.original_overrides(None) == []
+    (run / ".hydra" / "overrides.yaml").unlink()
+    assert resume.original_overrides(str(run / "checkpoints" / "last.ckpt")) == []
+
+
+def test_a_resumed_run_keeps_its_folder_and_writes_its_command_to_a_resumed_subfolder(tmp_path: Path) -> None:
+    run = _saved_run(tmp_path / "run")
+    assert resume._run_dir_resolver(str(run), None, str(tmp_path / "new")) == str(run)
+    assert resume._run_dir_resolver(None, None, str(tmp_path / "new")) == str(tmp_path / "new")
+    assert (tmp_path / "new").is_dir()  # claimed for this run
+    assert resume._hydra_subdir_resolver(None, None) == ".hydra"
+    subdir = resume._hydra_subdir_resolver(str(run), None)
+    assert subdir.startswith(".hydra/resumed-20") and len(subdir) == len(".hydra/resumed-2026-01-31_12-00-00")
+
+
+def test_prepare_resume_runs_the_saved_config_from_its_last_checkpoint(tmp_path: Path) -> None:
+    run = _saved_run(tmp_path / "run", "strategy=gradual", "seed=7")
+    cfg = compose_config([*TINY, f"resume={run}"])
+    prepared = resume.prepare_resume(cfg)
+    assert prepared.seed == 7 and prepared.strategy._target_.endswith("GradualUnfreeze")
+    assert prepared.resume is None and prepared.ckpt_path == str((run / "checkpoints" / "last.ckpt").resolve())
+    assert OmegaConf.is_struct(prepared)
+    fresh = compose_config(TINY)
+    assert resume.prepare_resume(fresh) is fresh
+
+
+@pytest.mark.parametrize(
+    ("make", "value", "ckpt_given", "sentence"),
+    [
+        (None, True, False, "resume=True is not a run folder; give the folder of the run to continue, e.g. "
+                            "resume=outputs/2026-01-31/12-00-00"),
+        ("run", "RUN", True, "give either resume=<run folder> or ckpt_path=<file>, not both"),
+        ("empty", "RUN", False, "resume=RUN: RUN/.hydra/config.yaml does not exist; give the folder of a run "
+                                "(it holds .hydra/)"),
+        ("no_checkpoint", "RUN", False, "resume=RUN: RUN/checkpoints/last.ckpt does not exist, so there is "
+                                        "nothing to resume; start anew"),
+    ],
+)  # fmt: skip
+def test_each_folder_that_cannot_be_resumed_is_refused_in_its_sentence(tmp_path, make, value, ckpt_given, sentence):
+    folder = tmp_path / "run"
+    if make == "run":
+        _saved_run(folder)
+    elif make == "empty":
+        folder.mkdir()
+    elif make == "no_checkpoint":
+        _saved_run(folder)
+        (folder / "checkpoints" / "last.ckpt").unlink()
+    value = str(folder) if value == "RUN" else value
+    with pytest.raises(UserError) as refused:
+        resume._resumable_run(value, ckpt_given)
+    assert str(refused.value) == sentence.replace("RUN", str(folder))
+
+
+def test_a_schedule_over_its_own_length_refuses_only_another_length(tmp_path: Path) -> None:
+    cosine = OmegaConf.load(
+        _saved_run(tmp_path / "cosine", "scheduler=cosine", "trainer.max_epochs=3") / ".hydra" / "config.yaml"
+    )
+    resume._check_schedule_length(cosine, 3, "R")  # the same length: fine
+    with pytest.raises(UserError) as refused:
+        resume._check_schedule_length(cosine, 5, "R")
+    assert str(refused.value) == (
+        "resume=R: trainer.max_epochs=5 cannot change that run's schedule: its scheduler decays the learning rate "
+        "over scheduler.max_epochs = trainer.max_epochs = 3 epochs and the checkpoint is part way along that curve; "
+        "resume with trainer.max_epochs=3, or start a new run with the length you want"
+    )
+    step = OmegaConf.load(
+        _saved_run(tmp_path / "step", "scheduler=step", "trainer.max_epochs=3") / ".hydra" / "config.yaml"
+    )
+    resume._check_schedule_length(step, 9, "R")  # epochs of a step schedule do not depend on the length
+    fixed = OmegaConf.merge(cosine, {"scheduler": {"max_epochs": 3}})
+    resume._check_schedule_length(fixed, 9, "R")  # a length of its own: not trainer.max_epochs
+
+
+def test_dotted_keys_and_typed_override_keys() -> None:
+    assert resume._dotted_keys(OmegaConf.create({"a": {"b": 1, "c": {"d": 2}}, "e": 3})) == [
+        "a",
+        "a.b",
+        "a.c",
+        "a.c.d",
+        "e",
+    ]
+    assert resume._dotted_keys(5) == []
+    assert resume._override_keys() == []  # no Hydra run: no command line
+
+
+def test_restored_weights_and_lineage_come_from_the_checkpoint(tmp_path: Path) -> None:
+    module = torch.nn.Linear(2, 2)
+    saved = torch.nn.Linear(2, 2)
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": saved.state_dict(), "weights_lineage": {"source": "file"}}, path)
+    resume.restore_weights(module, path)
+    assert torch.equal(module.weight, saved.weight) and module.weights_lineage == {"source": "file"}
+    assert (
+        resume._saved_checkpoint_dir({"callbacks": {"EarlyStopping{}": {}, "RunCheckpoint{x}": {"dirpath": "/d"}}})
+        == "/d"
+    )
+    assert resume._saved_checkpoint_dir({}) is None
