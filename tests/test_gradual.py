@@ -460,3 +460,23 @@ def test_applying_a_gradual_strategy_at_an_epoch_sets_that_epochs_batchnorm_mode
     GradualUnfreeze(head_epochs=1, unfreeze_every=1).apply(backbone, epoch=2)  # layer4 and layer3 train
     modes = {stage: {layer.training for layer in backbone.norm_layers(stage)} for stage in STAGE_NAMES}
     assert modes == {"stem": {False}, "layer1": {False}, "layer2": {False}, "layer3": {True}, "layer4": {True}}
+
+
+def test_gradual_defaults_and_arguments_passed_to_the_base_strategy() -> None:
+    default = GradualUnfreeze()
+    assert default.unfreeze_epochs == {"layer4": 1, "layer3": 2, "layer2": 3, "layer1": 4, "stem": 5}
+    assert default.unfreeze_warmup_epochs == 0 and default.lr_gate("layer4", 1) == 1.0
+    assert GradualUnfreeze(head_epochs=0).unfreeze_epochs["layer4"] == 0  # 0 is allowed: no head-only epochs
+    custom = GradualUnfreeze(lr_decay_unit="block", stage_names=("a", "b", "c"), min_frozen_stages=2)
+    assert custom.lr_decay_unit == "block" and custom.stage_names == ("a", "b", "c")
+    assert custom.unfreeze_epochs == {"c": 1}
+
+
+@pytest.mark.parametrize("milestones", [[1, 1.5, 2], [1, 2, 3, 4]])
+def test_milestones_are_whole_epochs_one_per_stage_from_the_top(milestones: list) -> None:
+    with pytest.raises(UserError) as refused:
+        GradualUnfreeze(milestones=milestones, min_frozen_stages=2)
+    assert str(refused.value) == (
+        f"strategy.milestones={milestones!r} is not allowed; give 3 non-decreasing epochs >= 0 "
+        "(one per stage from the top down: layer4, layer3, layer2)"
+    )
