@@ -15,8 +15,14 @@ from PIL import Image, ImageOps
 
 from tests.conftest import TINY, compose_config
 from tests.contract_images import write_contract_images
-from transfer_lightning.data.contract import Preprocessing, default_preprocessing, resolve_preprocessing
+from transfer_lightning.data.contract import (
+    Preprocessing,
+    default_preprocessing,
+    preprocessor_for,
+    resolve_preprocessing,
+)
 from transfer_lightning.data.image_files import ImageFileDataset
+from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from transfer_lightning.export import preprocessing_contract
 from transfer_lightning.run.builders import build_classifier, build_datamodule
 from transfer_lightning.run.checkpoint import load_classifier
@@ -167,3 +173,59 @@ def test_wide_grayscale_pixels_are_scaled_to_8_bits_not_clipped(values: list, mo
     dtype = np.float32 if mode == "F" else np.int32
     rgb = np.asarray(to_rgb(Image.fromarray(np.array(values, dtype=dtype), mode=mode)))
     assert rgb.shape == (2, 2, 3) and (rgb == np.array(expected, dtype=np.uint8)[..., None]).all()
+
+
+def test_contract_sentences_for_an_unknown_interpolation_and_a_resize_below_the_crop() -> None:
+    with pytest.raises(UserError) as refused:
+        Preprocessing(32, 32, "nearest")
+    assert str(refused.value) == "data.interpolation='nearest' is not supported; allowed: bilinear | bicubic"
+    with pytest.raises(UserError) as refused:
+        Preprocessing(64, 48)
+    assert str(refused.value) == (
+        "data.resize_size=48 is smaller than the crop of 64 px; set it to at least data.image_size (or null)"
+    )
+
+
+def test_the_contract_as_plain_containers_and_back_and_an_old_checkpoints_defaults() -> None:
+    contract = Preprocessing(64, 72, "bicubic", (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    assert contract.to_dict() == {
+        "image_size": 64, "resize_size": 72, "interpolation": "bicubic", "mean": [0.1, 0.2, 0.3],
+        "std": [0.4, 0.5, 0.6], "crop_size": 64,
+    }  # fmt: skip
+    assert Preprocessing.from_dict(contract.to_dict()) == contract
+    old = Preprocessing.from_dict({"image_size": 32})  # recorded before mean/std were part of it: ImageNet's
+    assert (old.resize_size, old.interpolation, old.mean, old.std) == (32, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
+    native = contract.stored_natively(32)
+    assert (native.resize_size, native.crop_size, native.decoded_size) == (32, 32, 32)
+    assert default_preprocessing().image_size == 224 and default_preprocessing(64) == Preprocessing(64, 64)
+
+
+def test_the_described_contract_names_the_device_resize_only_when_there_is_one() -> None:
+    same = Preprocessing(32, 36, "bicubic")
+    assert same.describe() == (
+        "decode upright RGB (EXIF orientation applied, transparency over white, 16-bit scaled to 8-bit; JPEGs with "
+        "PIL Image.draft(None, (36, 36))), resize the shorter side to 36 px (torchvision Resize, PIL bicubic, "
+        "uint8), take the centre 32x32 crop (torchvision CenterCrop); scale to [0, 1] (x / 255) as float32; then "
+        "(x - mean) / std per channel"
+    )
+    upscaled = Preprocessing(64, 64).stored_natively(32)
+    assert (
+        "; resize to 64x64 (torch.nn.functional.interpolate mode=bilinear, align_corners=False, antialias=False); then"
+        in upscaled.describe()
+    )
+    downscaled = Preprocessing(16, 32, crop_size=32)
+    assert (
+        "resize to 16x16 (torch.nn.functional.interpolate mode=bilinear, align_corners=False, antialias=True)"
+        in downscaled.describe()
+    )
+
+
+def test_typed_mean_and_std_become_float_tuples_and_inference_preprocessing_follows_the_contract() -> None:
+    resolved = resolve_preprocessing({"mean": [0, 0, 1], "std": [1, 2, 3]}, Preprocessing(32, 32))
+    assert resolved.mean == (0.0, 0.0, 1.0) and resolved.std == (1.0, 2.0, 3.0)
+    contract = Preprocessing(32, 40, "bicubic", (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    for given in (contract, contract.to_dict()):
+        step = preprocessor_for(given)
+        assert (step.image_size, step.augment, step.interpolation) == (32, "none", "bicubic")
+        assert torch.allclose(step.mean.flatten(), torch.tensor([0.1, 0.2, 0.3]))
+        assert torch.allclose(step.std.flatten(), torch.tensor([0.4, 0.5, 0.6]))
