@@ -49,6 +49,7 @@ MODULES: dict[str, list[str]] = {
     # retrain for every mutant
     "transfer_lightning/data/contract.py": ["tests/test_contract.py", "-k", "not pinned and not learns"],
     "transfer_lightning/data/decode.py": [
+        "tests/test_decode.py",
         "tests/test_image_folder.py",
         "tests/test_contract.py",
         "-k",
