@@ -108,7 +108,10 @@ def mutate(module: str, tests: list[str]) -> dict[str, int]:
                 shutil.copy2(ROOT / name, copy / name)
         pyproject = copy / "pyproject.toml"
         pyproject.write_text(pyproject.read_text() + mutmut_config(module, tests))
-        subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=copy, check=True)
+        ran = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=copy)
+        if ran.returncode != 0:  # e.g. the subset's tests fail in mutmut's copy: no score, the next module goes on
+            print(f"{module}: mutmut run failed (exit {ran.returncode}); no score", flush=True)
+            return {"total": 0, "killed": 0}
         subprocess.run([sys.executable, "-m", "mutmut", "export-cicd-stats"], cwd=copy, check=True)
         survivors = subprocess.run(
             [sys.executable, "-m", "mutmut", "results"], cwd=copy, capture_output=True, text=True
