@@ -52,6 +52,8 @@ def test_a_cache_over_the_memory_budget_stays_off_and_says_what_it_would_need(re
     )
     fits = cache_plan("auto", 4, "none", resnet18, 32, num_images=1000, max_gb=needed / 2**30)
     assert fits.stage == 4  # exactly at the budget: on
+    over = cache_plan("auto", 4, "none", resnet18, 32, num_images=1000, max_gb=0.75 * needed / 2**30)
+    assert over.stage == 0  # a quarter over (GB of 2**30 bytes): off
 
 
 def test_the_shape_dry_run_leaves_every_module_in_its_own_mode(resnet18) -> None:
