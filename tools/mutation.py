@@ -63,12 +63,13 @@ MODULES: dict[str, list[str]] = {
         "tests/test_weights.py",
     ],
     "transfer_lightning/run/checkpoint.py": [
+        "tests/test_checkpoint_files.py",
         "tests/test_run_checkpoint.py",
         "tests/test_weights.py",
         "tests/test_resume.py",
         "tests/test_contract.py",
         "-k",
-        f"({IN_PROCESS_RESUME_TESTS}) or link or last or (weights and not cli) or every_file",
+        f"({IN_PROCESS_RESUME_TESTS}) or test_checkpoint_files or link or last or (weights and not cli) or every_file",
     ],
     "transfer_lightning/run/resume.py": [
         "tests/test_resume_rules.py",

@@ -13,8 +13,12 @@ class UserError(Exception):
 
 def first_line(error: BaseException, limit: int | None = None) -> str:
     """The first line of ``error``'s message (cut to ``limit`` characters when given), or its class name when empty.
+    A first line that only announces what follows (``Error(s) in loading state_dict for X:``) keeps the next one.
 
     The one way an underlying error is quoted inside our own one-line messages.
     """
-    lines = str(error).strip().splitlines()
-    return lines[0][:limit] if lines else type(error).__name__
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text[:limit]
