@@ -129,3 +129,23 @@ def test_restored_weights_and_lineage_come_from_the_checkpoint(tmp_path: Path) -
         == "/d"
     )
     assert resume._saved_checkpoint_dir({}) is None
+
+
+def test_prepare_resume_takes_the_allowed_overrides_of_the_command_and_logs_what_it_resumes(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    run = _saved_run(tmp_path / "run", "trainer.max_epochs=3")
+    typed = [("trainer.max_epochs", "trainer.max_epochs=5"), ("trainer.accelerator", "trainer.accelerator=cpu")]
+    monkeypatch.setattr(resume, "_override_keys", lambda: typed)
+    cfg = compose_config([*TINY, f"resume={run}", "trainer.max_epochs=5"])
+    with caplog.at_level("INFO", logger="transfer_lightning.run.resume"):
+        prepared = resume.prepare_resume(cfg)
+    assert prepared.trainer.max_epochs == 5 and prepared.trainer.accelerator == "cpu"
+    assert f"Resuming {run} from last.ckpt" in caplog.messages
+    monkeypatch.setattr(resume, "_override_keys", lambda: [("optimizer.lr", "optimizer.lr=0.5")])
+    with pytest.raises(UserError, match=r"optimizer.lr=0.5 would change optimizer.lr \(0.001 in that run\)"):
+        resume.prepare_resume(compose_config([*TINY, f"resume={run}", "optimizer.lr=0.5"]))
+    with pytest.raises(UserError, match=r"^give either resume=<run folder> or ckpt_path=<file>, not both$"):
+        resume.prepare_resume(
+            compose_config([*TINY, f"resume={run}", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+        )
