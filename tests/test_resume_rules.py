@@ -149,3 +149,22 @@ def test_prepare_resume_takes_the_allowed_overrides_of_the_command_and_logs_what
         resume.prepare_resume(
             compose_config([*TINY, f"resume={run}", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
         )
+
+
+def test_the_resume_command_check_reads_only_a_single_runs_own_overrides(tmp_path: Path) -> None:
+    run = _saved_run(tmp_path / "run", "trainer.max_epochs=3")
+    gone = tmp_path / "gone"
+    for sweep in ("-m", "--multirun"):
+        resume.check_resume_command([sweep, f"resume={gone}"])  # a sweep's resume is the sweep's business
+    resume.check_resume_command(["resume="])  # no folder named: nothing to check
+    resume.check_resume_command([f"resume={run}", "hydra/launcher=basic", "hydra.run.dir=x", "ckpt_path=null"])
+    with pytest.raises(UserError) as refused:
+        resume.check_resume_command([f"resume={run}", "-v", "optimizer.lr=0.5"])  # Hydra's flags are skipped
+    assert str(refused.value).startswith(
+        f"resume={run}: optimizer.lr=0.5 would change optimizer.lr (0.001 in that run)"
+    )
+    with pytest.raises(UserError, match=r"^give either resume=<run folder> or ckpt_path=<file>, not both$"):
+        resume.check_resume_command([f"resume={run}", "ckpt_path=/some/last.ckpt"])
+    with pytest.raises(UserError) as refused:
+        resume.check_resume_command([f"resume={run}", "+extra=1"])
+    assert str(refused.value).startswith(f"resume={run}: +extra=1 is not a setting of that run")
