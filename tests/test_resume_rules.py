@@ -168,3 +168,29 @@ def test_the_resume_command_check_reads_only_a_single_runs_own_overrides(tmp_pat
     with pytest.raises(UserError) as refused:
         resume.check_resume_command([f"resume={run}", "+extra=1"])
     assert str(refused.value).startswith(f"resume={run}: +extra=1 is not a setting of that run")
+
+
+def test_each_override_is_checked_in_turn_with_the_closest_key_and_the_runs_value(tmp_path: Path) -> None:
+    saved = OmegaConf.load(
+        _saved_run(tmp_path / "run", "scheduler=cosine", "trainer.max_epochs=3") / ".hydra" / "config.yaml"
+    )
+    allowed = "a resumed run may only change " + ", ".join(resume.ALLOWED_ON_RESUME)
+    texts = {"trainer.accelerator": "trainer.accelerator=cpu", "optimizer.lr": "optimizer.lr=0.5"}
+    with pytest.raises(UserError) as refused:  # an allowed key first does not end the check
+        resume.check_resume_overrides(saved, {}, texts, "R")
+    assert str(refused.value) == (
+        f"resume=R: optimizer.lr=0.5 would change optimizer.lr (0.001 in that run), part of the experiment its "
+        f"checkpoint was trained with; {allowed}, or start a new run"
+    )
+    with pytest.raises(UserError) as refused:
+        resume.check_resume_overrides(saved, {}, {"model": "model=resnet34"}, "R")
+    assert str(refused.value).startswith("resume=R: model=resnet34 would change model, part of the experiment")
+    with pytest.raises(UserError) as refused:
+        resume.check_resume_overrides(saved, {}, {"zzz.qqq": "zzz.qqq=1"}, "R")
+    assert str(refused.value) == f"resume=R: zzz.qqq=1 is not a setting of that run; {allowed}"
+    with pytest.raises(UserError, match=r"^resume=R: trainer.max_epochs=9 cannot change that run's schedule"):
+        resume.check_resume_overrides(
+            saved, {"trainer.max_epochs": 9}, {"trainer.max_epochs": "trainer.max_epochs=9"}, "R"
+        )
+    no_schedule = OmegaConf.merge(saved, {"scheduler": None})
+    resume._check_schedule_length(no_schedule, 9, "R")  # no scheduler: any length
