@@ -105,6 +105,7 @@ BAD_VALUES = {
     "strategy.head_epochs": -1,
     "strategy.unfreeze_every": -1,
     "strategy.min_frozen_stages": -1,
+    "strategy.milestones": [3, 1],
     "strategy.unfreeze_warmup_epochs": 1.5,
     "data.feature_cache": "always",
     "data.feature_cache_max_gb": 0,
