@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +54,21 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def predict_class_folders(checkpoint: Path, files: list[Path], tmp_path: Path) -> list[dict[str, str]]:
+    """``files`` copied into class folders under ``tmp_path/val_copy``, run through the real predict CLI;
+    the rows of its ``predictions.csv``."""
+    inputs = tmp_path / "val_copy"
+    for path in files:
+        (inputs / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, inputs / path.parent.name / path.name)
+    predicted = run_cli(
+        f"ckpt_path={checkpoint}", f"inputs={inputs}", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'pred'}",
+        module="transfer_lightning.predict", cwd=tmp_path,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    return list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
 
 
 # Caches that Python and the tools keep beside the code; everything else in the tree is the project's.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -411,10 +410,9 @@ def test_the_cache_plan_takes_a_timm_vits_token_sequence_and_refuses_a_split_tha
 def test_a_timm_vit_run_evaluates_predicts_and_exports_through_the_command_line(tmp_path: Path) -> None:
     """train (finetune: the ViT's token sequence cached) -> evaluate with only ckpt_path -> predict on the
     same val files (its CSV right on exactly as many images) -> export with the parity check."""
-    import csv
     import json
 
-    from tests.conftest import TINY, run_cli
+    from tests.conftest import TINY, predict_class_folders, run_cli
     from tests.contract_images import write_colour_folder
 
     root = tmp_path / "photos"
@@ -442,16 +440,7 @@ def test_a_timm_vit_run_evaluates_predicts_and_exports_through_the_command_line(
     val_files = reference.split_files["val"]
     assert report["context"]["images"] == len(val_files)
 
-    inputs = tmp_path / "val_copy"
-    for path in val_files:
-        (inputs / path.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, inputs / path.parent.name / path.name)
-    predicted = run_cli(
-        f"ckpt_path={checkpoint}", f"inputs={inputs}", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'pred'}",
-        module="transfer_lightning.predict", cwd=tmp_path,
-    )  # fmt: skip
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
+    rows = predict_class_folders(checkpoint, val_files, tmp_path)
     correct = sum(row["top1"] == Path(row["path"]).parent.name for row in rows)
     assert len(rows) == len(val_files) and correct == round(report["accuracy"] * len(val_files))
 

@@ -3,7 +3,6 @@ and evaluate, predict and a second run all see exactly what the first run saw.""
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, predict_class_folders, run_cli
 from tests.contract_images import write_colour_folder, write_contract_images
 from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.record import data_config_from_checkpoint, recorded_data_config
@@ -98,16 +97,7 @@ def test_checkpoint_carries_its_data_for_evaluate_and_predict_and_reruns(tmp_pat
     assert report["context"]["images"] == len(val_files)
     assert not set(val_files) & set(reference.split_files["train"])
 
-    inputs = tmp_path / "val_copy"
-    for path in val_files:
-        (inputs / path.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, inputs / path.parent.name / path.name)
-    predicted = run_cli(
-        f"ckpt_path={checkpoint}", f"inputs={inputs}", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'pred'}",
-        module="transfer_lightning.predict", cwd=tmp_path,
-    )  # fmt: skip
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))
+    rows = predict_class_folders(checkpoint, val_files, tmp_path)
     assert len(rows) == len(val_files) and not any(row["error"] for row in rows)
     correct = sum(row["top1"] == Path(row["path"]).parent.name for row in rows)
     assert correct == round(report["accuracy"] * len(val_files))
