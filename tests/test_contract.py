@@ -164,6 +164,7 @@ def test_a_contract_needs_three_means_and_three_positive_stds(mean: list, std: l
         ([[3.5, 3.5], [3.5, 3.5]], "F", [[0, 0], [0, 0]]),  # one float value: nothing to stretch
         ([[-1.0, 0.0], [1.0, 0.5]], "F", [[0, 128], [255, 191]]),  # float: stretched from its range
         ([[0, 65_535], [257, 200]], "I", [[0, 255], [1, 1]]),  # 16-bit range in 32 bits: / 257
+        ([[100, 65_535], [257, 200]], "I", [[0, 255], [1, 1]]),  # / 257, not stretched from 100 (200 -> 0)
         ([[0, 255], [100, 7]], "I", [[0, 255], [100, 7]]),  # 8-bit range: as it is
     ],
 )

@@ -89,6 +89,28 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path) -> None:
     assert np.asarray(open_rgb(path))[..., 0].tolist() == [[0, 1, 128, 255]]
 
 
+@pytest.mark.parametrize(
+    ("mode", "byte_order"),
+    [("I;16", "<"), ("I;16B", ">"), ("I;16L", "<"), ("I;16N", "=")],
+    ids=["I16", "I16B", "I16L", "I16N"],
+)
+def test_every_sixteen_bit_layout_is_scaled_not_clipped(mode: str, byte_order: str) -> None:
+    values = np.array([[0, 257, 32896, 65535]], dtype=f"{byte_order}u2")
+    image = Image.frombytes(mode, (4, 1), values.tobytes())
+    assert np.asarray(image.convert("RGB"))[..., 0].tolist() == [[0, 255, 255, 255]]  # what PIL alone gives
+    assert np.asarray(to_rgb(image)).tolist() == [[[v, v, v] for v in (0, 1, 128, 255)]]
+
+
+def test_palette_with_alpha_and_premultiplied_rgba_are_laid_over_white() -> None:
+    palette_alpha = Image.new("PA", (2, 1))
+    palette_alpha.putpalette([200, 10, 10] + [0] * 765)
+    palette_alpha.putpixel((0, 0), (0, 0))  # the red entry, fully transparent: white
+    palette_alpha.putpixel((1, 0), (0, 255))  # the red entry, opaque: red
+    assert np.asarray(to_rgb(palette_alpha)).tolist() == [[[255, 255, 255], [200, 10, 10]]]
+    premultiplied = Image.frombytes("RGBa", (2, 1), bytes([0, 0, 0, 0, 10, 200, 10, 255]))
+    assert np.asarray(to_rgb(premultiplied)).tolist() == [[[255, 255, 255], [10, 200, 10]]]
+
+
 def test_large_jpegs_are_drafted_down_to_the_resize_size_before_resizing(tmp_path) -> None:
     pixels = np.random.default_rng(1).integers(0, 256, (400, 600, 3), dtype=np.uint8)
     path = tmp_path / "photo.jpg"
