@@ -170,6 +170,24 @@ def test_resume_of_a_folder_that_is_no_sweep_is_refused(tmp_path) -> None:
         resume_sweep_dir(cfg)
 
 
+def test_a_sweep_started_in_the_same_second_as_another_gets_a_folder_of_its_own(tmp_path, monkeypatch) -> None:
+    from transfer_lightning.run import preflight
+    from transfer_lightning.sweeps.resume import claim_new_sweep_dir
+
+    monkeypatch.setattr(preflight, "_claimed", {})  # this process has claimed nothing yet
+    timestamped = f"hydra.sweep.dir={tmp_path}/sweeps/${{now:%Y}}"  # the same value all year: a same-second start
+    first = compose_config([*TINY, timestamped], return_hydra_config=True)
+    taken = Path(str(first.hydra.sweep.dir))
+    assert claim_new_sweep_dir(first) is None and taken.is_dir()  # free: used as it is
+    monkeypatch.setattr(preflight, "_claimed", {})  # the second sweep is another process
+    second = compose_config([*TINY, timestamped], return_hydra_config=True)
+    assert claim_new_sweep_dir(second) == Path(f"{taken}-2")
+    assert second.hydra.sweep.dir == f"{taken}-2" and Path(f"{taken}-2").is_dir()
+    assert second.hydra.overrides.hydra[-1] == f"hydra.sweep.dir={taken}-2"  # the jobs' configs get it too
+    fixed = compose_config([*TINY, f"hydra.sweep.dir={taken}"], return_hydra_config=True)
+    assert claim_new_sweep_dir(fixed) is None and fixed.hydra.sweep.dir == str(taken)  # a fixed folder is reused
+
+
 @pytest.mark.slow  # fast cover: test_lr_x_frozen_stages_grid_... and test_each_joblib_worker_claims_a_gpu_...
 def test_joblib_sweep_runs_two_jobs_in_parallel_workers_with_dataloader_workers(tmp_path) -> None:
     sweep = tmp_path / "sweep"

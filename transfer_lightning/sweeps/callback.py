@@ -21,7 +21,12 @@ from transfer_lightning.sweeps.guards import (
 from transfer_lightning.sweeps.joblib_worker import claim_gpu, use_fork_for_dataloader_workers
 from transfer_lightning.sweeps.progress import job_start_line, note_sweep_start
 from transfer_lightning.sweeps.results import print_ranking, write_sweep_report
-from transfer_lightning.sweeps.resume import SWEPT_KEYS_VARIABLE, resume_sweep_dir, swept_keys_of_command
+from transfer_lightning.sweeps.resume import (
+    SWEPT_KEYS_VARIABLE,
+    claim_new_sweep_dir,
+    resume_sweep_dir,
+    swept_keys_of_command,
+)
 from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger("transfer_lightning")
@@ -39,6 +44,7 @@ class SweepCallback(Callback):
         _exit_on_user_error(refuse_sync_batchnorm_on_cpu, config)
         _exit_on_user_error(refuse_slurm_without_device_count, config)
         _exit_on_user_error(resume_sweep_dir, config)
+        _exit_on_user_error(claim_new_sweep_dir, config)  # two sweeps started in the same second
         os.environ[SWEPT_KEYS_VARIABLE] = ",".join(swept_keys_of_command(config))
         note_sweep_start(config)
 

@@ -86,6 +86,29 @@ def resume_sweep_dir(config: DictConfig) -> Path | None:
     return folder
 
 
+def claim_new_sweep_dir(config: DictConfig) -> Path | None:
+    """Give a timestamped sweep folder (the default ``outputs/multirun/<date>/<time>``) to this sweep
+    alone: ``<time>-2``, ``-3``, ... when another sweep started in the same second took it, whose jobs
+    would otherwise share the job folders 0, 1, ... with this one. Returns the new folder, or None
+    when the proposed one was free or is fixed (a ``hydra.sweep.dir`` without ``${now:...}`` is reused
+    on purpose: that is how a sweep continues there). Called after ``resume_sweep_dir``.
+    """
+    from transfer_lightning.run.preflight import claim_new_run_folder
+
+    written = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("dir")
+    if "${now:" not in str(written):
+        return None
+    proposed = str(config.hydra.sweep.dir)
+    folder = claim_new_run_folder(proposed)
+    if folder == proposed:
+        return None
+    with open_dict(config):
+        config.hydra.sweep.dir = folder
+        config.hydra.overrides.hydra.append(f"hydra.sweep.dir={folder}")
+    log.info("%s was taken by a sweep started in the same second: this sweep writes to %s", proposed, folder)
+    return Path(folder)
+
+
 def prepare_sweep_job(cfg: DictConfig, overrides: list[str]) -> dict[str, Any] | None:
     """Skip, continue or start this job of a sweep; returns the earlier summary when it is skipped.
 
