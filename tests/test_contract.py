@@ -166,6 +166,10 @@ def test_a_contract_needs_three_means_and_three_positive_stds(mean: list, std: l
         ([[0, 65_535], [257, 200]], "I", [[0, 255], [1, 1]]),  # 16-bit range in 32 bits: / 257
         ([[100, 65_535], [257, 200]], "I", [[0, 255], [1, 1]]),  # / 257, not stretched from 100 (200 -> 0)
         ([[0, 255], [100, 7]], "I", [[0, 255], [100, 7]]),  # 8-bit range: as it is
+        ([[257, 65_536], [257, 65_536]], "I", [[0, 255], [0, 255]]),  # above 16 bits: stretched from 257
+        ([[0, 256], [0, 256]], "I", [[0, 1], [0, 1]]),  # above 8 bits: / 257
+        ([[-5, 100], [-5, 250]], "I", [[0, 105], [0, 255]]),  # negative: stretched from its range
+        ([[0.0, 3.5], [7.0, 7.0]], "F", [[0, 128], [255, 255]]),  # the middle, in double precision: 127.5 -> 128
     ],
 )
 def test_wide_grayscale_pixels_are_scaled_to_8_bits_not_clipped(values: list, mode: str, expected: list) -> None:

@@ -73,6 +73,16 @@ def test_transparency_is_laid_over_white(tmp_path) -> None:
     assert np.asarray(to_rgb(palette)).tolist() == [[[255, 255, 255], [255, 0, 0]]]
 
 
+def test_a_colour_marked_transparent_in_a_grayscale_or_rgb_png_is_laid_over_white(tmp_path) -> None:
+    Image.fromarray(np.array([[0, 100]], dtype=np.uint8)).save(tmp_path / "gray.png", transparency=0)
+    rgb = np.array([[[0, 0, 0], [10, 200, 10]]], dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png", transparency=(0, 0, 0))  # PNG tRNS: black is transparent
+    for name, kept in (("gray.png", [100, 100, 100]), ("rgb.png", [10, 200, 10])):
+        with Image.open(tmp_path / name) as image:
+            assert "transparency" in image.info and image.mode in ("L", "RGB")
+        assert np.asarray(open_rgb(tmp_path / name)).tolist() == [[[255, 255, 255], kept]]
+
+
 def test_other_modes_are_converted_by_pil_and_rgb_is_kept_as_it_is(files) -> None:
     for name in ("cmyk", "gray"):
         with Image.open(files[name]) as image:

@@ -10,13 +10,15 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from transfer_lightning.data import ImageFolderDataModule
-from transfer_lightning.data.decode import decode_square, open_rgb
+from transfer_lightning.data.decode import decode_square, decoder_version, open_rgb
 from transfer_lightning.data.transforms import BatchPreprocessor, random_resized_crop_and_flip
 from transfer_lightning.run.validation import validate_config
 from transfer_lightning.utils.errors import UserError
@@ -263,6 +265,19 @@ def test_disk_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, monkeypa
     everything = [rebuilt.splits.train[i][0] for i in range(len(rebuilt.splits.train))]
     everything += [rebuilt.splits.val[i][0] for i in range(len(rebuilt.splits.val))]
     assert any(torch.equal(image, yellow) for image in everything)
+
+
+def test_disk_cache_is_rebuilt_when_the_decoder_changes(tmp_path, monkeypatch) -> None:
+    from transfer_lightning.data import image_cache
+
+    root, cache_dir = tmp_path / "photos", tmp_path / "cache"
+    write_class_folders(root, {"ants": 2, "honey bees": 2})
+    make_module(root, cache="disk", cache_dir=str(cache_dir))
+    built = [path.name for path in cache_dir.glob("*.pt")]
+    assert len(built) == 1 and f"pillow={PIL.__version__} torchvision={torchvision.__version__}" in decoder_version()
+    monkeypatch.setattr(image_cache, "decoder_version", lambda: "an edited decoder")  # e.g. after a git pull
+    make_module(root, cache="disk", cache_dir=str(cache_dir))
+    assert [path.name for path in cache_dir.glob("*.pt")] not in ([], built)  # a new cache, the stale one removed
 
 
 # -- the user's mistakes ------------------------------------------------------------------------

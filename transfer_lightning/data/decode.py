@@ -10,12 +10,17 @@ exported contract use this module; there is no other decoder.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
+import PIL
 import torch
+import torchvision
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
@@ -43,29 +48,28 @@ def open_rgb(path: Path, min_side: int | None = None) -> Image.Image:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode as 8-bit RGB (raises ``ValueError`` for a mode PIL cannot convert)."""
-    if image.mode == "RGB":
-        return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _wide_grayscale_to_rgb(image)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
+        # an alpha channel, or a palette / grayscale / RGB colour marked transparent (PNG tRNS, GIF)
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
 
 
 def _wide_grayscale_to_rgb(image: Image.Image) -> Image.Image:
     # PIL's own convert("RGB") clips 16-bit values at 255: a 16-bit scan comes out white.
     values = np.asarray(image, dtype=np.float64)
-    peak = float(values.max()) if values.size else 0.0
-    if image.mode == "F" or peak > 65535:
-        low = float(values.min()) if values.size else 0.0
+    low, peak = float(values.min()), float(values.max())
+    if image.mode == "F" or peak > 65535 or low < 0:  # not an unsigned 8- or 16-bit range: stretch it
         scale = 255.0 / (peak - low) if peak > low else 0.0
         values = (values - low) * scale
     elif peak > 255:
         values = values / 257.0  # 65535 -> 255
-    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    return Image.fromarray(gray, mode="L").convert("RGB")
+    return Image.fromarray(np.rint(values).astype(np.uint8)).convert("RGB")  # each range now within 0..255
 
 
 def decode_for(path: Path, contract: Preprocessing) -> torch.Tensor:
@@ -86,4 +90,13 @@ def decode_square(
     if min(image.size) != resize_size:
         image = TF.resize(image, resize_size, interpolation=InterpolationMode(interpolation))
     square = TF.center_crop(image, [size, size])
-    return torch.from_numpy(np.asarray(square, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(square)).permute(2, 0, 1).contiguous()  # RGB: uint8 (height, width, 3)
+
+
+@functools.cache
+def decoder_version() -> str:
+    """This decoder's identity: its source, Pillow's and torchvision's versions (resize). A cache of
+    decoded images is keyed by it, so an edit here or an upgrade rebuilds the cache instead of serving
+    pictures that predict would now decode differently."""
+    source = hashlib.sha256(inspect.getsource(sys.modules[__name__]).encode()).hexdigest()[:16]
+    return f"{source} pillow={PIL.__version__} torchvision={torchvision.__version__}"

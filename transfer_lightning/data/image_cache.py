@@ -1,7 +1,8 @@
 """Decoded images kept between runs: one uint8 tensor file per (file list, image size).
 
-The key covers every listed file's relative path, size and modification time, and the image
-size, so adding, replacing or touching one photo builds a new cache; the bad files found while
+The key covers every listed file's relative path, size and modification time, the image size and
+the decoder's version (``data/decode.py``'s source, Pillow, torchvision), so adding, replacing or
+touching one photo, or changing the decoder, builds a new cache; the bad files found while
 building are stored too, so a cache hit skips the scan. The tensor is memory-mapped on load: a
 set larger than RAM is paged in from disk as batches need it.
 """
@@ -17,11 +18,12 @@ from pathlib import Path
 import torch
 
 from transfer_lightning.utils.files import atomic_torch_save
+from transfer_lightning.data.decode import decoder_version
 from transfer_lightning.data.scan import BadFile
 
 log = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 1  # bump when the stored transform (decode, resize, crop) changes
+_FORMAT_VERSION = 1  # bump when the stored file's layout changes (the decoder is keyed by its own version)
 
 
 @dataclass
@@ -46,7 +48,8 @@ class DiskCache:
         self.prefix = f"{_safe(resolved.name)}-{root_tag}-{image_size}px-"
 
     def path_for(self, files: list[Path]) -> Path:
-        digest = hashlib.sha256(f"v{_FORMAT_VERSION} {self.image_size} {self.decode}\n".encode())
+        identity = f"v{_FORMAT_VERSION} {self.image_size} {self.decode} {decoder_version()}\n"
+        digest = hashlib.sha256(identity.encode())
         for path in files:
             stat = path.stat()
             digest.update(f"{self._relative(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
