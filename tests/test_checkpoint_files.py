@@ -3,6 +3,7 @@ each refusal's sentence, the rebuilt model, and where saves go."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import fsspec
@@ -59,6 +60,13 @@ def test_weights_that_do_not_fit_the_described_model_are_refused(saved_run, tmp_
     )
     assert 'Unexpected key(s) in state_dict: "net.extra.weight"' in message
     assert message.endswith("); the checkpoint is damaged or was edited")
+    for number in range(30):  # a long list of keys is cut: the sentence stays one readable line
+        checkpoint["state_dict"][f"net.extra_{number}.weight"] = torch.zeros(1)
+    torch.save(checkpoint, edited)
+    with pytest.raises(UserError) as refused:
+        load_classifier(edited)
+    quoted = str(refused.value).split(" model it describes (", 1)[1].rsplit("); the checkpoint", 1)[0]
+    assert len(quoted) == 200 and quoted.startswith("Error(s) in loading state_dict for TransferClassifier:")
 
 
 @pytest.mark.parametrize(
@@ -70,6 +78,9 @@ def test_weights_that_do_not_fit_the_described_model_are_refused(saved_run, tmp_
         ({"hyper_parameters": {"model": {}}, "state_dict": {}}, "PATH is not a transfer_lightning checkpoint "
          "(hyper_parameters lack strategy, class_names, preprocessing); it may come from another framework. "
          "Pass a .ckpt written by python -m transfer_lightning"),
+        ([torch.zeros(1)], "PATH is not a transfer_lightning checkpoint (hyper_parameters lack model, strategy, "
+         "class_names, preprocessing); it may come from another framework. Pass a .ckpt written by "
+         "python -m transfer_lightning"),
         ({"state_dict": {}, "epoch": 1}, "PATH is not a transfer_lightning checkpoint (hyper_parameters lack model, "
          "strategy, class_names, preprocessing); it may come from another framework. Pass a .ckpt written by "
          "python -m transfer_lightning"),
@@ -93,6 +104,43 @@ def test_files_that_are_not_our_checkpoints_are_refused_in_one_sentence(tmp_path
     with pytest.raises(UserError) as refused:
         read_checkpoint(path)
     assert str(refused.value) == sentence.replace("PATH", str(path))
+
+
+def test_nested_strategy_settings_without_a_class_are_read(tmp_path) -> None:
+    hparams = {"model": {}, "class_names": [], "preprocessing": {}, "strategy": {**FREEZE, "options": {"depth": 2}}}
+    path = tmp_path / "file.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": {}}, path)
+    assert read_checkpoint(path)["hyper_parameters"] == hparams
+
+
+def _plant(marker: str) -> None:
+    Path(marker).write_text("code ran while unpickling")
+
+
+class _Payload:
+    """Runs ``_plant`` when unpickled: what a malicious .ckpt would do with os.system."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_plant, (self.marker,))
+
+
+def test_a_file_that_would_run_code_when_unpickled_is_refused_and_runs_nothing(saved_run, tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    checkpoint = torch.load(saved_run[0], weights_only=True)
+    path = tmp_path / "evil.ckpt"
+    torch.save({**checkpoint, "epoch": _Payload(marker)}, path)
+    with pytest.raises(UserError, match=f"^{path} cannot be loaded as a checkpoint: "):
+        read_checkpoint(path)
+    with pytest.raises(UserError, match=f"^checkpoint {path} cannot be loaded: "):
+        load_checkpoint_safely(path)
+    with pytest.raises(pickle.UnpicklingError):
+        checkpoint_origin(path)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is real: unpickling it runs the code
+    assert marker.read_text() == "code ran while unpickling"
 
 
 def test_missing_or_damaged_files_are_refused_with_the_reason(tmp_path) -> None:
@@ -145,6 +193,8 @@ def test_local_saves_are_atomic_and_remote_ones_go_through_lightnings_own_io(tmp
     io.save_checkpoint({"w": torch.zeros(2)}, "memory://bucket/run/last.ckpt")
     with fsspec.open("memory://bucket/run/last.ckpt", "rb") as handle:
         assert torch.equal(torch.load(handle, weights_only=True)["w"], torch.zeros(2))
+    with pytest.raises(TypeError, match="storage_options"):  # Lightning's IO gets them, and has no use for them
+        io.save_checkpoint({"w": torch.zeros(2)}, "memory://bucket/run/best.ckpt", storage_options={"anon": True})
 
 
 def test_an_errors_first_line_keeps_the_line_a_header_announces() -> None:
