@@ -194,3 +194,27 @@ def test_each_override_is_checked_in_turn_with_the_closest_key_and_the_runs_valu
         )
     no_schedule = OmegaConf.merge(saved, {"scheduler": None})
     resume._check_schedule_length(no_schedule, 9, "R")  # no scheduler: any length
+
+
+def test_a_refused_resume_removes_the_resumed_folder_hydra_wrote_and_nothing_else(tmp_path: Path, caplog) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    run = _saved_run(tmp_path / "run")
+    resume.forget_refused_resume(UserError("refused"))  # no Hydra run (a caller of train()): nothing to remove
+    written = run / f"{resume.RESUMED_SUBDIR}-2026-11-28_10-00-00"
+    written.mkdir(parents=True)
+    (written / "overrides.yaml").write_text("[]")
+    composed = compose_config(TINY, return_hydra_config=True)
+    try:
+        for subdir, removed in ((".hydra", False), (f"{resume.RESUMED_SUBDIR}-2026-11-28_10-00-00", True)):
+            cfg = composed.copy()  # HydraConfig makes the one it holds read-only
+            with read_write(cfg), open_dict(cfg):
+                cfg.hydra.output_subdir, cfg.hydra.runtime.output_dir = subdir, str(run)
+            HydraConfig.instance().set_config(cfg)
+            with caplog.at_level("INFO", logger=resume.log.name):
+                resume.forget_refused_resume(UserError("the schedule differs\nmore"))
+            assert written.exists() is not removed and (run / ".hydra" / "config.yaml").is_file()
+        assert f"Resume refused; {written.relative_to(run)} removed (the schedule differs)" in caplog.text
+    finally:
+        HydraConfig.instance().cfg = None
