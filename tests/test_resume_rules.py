@@ -3,6 +3,7 @@ command continues, what config it runs, and every refusal's sentence."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import TINY, compose_config
-from tests.test_resume import _saved_run
+from tests.test_resume import _hparams, _saved_run
 from transfer_lightning.run import resume
 from transfer_lightning.utils.errors import UserError
 
@@ -26,6 +27,11 @@ def test_the_run_folder_is_resume_or_the_run_holding_the_checkpoint(tmp_path: Pa
     assert resume.run_folder_of(None, str(loose)) is None
     assert resume.run_folder_of(None, str(tmp_path / "model.ckpt")) is None
     assert resume.run_folder_of(None, None) is None and resume.run_folder_of(True, "") is None
+    assert resume.run_folder_of(None, 5) is None  # not a path
+    last = str(run / "checkpoints" / "last.ckpt")
+    assert resume._run_dir_resolver(None, last, "outputs/new") == str(run)
+    assert resume._hydra_subdir_resolver(None, last).startswith(f"{resume.RESUMED_SUBDIR}-")
+    assert resume._hydra_subdir_resolver(None, None) == ".hydra"
 
 
 def test_the_original_overrides_are_those_of_the_run_a_checkpoint_continues(tmp_path: Path) -> None:
@@ -105,6 +111,23 @@ def test_a_schedule_over_its_own_length_refuses_only_another_length(tmp_path: Pa
     resume._check_schedule_length(fixed, 9, "R")  # a length of its own: not trainer.max_epochs
 
 
+@contextlib.contextmanager
+def _hydra_run(composed, output_subdir: str = ".hydra", output_dir: str = "", task: list[str] = ()):
+    """Hydra's run config as a command would set it, for code that reads ``HydraConfig``."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    cfg = composed.copy()  # HydraConfig makes the one it holds read-only
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.output_subdir, cfg.hydra.runtime.output_dir = output_subdir, output_dir
+        cfg.hydra.overrides.task = list(task)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = None
+
+
 def test_dotted_keys_and_typed_override_keys() -> None:
     assert resume._dotted_keys(OmegaConf.create({"a": {"b": 1, "c": {"d": 2}}, "e": 3})) == [
         "a",
@@ -114,7 +137,17 @@ def test_dotted_keys_and_typed_override_keys() -> None:
         "e",
     ]
     assert resume._dotted_keys(5) == []
+    assert resume._dotted_keys(OmegaConf.create({"paths": {"out": "${hydra:runtime.output_dir}"}})) == [
+        "paths",
+        "paths.out",
+    ]  # a saved run's config names Hydra's run, which does not exist here: read unresolved
     assert resume._override_keys() == []  # no Hydra run: no command line
+    typed = ["resume=/r", "trainer.max_epochs=5", "+trainer.extra=1", "++seed=3", "~callbacks.early_stopping"]
+    with _hydra_run(compose_config(TINY, return_hydra_config=True), task=typed):
+        assert resume._override_keys() == [
+            ("trainer.max_epochs", "trainer.max_epochs=5"),
+            *((text, text) for text in typed[2:]),  # an added, forced or deleted key: named as typed
+        ]
 
 
 def test_restored_weights_and_lineage_come_from_the_checkpoint(tmp_path: Path) -> None:
@@ -143,8 +176,11 @@ def test_prepare_resume_takes_the_allowed_overrides_of_the_command_and_logs_what
     assert prepared.trainer.max_epochs == 5 and prepared.trainer.accelerator == "cpu"
     assert f"Resuming {run} from last.ckpt" in caplog.messages
     monkeypatch.setattr(resume, "_override_keys", lambda: [("optimizer.lr", "optimizer.lr=0.5")])
-    with pytest.raises(UserError, match=r"optimizer.lr=0.5 would change optimizer.lr \(0.001 in that run\)"):
+    with pytest.raises(UserError) as refused:
         resume.prepare_resume(compose_config([*TINY, f"resume={run}", "optimizer.lr=0.5"]))
+    assert str(refused.value).startswith(
+        f"resume={run}: optimizer.lr=0.5 would change optimizer.lr (0.001 in that run)"
+    )
     with pytest.raises(UserError, match=r"^give either resume=<run folder> or ckpt_path=<file>, not both$"):
         resume.prepare_resume(
             compose_config([*TINY, f"resume={run}", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
@@ -157,6 +193,8 @@ def test_the_resume_command_check_reads_only_a_single_runs_own_overrides(tmp_pat
     for sweep in ("-m", "--multirun"):
         resume.check_resume_command([sweep, f"resume={gone}"])  # a sweep's resume is the sweep's business
     resume.check_resume_command(["resume="])  # no folder named: nothing to check
+    resume.check_resume_command(["optimizer.lr=0.5"])  # no resume at all
+    resume.check_resume_command([f"resume={run}", "hydra=default", "ckpt_path="])  # Hydra's group; no checkpoint
     resume.check_resume_command([f"resume={run}", "hydra/launcher=basic", "hydra.run.dir=x", "ckpt_path=null"])
     with pytest.raises(UserError) as refused:
         resume.check_resume_command([f"resume={run}", "-v", "optimizer.lr=0.5"])  # Hydra's flags are skipped
@@ -197,24 +235,94 @@ def test_each_override_is_checked_in_turn_with_the_closest_key_and_the_runs_valu
 
 
 def test_a_refused_resume_removes_the_resumed_folder_hydra_wrote_and_nothing_else(tmp_path: Path, caplog) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict, read_write
-
     run = _saved_run(tmp_path / "run")
     resume.forget_refused_resume(UserError("refused"))  # no Hydra run (a caller of train()): nothing to remove
-    written = run / f"{resume.RESUMED_SUBDIR}-2026-11-28_10-00-00"
+    subdir = f"{resume.RESUMED_SUBDIR}-2026-11-28_10-00-00"
+    written = run / subdir
     written.mkdir(parents=True)
     (written / "overrides.yaml").write_text("[]")
     composed = compose_config(TINY, return_hydra_config=True)
-    try:
-        for subdir, removed in ((".hydra", False), (f"{resume.RESUMED_SUBDIR}-2026-11-28_10-00-00", True)):
-            cfg = composed.copy()  # HydraConfig makes the one it holds read-only
-            with read_write(cfg), open_dict(cfg):
-                cfg.hydra.output_subdir, cfg.hydra.runtime.output_dir = subdir, str(run)
-            HydraConfig.instance().set_config(cfg)
-            with caplog.at_level("INFO", logger=resume.log.name):
-                resume.forget_refused_resume(UserError("the schedule differs\nmore"))
-            assert written.exists() is not removed and (run / ".hydra" / "config.yaml").is_file()
-        assert f"Resume refused; {written.relative_to(run)} removed (the schedule differs)" in caplog.text
-    finally:
-        HydraConfig.instance().cfg = None
+    for output_subdir, removed in ((".hydra", False), (subdir, True)):
+        with _hydra_run(composed, output_subdir, str(run)), caplog.at_level("INFO", logger=resume.log.name):
+            resume.forget_refused_resume(UserError("the schedule differs\nmore"))
+        assert written.exists() is not removed and (run / ".hydra" / "config.yaml").is_file()
+    assert f"Resume refused; {subdir} removed (the schedule differs)" in caplog.text
+
+
+COSINE = {"_target_": "transfer_lightning.optim.schedulers.cosine_with_warmup", "_partial_": True}
+CHECKPOINT_STATE = "ModelCheckpoint{'monitor': 'val/acc', 'mode': 'max', 'every_n_train_steps': 0}"
+
+
+def _checkpoint(path: Path, hparams: dict | None, callbacks: dict | None = None) -> Path:
+    torch.save({"hyper_parameters": hparams, "callbacks": callbacks or {}}, path)
+    return path
+
+
+def test_every_refusal_of_a_checkpoint_that_does_not_fit_names_what_differs(tmp_path: Path) -> None:
+    refused = resume.ResumeRefused
+    path = _checkpoint(tmp_path / "none.ckpt", None)
+    with pytest.raises(refused) as raised:
+        resume.check_checkpoint_fits(path, _hparams(4), [], None)
+    assert str(raised.value) == f"checkpoint {path} has no hyper_parameters; it was not written by this project"
+
+    three = {**_hparams(4), "scheduler": {**COSINE, "max_epochs": 3}}
+    path = _checkpoint(tmp_path / "cosine.ckpt", three)
+    resume.check_checkpoint_fits(path, {**_hparams(4), "scheduler": {**COSINE, "max_epochs": 3}}, [], None)
+    with pytest.raises(refused) as raised:
+        resume.check_checkpoint_fits(path, _hparams(4), [], None)  # no schedule now
+    assert str(raised.value) == (
+        f"checkpoint {path} is part way along a schedule over 3 epochs (scheduler.max_epochs, which follows "
+        "trainer.max_epochs); this config's spans None: the schedule cannot change mid-run, so resume with "
+        "trainer.max_epochs=3 or start a new run"
+    )
+
+    path = _checkpoint(tmp_path / "other.ckpt", _hparams(4))
+    current = _hparams(4)
+    current["class_names"] = ["a", "b", "c", "d"]
+    current["preprocessing"] = {**current["preprocessing"], "image_size": 40, "mean": [0.4] * 3, "std": [0.2] * 3}
+    current["optimizer"] = {**current["optimizer"], "lr": 0.5}
+    with pytest.raises(refused) as raised:
+        resume.check_checkpoint_fits(path, current, [], None)
+    allowed = ", ".join(resume.ALLOWED_ON_RESUME)
+    assert str(raised.value) == (
+        f"checkpoint {path} does not match this config (optimizer.lr: checkpoint {_hparams(4)['optimizer']['lr']!r}, "
+        "config 0.5; class_names: checkpoint ['class_0', 'class_1', 'class_2', 'class_3'], config ['a', 'b', 'c', "
+        "'d']; preprocessing.crop_size: checkpoint 32, config 40; preprocessing.image_size: checkpoint 32, config 40 "
+        f"(+3 more)); resume with the run's own settings (only {allowed} may change) or start a new run"
+    )
+    current["preprocessing"] = _hparams(4)["preprocessing"]
+    current["optimizer"] = _hparams(4)["optimizer"]
+    with pytest.raises(refused) as raised:  # exactly one difference: no "(+N more)"
+        resume.check_checkpoint_fits(path, current, [], None)
+    assert "config ['a', 'b', 'c', 'd']); resume with" in str(raised.value)
+
+
+def test_callback_state_is_refused_only_when_no_callback_of_this_run_would_restore_it(tmp_path: Path) -> None:
+    states = {CHECKPOINT_STATE: {"dirpath": str(tmp_path)}, "LearningRateMonitor": {}, "RunCheckpoint{}": {}}
+    path = _checkpoint(tmp_path / "last.ckpt", _hparams(4), states)
+    resume.check_checkpoint_fits(path, _hparams(4), [CHECKPOINT_STATE, "RunCheckpoint{}"], None)  # other keys: free
+    for kept in ([CHECKPOINT_STATE], ["RunCheckpoint{}"]):
+        orphan = next(key for key in (CHECKPOINT_STATE, "RunCheckpoint{}") if key not in kept)
+        with pytest.raises(resume.ResumeRefused) as raised:
+            resume.check_checkpoint_fits(path, _hparams(4), kept, None)
+        assert str(raised.value) == (
+            f"checkpoint {path} holds callback state {orphan} that no callback of this config would restore "
+            "(its monitor, mode or save frequency changed); resume with the run's own callbacks.* settings"
+        )
+
+
+def test_a_checkpoint_from_another_folder_warns_that_best_checkpoint_bookkeeping_starts_afresh(
+    tmp_path: Path, caplog
+) -> None:
+    written = tmp_path / "old" / "checkpoints"
+    path = _checkpoint(tmp_path / "last.ckpt", _hparams(4), {CHECKPOINT_STATE: {"dirpath": str(written)}})
+    keys = [CHECKPOINT_STATE]
+    with caplog.at_level("WARNING", logger=resume.log.name):
+        resume.check_checkpoint_fits(path, _hparams(4), keys, str(written))  # the same folder
+        resume.check_checkpoint_fits(path, _hparams(4), keys, None)  # no checkpoint folder in this run
+        assert caplog.text == ""
+        resume.check_checkpoint_fits(path, _hparams(4), keys, str(tmp_path / "new"))
+    assert caplog.messages == [
+        f"Continuing from a checkpoint written in {written}: this run checkpoints to {tmp_path / 'new'}, so its "
+        "best-checkpoint bookkeeping starts afresh (resume=<run folder> continues in place)"
+    ]

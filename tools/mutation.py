@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,23 +129,25 @@ def mutate(module: str, tests: list[str]) -> dict[str, int]:
         return json.loads((copy / "mutants" / "mutmut-cicd-stats.json").read_text())
 
 
-def table_row(module: str, stats: dict[str, int], commit: str) -> str:
+def table_row(module: str, stats: dict[str, int], commit: str, seconds: float) -> str:
     score = 100.0 * stats["killed"] / max(stats["total"], 1)
     date = datetime.date.today().isoformat()
     return (
         f"| `{module}` | {stats['total']} | {stats['killed']} | {stats.get('survived', 0)} | "
-        f"{stats.get('no_tests', 0)} | {score:.1f} % | {date} | {commit} |"
+        f"{stats.get('no_tests', 0)} | {score:.1f} % | {seconds / 60:.0f} min | {date} | {commit} |"
     )
 
 
-HEADER = "| module | mutants | killed | survived | no test | score | date | commit |\n" + "| --- " * 8 + "|"
+HEADER = "| module | mutants | killed | survived | no test | score | wall | date | commit |\n" + "| --- " * 9 + "|"
 
 
 def main(modules: list[str]) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     rows = []
     for module in modules or MODULES:
-        rows.append(table_row(module, mutate(module, MODULES[module]), commit.strip()))
+        started = time.monotonic()
+        stats = mutate(module, MODULES[module])
+        rows.append(table_row(module, stats, commit.strip(), time.monotonic() - started))
         print(f"{HEADER}\n{rows[-1]}", flush=True)  # each module's row as soon as it is measured
     print(HEADER)
     print("\n".join(rows))

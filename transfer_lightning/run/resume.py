@@ -108,7 +108,7 @@ def prepare_resume(cfg: DictConfig) -> DictConfig:
     saved, checkpoint = _resumable_run(resume, bool(cfg.get("ckpt_path")))
     check_resume_overrides(saved, {key: OmegaConf.select(cfg, key) for key, _ in overrides}, dict(overrides), resume)
     for key, _ in overrides:
-        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key))  # a saved config is not in struct mode
     with open_dict(saved):
         saved.resume = None
         saved.ckpt_path = str(checkpoint.resolve())
@@ -135,10 +135,9 @@ def check_resume_command(argv: list[str]) -> None:
         return
     ckpt_given = any(o.key_or_group == "ckpt_path" and o.value() not in (None, "") for o in task)
     saved, _ = _resumable_run(resume, ckpt_given)
-    typed = [o for o in task if o.key_or_group not in ("resume", "ckpt_path")]
-    texts = {_override_key(o, o.input_line): o.input_line for o in typed}
-    values = {_override_key(o, o.input_line): o.value() for o in typed}
-    check_resume_overrides(saved, values, texts, resume)
+    keyed = [(_override_key(o, o.input_line), o) for o in task if o.key_or_group not in ("resume", "ckpt_path")]
+    values = {key: o.value() for key, o in keyed}
+    check_resume_overrides(saved, values, {key: o.input_line for key, o in keyed}, resume)
 
 
 def check_resume_overrides(saved: DictConfig, values: dict[str, Any], texts: dict[str, str], resume: str) -> None:
@@ -154,7 +153,7 @@ def check_resume_overrides(saved: DictConfig, values: dict[str, Any], texts: dic
             continue
         current = OmegaConf.select(saved, key, default=_ABSENT)
         if current is _ABSENT:
-            guess = difflib.get_close_matches(key, _dotted_keys(saved), n=1)
+            guess = difflib.get_close_matches(key, _dotted_keys(saved))
             hint = f" (did you mean {guess[0]}?)" if guess else ""
             raise UserError(f"resume={resume}: {text} is not a setting of that run{hint}; {allowed}")
         shown = "" if OmegaConf.is_config(current) else f" ({current!r} in that run)"
@@ -172,7 +171,7 @@ def _check_schedule_length(saved: DictConfig, max_epochs: Any, resume: str) -> N
     scheduler = saved.get("scheduler")
     if not OmegaConf.is_dict(scheduler) or "max_epochs" not in scheduler:
         return
-    raw = OmegaConf.to_container(scheduler, resolve=False).get("max_epochs")
+    raw = OmegaConf.to_container(scheduler).get("max_epochs")  # unresolved: does it follow trainer.max_epochs?
     before = saved.trainer.get("max_epochs")
     if raw == "${trainer.max_epochs}" and max_epochs != before:
         raise UserError(
@@ -231,13 +230,13 @@ def check_checkpoint_fits(
     differences = []
     for key in _MUST_MATCH:
         differences += _differences(key, _comparable(key, saved.get(key)), _comparable(key, _plain(hparams.get(key))))
-    horizon = _differences("scheduler.max_epochs", _schedule_length(saved), _schedule_length(hparams))
-    if horizon:
+    saved_length, length = _schedule_length(saved), _schedule_length(hparams)
+    if saved_length != length:
         raise ResumeRefused(
-            f"checkpoint {ckpt_path} is part way along a schedule over {_schedule_length(saved)} epochs "
+            f"checkpoint {ckpt_path} is part way along a schedule over {saved_length} epochs "
             f"(scheduler.max_epochs, which follows trainer.max_epochs); this config's spans "
-            f"{_schedule_length(hparams)}: the schedule cannot change mid-run, so resume with "
-            f"trainer.max_epochs={_schedule_length(saved)} or start a new run"
+            f"{length}: the schedule cannot change mid-run, so resume with "
+            f"trainer.max_epochs={saved_length} or start a new run"
         )
     if differences:
         shown = "; ".join(differences[:4]) + (f" (+{len(differences) - 4} more)" if len(differences) > 4 else "")
@@ -282,7 +281,7 @@ def restore_weights(module: Any, ckpt_path: str | Path) -> None:
 def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
     """Every key of a config, dotted (``strategy.unfreeze_every``), for a did-you-mean."""
     if OmegaConf.is_config(node):
-        node = OmegaConf.to_container(node, resolve=False)
+        node = OmegaConf.to_container(node)  # unresolved: a saved ${hydra:...} cannot resolve here
     if not isinstance(node, dict):
         return []
     return [k for name, value in node.items() for k in (f"{prefix}{name}", *_dotted_keys(value, f"{prefix}{name}."))]
