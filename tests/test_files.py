@@ -65,5 +65,69 @@ def test_unreadable_files_are_described_by_what_is_wrong_with_them(tmp_path: Pat
         reasons[0]
         == "the file is truncated or damaged (an interrupted write or an incomplete copy); use an intact copy"
     )
-    assert reasons[1].startswith("the file is not a PyTorch checkpoint (torch.load found no data it writes in it)")
+    assert reasons[1] == (
+        "the file is not a PyTorch checkpoint (torch.load found no data it writes in it); check the path names a "
+        ".ckpt / .pth file"
+    )
     assert files.is_local(tmp_path / "x.ckpt") and not files.is_local("memory://bucket/x.ckpt")
+
+
+def test_every_sign_of_a_cut_off_file_and_a_pickled_object_are_named(tmp_path: Path) -> None:
+    damaged = "the file is truncated or damaged (an interrupted write or an incomplete copy); use an intact copy"
+    for error in (
+        EOFError("Ran out of input"),  # the legacy format, cut off
+        RuntimeError("PytorchStreamReader failed reading zip archive"),
+        RuntimeError("PytorchStreamReader failed finding central directory"),
+    ):
+        assert files.unreadable_file_reason(error) == damaged, error
+    path = tmp_path / "objects.ckpt"
+    torch.save({"epoch": Path("x")}, path)
+    with pytest.raises(Exception) as raised:
+        torch.load(path, weights_only=True)
+    assert files.unreadable_file_reason(raised.value) == (
+        "it holds a pickled pathlib.PosixPath object, which only unpickling with code execution could rebuild "
+        "(refused, not executed); use a file written by this project, or re-save a trusted one as plain tensors "
+        "and containers"
+    )
+
+
+def test_a_write_that_cannot_even_start_raises_its_own_error(tmp_path: Path, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(files.os, "open", refuse)  # no temporary file was created, so none is removed
+    with pytest.raises(PermissionError, match="read-only file system"):
+        files.atomic_write_text(tmp_path / "summary.json", "new")
+
+
+def test_a_writer_that_cannot_be_signalled_counts_as_alive_and_checking_never_signals_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert files._process_alive(sleeper.pid)
+        with pytest.raises(subprocess.TimeoutExpired):  # still running: a check sends signal 0, which it never sees
+            sleeper.wait(timeout=0.5)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not files._process_alive(sleeper.pid)
+
+    def other_users_process(pid: int, signal: int) -> None:
+        raise PermissionError("operation not permitted")
+
+    monkeypatch.setattr(files.os, "kill", other_users_process)
+    assert files._process_alive(1)
+
+
+def test_a_stale_partial_another_writer_removed_first_is_no_error(tmp_path: Path, monkeypatch) -> None:
+    stale = tmp_path / f"{files.TEMP_MARKER}{files._HOST}-999999-0000-last.ckpt"
+    stale.write_bytes(b"partial")
+
+    def removed_meanwhile(pid: int) -> bool:
+        stale.unlink()  # the other writer's clean-up won the race
+        return False
+
+    monkeypatch.setattr(files, "_process_alive", removed_meanwhile)
+    files.atomic_write_text(tmp_path / "last.ckpt", "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

@@ -54,7 +54,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """``path`` holds ``text`` (UTF-8), written atomically (see ``atomic_write``)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode())  # str.encode's default: UTF-8
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
@@ -124,7 +124,7 @@ def _remove_stale_partials(path: Path) -> None:
     """
     prefix = f"{TEMP_MARKER}{_HOST}-"
     for stale in path.parent.glob(f"{prefix}*-{path.name}"):
-        pid = stale.name[len(prefix) :].split("-", 1)[0]
+        pid = stale.name[len(prefix) :].partition("-")[0]
         if pid.isdigit() and not _process_alive(int(pid)):
             stale.unlink(missing_ok=True)
 
