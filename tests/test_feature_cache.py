@@ -98,6 +98,16 @@ def test_stale_cache_is_never_used_after_the_images_or_weights_change(tmp_path) 
 
     again = use_feature_cache(datamodule, module, trainer)
     assert again.hits == ["train", "val", "test"] and again.misses == []
+    assert again.summary() == {  # what run_summary.json records as feature_cache
+        "enabled": True,
+        "reason": again.reason,
+        "stage": module.input_stage,
+        "dir": str(tmp_path / "data" / "feature_cache"),
+        "hits": ["train", "val", "test"],
+        "misses": [],
+        "seconds": round(again.seconds, 2),
+    }
+    assert again.stage == 5 and again.reason.startswith("on") and 0 < again.seconds < 600
 
     datamodule.splits.val.images[3] = 255 - datamodule.splits.val.images[3]
     changed_data = use_feature_cache(datamodule, module, trainer)
@@ -210,6 +220,9 @@ def test_cache_stays_off_where_it_would_not_be_exact_or_not_fit(tmp_path, overri
     report = use_feature_cache(datamodule, module, trainer)
     assert not report.enabled and reason in report.reason
     assert report.datamodule is datamodule and module.input_stage == 0
+    assert report.summary() == {
+        "enabled": False, "reason": report.reason, "stage": 0, "dir": None, "hits": [], "misses": [], "seconds": 0.0
+    }  # fmt: skip
     assert not (tmp_path / "data" / "feature_cache").exists()
 
 
