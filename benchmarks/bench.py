@@ -69,14 +69,14 @@ GPU_HEADING = "## GPU (`make gpu-check`)"
 
 @dataclass
 class Sizes:
-    """How much work each measurement does (CPU defaults finish in well under 10 minutes)."""
+    """How much work each measurement does (the CPU defaults take about 20 minutes on 2 idle cores)."""
 
     image_size: int = 224
     batch_size: int = 32  # the book's
     # Images per class (val_per_class of them go to validation). A run has fixed costs (Trainer start,
     # checkpoints, TensorBoard figures, the test) that only a realistic image count amortises: the
-    # sweep needs a few hundred images for what caching saves to show (32 per class keeps `make
-    # bench` under 10 minutes on 2 cores). Full fine-tuning is compute-bound; its target is a whole run
+    # sweep needs a few hundred images for what caching saves to show (32 per class keeps the sweep
+    # at about 5 minutes on 2 cores). Full fine-tuning is compute-bound; its target is a whole run
     # on at least 2,000 images (every fixed per-run cost counted), measured once each way.
     train_per_class: int = 10  # (1) feature extraction, (3)
     full_train_per_class: int = 201  # (1) full fine-tuning: 10 classes x 200 training images + 1 for validation
