@@ -246,7 +246,9 @@ def test_a_refused_resume_removes_the_resumed_folder_hydra_wrote_and_nothing_els
         with _hydra_run(composed, output_subdir, str(run)), caplog.at_level("INFO", logger=resume.log.name):
             resume.forget_refused_resume(UserError("the schedule differs\nmore"))
         assert written.exists() is not removed and (run / ".hydra" / "config.yaml").is_file()
-    assert f"Resume refused; {subdir} removed (the schedule differs)" in caplog.text
+    assert f"Resume refused; {subdir} removed (the schedule differs)" in caplog.messages
+    with _hydra_run(composed, subdir, str(run)):
+        resume.forget_refused_resume(UserError("refused again"))  # already gone: no error hides the refusal
 
 
 COSINE = {"_target_": "transfer_lightning.optim.schedulers.cosine_with_warmup", "_partial_": True}
@@ -295,6 +297,40 @@ def test_every_refusal_of_a_checkpoint_that_does_not_fit_names_what_differs(tmp_
     with pytest.raises(refused) as raised:  # exactly one difference: no "(+N more)"
         resume.check_checkpoint_fits(path, current, [], None)
     assert "config ['a', 'b', 'c', 'd']); resume with" in str(raised.value)
+
+
+@pytest.mark.parametrize(("extra", "more"), [(4, ""), (5, " (+1 more)")])
+def test_the_first_four_differences_are_named_and_the_rest_counted(tmp_path: Path, extra: int, more: str) -> None:
+    path = _checkpoint(tmp_path / "last.ckpt", _hparams(4))
+    current = _hparams(4)
+    current["optimizer"] = {**current["optimizer"], **{f"extra_{i}": i for i in range(extra)}}  # new keys: differences
+    with pytest.raises(resume.ResumeRefused) as raised:
+        resume.check_checkpoint_fits(path, current, [], None)
+    named = "; ".join(f"optimizer.extra_{i}: checkpoint None, config {i}" for i in range(4))
+    assert f"does not match this config ({named}{more}); resume with" in str(raised.value)
+
+
+def test_a_config_as_the_run_passes_it_is_compared_resolved(tmp_path: Path) -> None:
+    """``module.hparams`` holds the run's config nodes, interpolations unresolved (``${trainer.max_epochs}``)."""
+    plain = {**_hparams(4), "scheduler": {**COSINE, "max_epochs": 3}}
+    path = _checkpoint(tmp_path / "last.ckpt", plain)
+    run = OmegaConf.create({**plain, "trainer": {"max_epochs": 3}})
+    run.scheduler.max_epochs = "${trainer.max_epochs}"
+    resume.check_checkpoint_fits(path, {key: run[key] for key in plain}, [], None)
+    run.trainer.max_epochs = 5
+    with pytest.raises(resume.ResumeRefused, match="schedule over 3 epochs"):
+        resume.check_checkpoint_fits(path, {key: run[key] for key in plain}, [], None)
+
+
+def test_what_old_checkpoints_left_implicit_is_filled_in_only_where_it_is_missing() -> None:
+    assert resume._comparable("preprocessing", None) is None and resume._comparable("model", None) is None
+    stated = {"name": "resnet18", "backbone": "my.own.Backbone"}
+    assert resume._comparable("model", stated) == stated  # stated: kept as it is
+    assert resume._comparable("strategy", {"name": "resnet18"}) == {"name": "resnet18"}  # only the model's
+    assert resume._comparable("model", {"name": "resnet18"}) == {
+        "name": "resnet18",
+        "backbone": "transfer_lightning.models.resnet.ResNet",
+    }
 
 
 def test_callback_state_is_refused_only_when_no_callback_of_this_run_would_restore_it(tmp_path: Path) -> None:
