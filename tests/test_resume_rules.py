@@ -112,15 +112,16 @@ def test_a_schedule_over_its_own_length_refuses_only_another_length(tmp_path: Pa
 
 
 @contextlib.contextmanager
-def _hydra_run(composed, output_subdir: str = ".hydra", output_dir: str = "", task: list[str] = ()):
+def _hydra_run(composed, output_subdir: str = ".hydra", output_dir: str = "", task: list[str] = (), mode: str = "RUN"):
     """Hydra's run config as a command would set it, for code that reads ``HydraConfig``."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import open_dict, read_write
 
     cfg = composed.copy()  # HydraConfig makes the one it holds read-only
     with read_write(cfg), open_dict(cfg):
         cfg.hydra.output_subdir, cfg.hydra.runtime.output_dir = output_subdir, output_dir
-        cfg.hydra.overrides.task = list(task)
+        cfg.hydra.overrides.task, cfg.hydra.mode = list(task), RunMode[mode]
     HydraConfig.instance().set_config(cfg)
     try:
         yield
@@ -185,6 +186,16 @@ def test_prepare_resume_takes_the_allowed_overrides_of_the_command_and_logs_what
         resume.prepare_resume(
             compose_config([*TINY, f"resume={run}", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
         )
+
+
+def test_a_sweeps_resume_is_left_to_the_sweep(tmp_path: Path) -> None:
+    run = _saved_run(tmp_path / "run")
+    composed = compose_config([*TINY, f"resume={run}"], return_hydra_config=True)
+    cfg = compose_config([*TINY, f"resume={run}"])
+    with _hydra_run(composed, mode="MULTIRUN"):
+        assert resume._is_multirun() and resume.prepare_resume(cfg) is cfg
+    with _hydra_run(composed, mode="RUN"):
+        assert not resume._is_multirun() and resume.prepare_resume(cfg).ckpt_path.endswith("last.ckpt")
 
 
 def test_the_resume_command_check_reads_only_a_single_runs_own_overrides(tmp_path: Path) -> None:
