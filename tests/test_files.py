@@ -103,14 +103,20 @@ def test_a_write_that_cannot_even_start_raises_its_own_error(tmp_path: Path, mon
 def test_a_writer_that_cannot_be_signalled_counts_as_alive_and_checking_never_signals_it(
     tmp_path: Path, monkeypatch
 ) -> None:
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # hang-up at its default (terminate), whatever this process inherited (nohup ignores it)
+    code = (
+        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', flush=True); time.sleep(60)"
+    )
+    sleeper = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert sleeper.stdout.readline() == "ready\n"
         assert files._process_alive(sleeper.pid)
         with pytest.raises(subprocess.TimeoutExpired):  # still running: a check sends signal 0, which it never sees
             sleeper.wait(timeout=0.5)
     finally:
         sleeper.kill()
         sleeper.wait()
+        sleeper.stdout.close()
     assert not files._process_alive(sleeper.pid)
 
     def other_users_process(pid: int, signal: int) -> None:
