@@ -271,3 +271,18 @@ def test_cli_run_with_cache_records_misses_and_its_checkpoint_tests_the_same_liv
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     live = trainer.test(model, datamodule=datamodule, verbose=False)[0]["test/acc"]
     assert live == pytest.approx(summary["test_acc"], abs=1e-6)
+
+
+def test_cache_is_off_for_multi_device_runs_and_for_false_however_it_is_written() -> None:
+    from types import SimpleNamespace
+
+    from transfer_lightning.cache.setup import _unsupported
+
+    one_device, two_devices = SimpleNamespace(world_size=1), SimpleNamespace(world_size=2)
+    assert _unsupported(SimpleNamespace(feature_cache="auto"), one_device) is None
+    assert _unsupported(SimpleNamespace(), one_device) is None  # a data module without the setting: auto
+    for setting in (False, "false", "False"):  # YAML's false, a string, Python's repr
+        assert _unsupported(SimpleNamespace(feature_cache=setting), two_devices) == "off (data.feature_cache=false)"
+    assert _unsupported(SimpleNamespace(feature_cache="auto"), two_devices) == (
+        "off: multi-device runs compute the frozen stages live"
+    )
