@@ -286,3 +286,33 @@ def test_cache_is_off_for_multi_device_runs_and_for_false_however_it_is_written(
     assert _unsupported(SimpleNamespace(feature_cache="auto"), two_devices) == (
         "off: multi-device runs compute the frozen stages live"
     )
+
+
+def test_a_cache_miss_leaves_the_global_random_state_as_a_hit_does(tmp_path) -> None:
+    """The feature pass draws no random number from the global generator, so the training that follows
+    shuffles and augments the same whether the features were computed or loaded."""
+    datamodule, module, trainer = _build(tmp_path)
+    torch.manual_seed(7)
+    assert use_feature_cache(datamodule, module, trainer).misses == ["train", "val", "test"]
+    after_miss = torch.get_rng_state()
+    torch.manual_seed(7)
+    assert use_feature_cache(datamodule, module, trainer).hits == ["train", "val", "test"]
+    assert torch.equal(torch.get_rng_state(), after_miss)
+
+
+def test_the_feature_pass_reports_each_split_and_says_what_would_make_it_faster(tmp_path, monkeypatch, caplog) -> None:
+    from transfer_lightning.utils import progress
+
+    monkeypatch.setattr(progress, "LONG_PHASE_S", 0.0)  # every phase counts as long: it is announced
+    monkeypatch.setattr(progress, "_PROBE_S", 0.0)
+    monkeypatch.setattr(progress, "live_bar_allowed", lambda: False)  # plain lines, as in a log file
+    datamodule, module, trainer = _build(tmp_path)
+    with caplog.at_level("INFO", logger=progress.log.name):
+        use_feature_cache(datamodule, module, trainer)
+    for split, size in (("train", 32), ("val", 16), ("test", 16)):
+        assert f"First feature pass ({split} split, 32 px): 0/{size} images (0%)" in caplog.messages
+        announced = [m for m in caplog.messages if m.startswith(f"First feature pass ({split} split, 32 px), ")]
+        assert len(announced) == 1 and announced[0].endswith(
+            " on this CPU; later epochs and every sweep job reuse it (data.feature_cache); a GPU or a smaller "
+            "data.image_size is faster"
+        ), announced

@@ -135,9 +135,7 @@ def _unsupported(datamodule: Any, trainer: L.Trainer) -> str | None:
     return None
 
 
-def _compute(
-    module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer: L.Trainer, split: str = "data"
-) -> Features:
+def _compute(module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer: L.Trainer, split: str) -> Features:
     """The first ``stage`` stages' output for every image of ``dataset``, in order, as float32 on the CPU.
 
     Same preprocessing (``train=False``: no augmentation), device and precision context as the live
@@ -146,14 +144,10 @@ def _compute(
     device = trainer.strategy.root_device
     net = module.net.to(device)
     preprocessor = datamodule.preprocessor.to(device)
-    # Its own generator: creating a loader iterator draws a seed, and drawing it from the global
-    # RNG would make a cache miss shuffle the training data differently from a cache hit.
+    # In order (no shuffle). Its own generator: creating a loader iterator draws a seed, and drawing
+    # it from the global RNG would make a cache miss shuffle the training data differently from a hit.
     loader = DataLoader(
-        dataset,
-        batch_size=datamodule.batch_size,
-        shuffle=False,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(0),
+        dataset, batch_size=datamodule.batch_size, pin_memory=device.type == "cuda", generator=torch.Generator()
     )
     outputs, labels = [], []
     progress = PhaseProgress(
