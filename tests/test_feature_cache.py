@@ -223,6 +223,8 @@ def test_cache_stays_off_where_it_would_not_be_exact_or_not_fit(tmp_path, overri
     assert report.summary() == {
         "enabled": False, "reason": report.reason, "stage": 0, "dir": None, "hits": [], "misses": [], "seconds": 0.0
     }  # fmt: skip
+    computed = sorted(name for name, fingerprint in report.fingerprints.items() if fingerprint)
+    assert computed == ([] if "feature_cache=false" in reason else ["test", "train", "val"])  # off at once: none
     assert not (tmp_path / "data" / "feature_cache").exists()
 
 
@@ -316,3 +318,24 @@ def test_the_feature_pass_reports_each_split_and_says_what_would_make_it_faster(
             " on this CPU; later epochs and every sweep job reuse it (data.feature_cache); a GPU or a smaller "
             "data.image_size is faster"
         ), announced
+
+
+def test_cache_is_off_without_fingerprinting_when_a_split_is_not_an_in_memory_tensor_or_devices_are_many(
+    tmp_path,
+) -> None:
+    from types import SimpleNamespace
+
+    from transfer_lightning.cache.setup import FeatureCacheReport
+
+    datamodule, module, trainer = _build(tmp_path)
+    report = use_feature_cache(datamodule, module, SimpleNamespace(world_size=2))
+    assert (report.enabled, report.reason, report.fingerprints) == (
+        False, "off: multi-device runs compute the frozen stages live", {}
+    )  # fmt: skip
+    datamodule.splits.val = [datamodule.splits.val[i] for i in range(len(datamodule.splits.val))]  # a plain list
+    report = use_feature_cache(datamodule, module, trainer)
+    assert not report.enabled and report.reason == (
+        "off: the val split is not an in-memory image tensor, so it cannot be fingerprinted"
+    )
+    assert not (tmp_path / "data" / "feature_cache").exists()
+    assert FeatureCacheReport(datamodule, False, "off", seconds=1.23456).summary()["seconds"] == 1.23

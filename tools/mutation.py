@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,10 @@ def mutate(module: str, tests: list[str]) -> dict[str, int]:
                 shutil.copy2(ROOT / name, copy / name)
         pyproject = copy / "pyproject.toml"
         pyproject.write_text(pyproject.read_text() + mutmut_config(module, tests))
-        ran = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=copy)
+        # one thread per mutmut worker: the workers (one per core) already keep every core busy, and torch's
+        # own threads on top of them only contend
+        single_threaded = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        ran = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=copy, env=single_threaded)
         if ran.returncode != 0:  # e.g. the subset's tests fail in mutmut's copy: no score, the next module goes on
             print(f"{module}: mutmut run failed (exit {ran.returncode}); no score", flush=True)
             return {"total": 0, "killed": 0}
