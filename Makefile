@@ -53,7 +53,7 @@ format: install
 bench: install
 	$(PY) benchmarks/bench.py
 
-# mutmut on the core modules, each against its own fast tests (about an hour on 2 cores; not in CI).
+# mutmut on the core modules, each against its own fast tests (not in CI; docs/mutation.md has each module's time).
 # One module: make mutation MODULES=transfer_lightning/cache/key.py. Results go to docs/mutation.md.
 MODULES ?=
 mutation: install

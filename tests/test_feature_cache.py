@@ -215,9 +215,11 @@ def test_corrupted_cache_file_is_detected_and_rebuilt(tmp_path, damage: str, cap
     ],
     ids=["augmented", "train_bn", "full", "switched_off", "over_budget"],
 )
-def test_cache_stays_off_where_it_would_not_be_exact_or_not_fit(tmp_path, overrides, reason) -> None:
+def test_cache_stays_off_where_it_would_not_be_exact_or_not_fit(tmp_path, overrides, reason, caplog) -> None:
     datamodule, module, trainer = _build(tmp_path, *overrides)
-    report = use_feature_cache(datamodule, module, trainer)
+    with caplog.at_level("INFO", logger="transfer_lightning.cache.setup"):
+        report = use_feature_cache(datamodule, module, trainer)
+    assert f"Feature cache {report.reason}" in caplog.messages  # the log says why
     assert not report.enabled and reason in report.reason
     assert report.datamodule is datamodule and module.input_stage == 0
     assert report.summary() == {

@@ -1,8 +1,8 @@
 """Mutation testing of the core modules with mutmut (``make mutation``; not part of CI).
 
 Each module is mutated in a scratch copy of the project (the working tree stays clean) and its
-mutants are run against that module's own fast test subset, so a full run fits in about an hour
-on 2 CPU cores. Prints one Markdown table row per module for ``docs/mutation.md``.
+mutants are run against that module's own fast test subset. Prints one Markdown table row per module
+(with its wall time) for ``docs/mutation.md``.
 
     python tools/mutation.py                          # every module below
     python tools/mutation.py transfer_lightning/cache/key.py
