@@ -403,7 +403,10 @@ def test_the_cache_plan_takes_a_timm_vits_token_sequence_and_refuses_a_split_tha
     assert plan.stage == vit.num_stages - 1 and len(plan.feature_shape) == 2  # tokens x width, per image
     glue = TimmBackbone(_GlueBetweenStages(), "glue")
     plan = cache_plan("auto", 1, "none", glue, 16, num_images=10, max_gb=1.0)
-    assert plan.stage == 0 and "cannot be split after 1 of its 3 stages" in plan.reason
+    assert plan.stage == 0 and plan.reason == (
+        f"off: glue ({glue.family}) cannot be split after 1 of its 3 stages (its forward is not a chain of "
+        "modules there; freeze all with strategy=feature_extract to cache)"
+    )
 
 
 # -- the command line on a non-ResNet run ------------------------------------------------------------
