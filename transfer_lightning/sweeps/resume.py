@@ -79,11 +79,16 @@ def resume_sweep_dir(config: DictConfig) -> Path | None:
                 "re-run it with exactly its command, or start a new sweep without resume"
             )
     folder = folder.resolve()
+    _set_sweep_dir(config, folder)
+    log.info("Resuming the sweep in %s", folder)
+    return folder
+
+
+def _set_sweep_dir(config: DictConfig, folder: Path | str) -> None:
+    """Point the sweep, and the jobs' configs composed from ``hydra.overrides.hydra``, at ``folder``."""
     with open_dict(config):
         config.hydra.sweep.dir = str(folder)
         config.hydra.overrides.hydra.append(f"hydra.sweep.dir={folder}")
-    log.info("Resuming the sweep in %s", folder)
-    return folder
 
 
 def claim_new_sweep_dir(config: DictConfig) -> Path | None:
@@ -102,9 +107,7 @@ def claim_new_sweep_dir(config: DictConfig) -> Path | None:
     folder = claim_new_run_folder(proposed)
     if folder == proposed:
         return None
-    with open_dict(config):
-        config.hydra.sweep.dir = folder
-        config.hydra.overrides.hydra.append(f"hydra.sweep.dir={folder}")
+    _set_sweep_dir(config, folder)
     log.info("%s was taken by a sweep started in the same second: this sweep writes to %s", proposed, folder)
     return Path(folder)
 
