@@ -225,8 +225,7 @@ def test_cache_stays_off_where_it_would_not_be_exact_or_not_fit(tmp_path, overri
     assert report.summary() == {
         "enabled": False, "reason": report.reason, "stage": 0, "dir": None, "hits": [], "misses": [], "seconds": 0.0
     }  # fmt: skip
-    computed = sorted(name for name, fingerprint in report.fingerprints.items() if fingerprint)
-    assert computed == ([] if "feature_cache=false" in reason else ["test", "train", "val"])  # off at once: none
+    assert report.fingerprints == {}, "decided from the settings alone: no image is read to say no"
     assert not (tmp_path / "data" / "feature_cache").exists()
 
 
@@ -277,19 +276,23 @@ def test_cli_run_with_cache_records_misses_and_its_checkpoint_tests_the_same_liv
     assert live == pytest.approx(summary["test_acc"], abs=1e-6)
 
 
-def test_cache_is_off_for_multi_device_runs_and_for_false_however_it_is_written() -> None:
-    from types import SimpleNamespace
+@pytest.mark.parametrize("setting", [False, "false", "False"])  # YAML's false, a string, Python's repr
+def test_cache_is_off_for_false_however_it_is_written(tmp_path, setting) -> None:
+    datamodule, module, trainer = _build(tmp_path)
+    datamodule.feature_cache = setting
+    report = use_feature_cache(datamodule, module, trainer)
+    assert (report.enabled, report.reason, report.fingerprints) == (False, "off (data.feature_cache=false)", {})
+    assert not (tmp_path / "data" / "feature_cache").exists()
 
-    from transfer_lightning.cache.setup import _unsupported
 
-    one_device, two_devices = SimpleNamespace(world_size=1), SimpleNamespace(world_size=2)
-    assert _unsupported(SimpleNamespace(feature_cache="auto"), one_device) is None
-    assert _unsupported(SimpleNamespace(), one_device) is None  # a data module without the setting: auto
-    for setting in (False, "false", "False"):  # YAML's false, a string, Python's repr
-        assert _unsupported(SimpleNamespace(feature_cache=setting), two_devices) == "off (data.feature_cache=false)"
-    assert _unsupported(SimpleNamespace(feature_cache="auto"), two_devices) == (
-        "off: multi-device runs compute the frozen stages live"
-    )
+def test_without_a_cache_folder_the_cache_is_written_under_the_working_directory(tmp_path, monkeypatch) -> None:
+    datamodule, module, trainer = _build(tmp_path)
+    datamodule.feature_cache_dir = None  # a data module built in Python, without data.feature_cache_dir
+    (tmp_path / "run").mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path / "run")
+    report = use_feature_cache(datamodule, module, trainer)
+    assert report.directory == str(tmp_path / "run" / "data" / "feature_cache")
+    assert len(list((tmp_path / "run" / "data" / "feature_cache").glob("*.pt"))) == 3
 
 
 def test_a_cache_miss_leaves_the_global_random_state_as_a_hit_does(tmp_path) -> None:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 DEFAULT_DIRECTORY = "data/feature_cache"
 _FASTER = "later epochs and every sweep job reuse it (data.feature_cache); a GPU or a smaller data.image_size is faster"
+_MULTI_DEVICE = "off: multi-device runs compute the frozen stages live"
 _NOT_IN_MEMORY = "off: the {} split is not an in-memory image tensor, so it cannot be fingerprinted"
 
 
@@ -62,28 +63,28 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
     """
     splits = {name: getattr(datamodule.splits, name) for name in SPLITS}
     fingerprints: dict[str, str | None] = {}
-    reason = _unsupported(datamodule, trainer)
-    if reason is None:
-        fingerprints = {name: data_fingerprint(dataset) for name, dataset in splits.items()}
-        reason = next((_NOT_IN_MEMORY.format(name) for name, fp in fingerprints.items() if fp is None), None)
-    if reason is None:
+    reason = _MULTI_DEVICE if trainer.world_size > 1 else None
+    if reason is None:  # decided from the settings alone, before any image is read
         plan = cache_plan(
-            setting=getattr(datamodule, "feature_cache", "auto"),
+            setting=datamodule.feature_cache,
             frozen_stages=module.strategy.frozen_stages_throughout(),
             augment=datamodule.augment,
             network=module.backbone,
             image_size=datamodule.image_size,
             num_images=sum(len(dataset) for dataset in splits.values()),
-            max_gb=float(getattr(datamodule, "feature_cache_max_gb", 4.0)),
+            max_gb=datamodule.feature_cache_max_gb,
         )
         reason = None if plan.stage else plan.reason
+    if reason is None:
+        fingerprints = {name: data_fingerprint(dataset) for name, dataset in splits.items()}
+        reason = next((_NOT_IN_MEMORY.format(name) for name, fp in fingerprints.items() if fp is None), None)
     if reason is not None:
         log.info("Feature cache %s", reason)
         return FeatureCacheReport(datamodule, enabled=False, reason=reason, fingerprints=fingerprints)
 
     started = time.perf_counter()
     # absolute: a relative folder would follow the working directory, possibly into a data root
-    directory = Path(getattr(datamodule, "feature_cache_dir", None) or DEFAULT_DIRECTORY).expanduser().absolute()
+    directory = Path(datamodule.feature_cache_dir or DEFAULT_DIRECTORY).expanduser().absolute()
     cache = FeatureCache(directory)
     device = trainer.strategy.root_device
     common = {
@@ -125,14 +126,6 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
         report.seconds,
     )
     return report
-
-
-def _unsupported(datamodule: Any, trainer: L.Trainer) -> str | None:
-    if str(getattr(datamodule, "feature_cache", "auto")).lower() == "false":
-        return "off (data.feature_cache=false)"
-    if trainer.world_size > 1:
-        return "off: multi-device runs compute the frozen stages live"
-    return None
 
 
 def _compute(module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer: L.Trainer, split: str) -> Features:
