@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import os
 import shutil
 import subprocess
@@ -30,14 +32,20 @@ TINY = [
 def compose_config(
     overrides: list[str] | None = None, return_hydra_config: bool = False, output_dir: str = "/tmp/tl-compose"
 ):
-    """The real config, composed as the CLI would (without running it).
+    """The real config, composed as the CLI would (without running it); the caller's own copy.
 
     ``paths.*`` point at the project root and ``output_dir`` since no Hydra run sets them.
     """
-    overrides = [f"paths.root_dir={ROOT}", f"paths.output_dir={output_dir}", *(overrides or [])]
-    GlobalHydra.instance().clear()
+    overrides = (f"paths.root_dir={ROOT}", f"paths.output_dir={output_dir}", *(overrides or []))
+    GlobalHydra.instance().clear()  # the same global state whether the composition below is cached or not
+    return copy.deepcopy(_composed(overrides, return_hydra_config))
+
+
+@functools.lru_cache(maxsize=32)
+def _composed(overrides: tuple[str, ...], return_hydra_config: bool):
+    """Composing takes most of a small test's time; the config files do not change during a run."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def run_cli(

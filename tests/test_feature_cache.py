@@ -21,10 +21,8 @@ SMALL = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.ba
 
 def _build(tmp_path: Path, *overrides: str, seed: int = 0):
     """Datamodule, module and trainer from the real config, as ``train.py`` builds them."""
-    cfg = compose_config(
-        [*TINY, *SMALL, f"paths.data_dir={tmp_path / 'data'}", *overrides],
-        output_dir=str(tmp_path / "run"),
-    )
+    cfg = compose_config([*TINY, *SMALL, *overrides])  # the same for every test: composed once
+    cfg.paths.data_dir, cfg.paths.output_dir = str(tmp_path / "data"), str(tmp_path / "run")
     L.seed_everything(seed, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -91,13 +89,23 @@ def test_head_weights_are_not_part_of_the_frozen_fingerprint(tmp_path) -> None:
     assert frozen_weights_fingerprint(module.backbone, 4) != frozen_weights_fingerprint(module.backbone, 5)
 
 
-def test_stale_cache_is_never_used_after_the_images_or_weights_change(tmp_path) -> None:
+def test_stale_cache_is_never_used_after_the_images_or_weights_change(tmp_path, caplog) -> None:
     datamodule, module, trainer = _build(tmp_path)
-    first = use_feature_cache(datamodule, module, trainer)
+    with caplog.at_level("INFO", logger="transfer_lightning.cache.setup"):
+        first = use_feature_cache(datamodule, module, trainer)
+        again = use_feature_cache(datamodule, module, trainer)
     assert first.enabled and first.misses == ["train", "val", "test"] and first.hits == []
-
-    again = use_feature_cache(datamodule, module, trainer)
     assert again.hits == ["train", "val", "test"] and again.misses == []
+    folder = tmp_path / "data" / "feature_cache"
+    logged = [record.getMessage() for record in caplog.records if record.name == "transfer_lightning.cache.setup"]
+    assert logged == [  # the log says where the cache is and what it served
+        f"Feature cache on (stage 5, {folder}): hits none, misses ['train', 'val', 'test'], "
+        f"{first.seconds:.1f}s (data.feature_cache)",
+        f"Feature cache on (stage 5, {folder}): hits ['train', 'val', 'test'], misses none, "
+        f"{again.seconds:.1f}s (data.feature_cache)",
+    ]
+    # the run record (run_summary.json) reuses the fingerprints the cache was keyed on
+    assert first.fingerprints == again.fingerprints == datamodule.split_fingerprints()
     assert again.summary() == {  # what run_summary.json records as feature_cache
         "enabled": True,
         "reason": again.reason,
@@ -119,6 +127,18 @@ def test_stale_cache_is_never_used_after_the_images_or_weights_change(tmp_path) 
     changed_weights = use_feature_cache(datamodule, module, trainer)
     assert changed_weights.misses == ["train", "val", "test"]
     assert not torch.allclose(changed_weights.datamodule.features["train"][0], first.datamodule.features["train"][0])
+
+
+def test_training_the_stages_after_the_frozen_ones_keeps_the_cache(tmp_path) -> None:
+    """Resuming a fine-tuning run (or a sweep job with the same frozen stages) serves the cached
+    output of the frozen stages though the stages trained after them changed."""
+    datamodule, module, trainer = _build(tmp_path, "strategy=finetune")
+    assert use_feature_cache(datamodule, module, trainer).misses == ["train", "val", "test"]
+    with torch.no_grad():
+        module.net.layer4[0].conv1.weight.mul_(1.5)  # the trainable stage, as after some training
+        module.net.fc.weight.add_(1.0)
+    report = use_feature_cache(datamodule, module, trainer)
+    assert report.stage == 4 and report.hits == ["train", "val", "test"] and report.misses == []
 
 
 # One setting changed from the first run's; every split must then be recomputed.
@@ -325,9 +345,7 @@ def test_the_feature_pass_reports_each_split_and_says_what_would_make_it_faster(
         ), announced
 
 
-def test_cache_is_off_without_fingerprinting_when_a_split_is_not_an_in_memory_tensor_or_devices_are_many(
-    tmp_path,
-) -> None:
+def test_cache_is_off_when_a_split_is_not_an_in_memory_tensor_or_devices_are_many(tmp_path) -> None:
     from types import SimpleNamespace
 
     from transfer_lightning.cache.setup import FeatureCacheReport
@@ -342,5 +360,6 @@ def test_cache_is_off_without_fingerprinting_when_a_split_is_not_an_in_memory_te
     assert not report.enabled and report.reason == (
         "off: the val split is not an in-memory image tensor, so it cannot be fingerprinted"
     )
+    assert report.fingerprints == datamodule.split_fingerprints() and report.fingerprints["val"] is None
     assert not (tmp_path / "data" / "feature_cache").exists()
     assert FeatureCacheReport(datamodule, False, "off", seconds=1.23456).summary()["seconds"] == 1.23
