@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,7 @@ HEADER = "| module | mutants | killed | survived | no test | score | wall | date
 def main(modules: list[str]) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     rows = []
+    begun = time.monotonic()
     for module in modules or MODULES:
         started = time.monotonic()
         stats = mutate(module, MODULES[module])
@@ -155,7 +157,10 @@ def main(modules: list[str]) -> None:
         print(f"{HEADER}\n{rows[-1]}", flush=True)  # each module's row as soon as it is measured
     print(HEADER)
     print("\n".join(rows))
+    print(f"total wall: {(time.monotonic() - begun) / 60:.0f} min for {len(rows)} module(s)")
 
 
 if __name__ == "__main__":
+    # stopped with kill (SIGTERM): unwind, so mutmut is stopped and the scratch copy in the temp folder removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     main(sys.argv[1:])
