@@ -296,15 +296,6 @@ def test_cli_run_with_cache_records_misses_and_its_checkpoint_tests_the_same_liv
     assert live == pytest.approx(summary["test_acc"], abs=1e-6)
 
 
-@pytest.mark.parametrize("setting", [False, "false", "False"])  # YAML's false, a string, Python's repr
-def test_cache_is_off_for_false_however_it_is_written(tmp_path, setting) -> None:
-    datamodule, module, trainer = _build(tmp_path)
-    datamodule.feature_cache = setting
-    report = use_feature_cache(datamodule, module, trainer)
-    assert (report.enabled, report.reason, report.fingerprints) == (False, "off (data.feature_cache=false)", {})
-    assert not (tmp_path / "data" / "feature_cache").exists()
-
-
 def test_without_a_cache_folder_the_cache_is_written_under_the_working_directory(tmp_path, monkeypatch) -> None:
     datamodule, module, trainer = _build(tmp_path)
     datamodule.feature_cache_dir = None  # a data module built in Python, without data.feature_cache_dir
