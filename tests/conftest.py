@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import functools
 import os
 import shutil
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+import transfer_lightning.config  # noqa: F401 - registers the config schemas the YAMLs name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "conf")
@@ -72,7 +76,7 @@ def predict_class_folders(checkpoint: Path, files: list[Path], tmp_path: Path) -
         (inputs / path.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, inputs / path.parent.name / path.name)
     predicted = run_cli(
-        f"ckpt_path={checkpoint}", f"inputs={inputs}", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'pred'}",
+        f"ckpt_path={checkpoint}", f"inputs={inputs}", "trainer.accelerator=cpu", f"output_dir={tmp_path / 'pred'}",
         module="transfer_lightning.predict", cwd=tmp_path,
     )  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-3000:]
@@ -134,3 +138,28 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run
+
+
+def classifier_from_dicts(
+    model: dict,
+    strategy: dict,
+    optimizer: dict,
+    scheduler: dict | None,
+    class_names: list[str],
+    preprocessing: dict,
+    load_pretrained: bool = True,
+    data: dict | None = None,
+):
+    """A ``TransferClassifier`` built from plain config nodes, as a run builds it from its config."""
+    from transfer_lightning.data.contract import as_contract
+    from transfer_lightning.run.builders import build_classifier, record_of_config
+
+    cfg = OmegaConf.create(
+        {"model": model, "strategy": strategy, "optimizer": optimizer or {"_target_": "torch.optim.SGD", "lr": 0.1},
+         "scheduler": scheduler, "data": data or {}}
+    )  # fmt: skip
+    contract = as_contract(preprocessing or {"image_size": 32})
+    record = record_of_config(cfg, class_names, contract)
+    if data is None:
+        record = dataclasses.replace(record, data=None)
+    return build_classifier(record, pretrained=load_pretrained)

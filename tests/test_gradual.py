@@ -14,14 +14,15 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-from tests.conftest import TINY, compose_config, run_cli
+from tests.conftest import TINY, classifier_from_dicts, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
 from transfer_lightning.classifier import TransferClassifier
+from transfer_lightning.config.compose import compose_checked
 from transfer_lightning.data import SyntheticDataModule
 from transfer_lightning.models import Backbone, build_backbone
 from transfer_lightning.optim.schedulers import cosine_with_warmup
-from transfer_lightning.run.validation import validate_config
 from transfer_lightning.strategies import FreezeStages, GradualUnfreeze
+from transfer_lightning.utils.cli import CONFIG_FOLDER
 from transfer_lightning.utils.errors import UserError
 
 GRADUAL = "transfer_lightning.strategies.GradualUnfreeze"
@@ -61,15 +62,20 @@ def test_gradual_milestones_and_unfreeze_every_zero_set_the_epochs() -> None:
     assert all_at_once.trainable_stage_names(1) == STAGE_NAMES
 
 
-@pytest.mark.parametrize("milestones", [[1, 2], [3, 2, 4], [1, -1, 2]])
-def test_gradual_refuses_milestones_that_do_not_fit_the_stages(milestones) -> None:
+def test_gradual_refuses_milestones_that_do_not_fit_the_stages() -> None:
     with pytest.raises(UserError, match=r"strategy.milestones.*3 non-decreasing"):
-        GradualUnfreeze(milestones=milestones, min_frozen_stages=2)
+        GradualUnfreeze(milestones=[1, 2], min_frozen_stages=2)
+
+
+@pytest.mark.parametrize("milestones", ["[3,2,4]", "[1,-1,2]"])
+def test_the_config_refuses_milestones_out_of_order_or_negative(milestones: str) -> None:
+    with pytest.raises(UserError, match=r"strategy.milestones=.*a non-decreasing list of epochs >= 0"):
+        compose_checked(CONFIG_FOLDER, "config", ["strategy=gradual", f"strategy.milestones={milestones}"])
 
 
 def test_bad_milestones_reach_the_user_as_a_user_error_not_a_hydra_wrapper() -> None:
     with pytest.raises(UserError, match="strategy.milestones"):
-        TransferClassifier(
+        classifier_from_dicts(
             model={"name": "resnet18", "weights": None},
             strategy={"_target_": GRADUAL, "milestones": [1, 2]},
             optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
@@ -81,9 +87,9 @@ def test_bad_milestones_reach_the_user_as_a_user_error_not_a_hydra_wrapper() -> 
 
 def test_config_rules_refuse_a_bad_lr_decay_and_bn_mode() -> None:
     with pytest.raises(UserError, match=r"strategy.lr_decay=2"):
-        validate_config(compose_config(["strategy=gradual", "strategy.lr_decay=2"]))
+        compose_checked(CONFIG_FOLDER, "config", ["strategy=gradual", "strategy.lr_decay=2"])
     with pytest.raises(UserError, match=r"strategy.unfrozen_bn='frozen'"):
-        validate_config(compose_config(["strategy=finetune", "strategy.unfrozen_bn=frozen"]))
+        compose_checked(CONFIG_FOLDER, "config", ["strategy=finetune", "strategy.unfrozen_bn=frozen"])
 
 
 # -- learning rates -----------------------------------------------------------------------------
@@ -188,7 +194,7 @@ def _datamodule(train_size: int = 32) -> SyntheticDataModule:
 
 
 def _module(datamodule, strategy: dict, optimizer: dict, scheduler: dict | None = None) -> TransferClassifier:
-    return TransferClassifier(
+    return classifier_from_dicts(
         model={"name": "resnet18", "weights": None},
         strategy=strategy,
         optimizer=optimizer,
@@ -349,7 +355,7 @@ def test_kill_after_first_unfreeze_then_resume_trains_the_unfrozen_stage(tmp_pat
     rates = _logged_rates(tmp_path / "resumed" / "tensorboard")  # the resumed epoch 2, as the LR monitor saw it
     expected = {"head": 0.01, "layer4": 0.005, "layer3": 0, "layer2": 0, "layer1": 0, "stem": 0}
     assert rates == {stage: [pytest.approx(rate)] for stage, rate in expected.items()}
-    assert after["freezing_strategy"] == {
+    assert after["transfer_lightning"]["strategy_state"] == {
         "unfreeze_epochs": {"layer4": 1, "layer3": 3, "layer2": 5, "layer1": 7, "stem": 9}
     }
 
@@ -425,16 +431,28 @@ def test_one_sgd_step_on_a_waiting_stage_with_grad_present_is_blocked_by_the_mod
     [
         ({"min_frozen_stages": 5}, "strategy.min_frozen_stages=5 is out of range for this backbone's 5 stages; allowed: 0..4"),
         ({"min_frozen_stages": -1}, "strategy.min_frozen_stages=-1 is out of range for this backbone's 5 stages; allowed: 0..4"),
-        ({"unfreeze_warmup_epochs": -1}, "strategy.unfreeze_warmup_epochs=-1 is not an integer >= 0"),
-        ({"unfreeze_warmup_epochs": 1.5}, "strategy.unfreeze_warmup_epochs=1.5 is not an integer >= 0"),
-        ({"head_epochs": -2}, "strategy.head_epochs=-2 is not an integer >= 0"),
-        ({"head_epochs": True}, "strategy.head_epochs=True is not an integer >= 0"),
-        ({"unfreeze_every": -1}, "strategy.unfreeze_every=-1 is not an integer >= 0 (0 = all at once)"),
     ],
 )  # fmt: skip
 def test_each_bad_gradual_argument_is_refused_in_its_own_sentence(arguments: dict, sentence: str) -> None:
     with pytest.raises(UserError) as refused:
         GradualUnfreeze(**arguments)
+    assert str(refused.value) == sentence
+
+
+@pytest.mark.parametrize(
+    ("override", "sentence"),
+    [
+        ("strategy.unfreeze_warmup_epochs=-1", "strategy.unfreeze_warmup_epochs=-1 is not allowed; expected an integer >= 0"),
+        ("strategy.unfreeze_warmup_epochs=1.5", "strategy.unfreeze_warmup_epochs=1.5 is not allowed; expected an integer >= 0"),
+        ("strategy.head_epochs=-2", "strategy.head_epochs=-2 is not allowed; expected an integer >= 0"),
+        ("strategy.head_epochs=true", "strategy.head_epochs=True is not allowed; expected an integer >= 0"),
+        ("strategy.unfreeze_every=-1", "strategy.unfreeze_every=-1 is not allowed; expected an integer >= 0 (0 = all at once)"),
+        ("strategy.milestones=[1,1.5,2]", "strategy.milestones=[1, 1.5, 2] is not allowed; expected a non-decreasing list of epochs >= 0 (one per stage), or null"),
+    ],
+)  # fmt: skip
+def test_each_bad_gradual_setting_is_refused_by_its_schema_in_its_own_sentence(override: str, sentence: str) -> None:
+    with pytest.raises(UserError) as refused:
+        compose_checked(CONFIG_FOLDER, "config", ["strategy=gradual", override])
     assert str(refused.value) == sentence
 
 
@@ -472,7 +490,7 @@ def test_gradual_defaults_and_arguments_passed_to_the_base_strategy() -> None:
     assert custom.unfreeze_epochs == {"c": 1}
 
 
-@pytest.mark.parametrize("milestones", [[1, 1.5, 2], [1, 2, 3, 4]])
+@pytest.mark.parametrize("milestones", [[1, 2, 3, 4]])
 def test_milestones_are_whole_epochs_one_per_stage_from_the_top(milestones: list) -> None:
     with pytest.raises(UserError) as refused:
         GradualUnfreeze(milestones=milestones, min_frozen_stages=2)

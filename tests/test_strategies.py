@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transfer_lightning.config.compose import compose_checked
 from transfer_lightning.models import Backbone, build_backbone
 from transfer_lightning.strategies import FreezeStages
+from transfer_lightning.utils.cli import CONFIG_FOLDER
 from transfer_lightning.utils.errors import UserError
 
 STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -129,18 +131,18 @@ def _attributes(backbone: Backbone, stage: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("arguments", "sentence"),
+    ("override", "sentence"),
     [
-        ({"lr_decay_unit": "layer"}, "strategy.lr_decay_unit='layer' is not allowed; use stage or block"),
-        ({"lr_decay": 0}, "strategy.lr_decay=0 is not allowed; use a number in (0, 1] or null"),
-        ({"lr_decay": 1.5}, "strategy.lr_decay=1.5 is not allowed; use a number in (0, 1] or null"),
-        ({"lr_decay": "half"}, "strategy.lr_decay='half' is not allowed; use a number in (0, 1] or null"),
-        ({"unfrozen_bn": "frozen"}, "strategy.unfrozen_bn='frozen' is not allowed; use train or eval"),
+        ("strategy.lr_decay_unit=layer", "strategy.lr_decay_unit='layer' is not allowed; expected stage | block"),
+        ("strategy.lr_decay=0", "strategy.lr_decay=0.0 is not allowed; expected a number in (0, 1], or null"),
+        ("strategy.lr_decay=1.5", "strategy.lr_decay=1.5 is not allowed; expected a number in (0, 1], or null"),
+        ("strategy.lr_decay=half", "strategy.lr_decay='half' is not allowed; expected a number in (0, 1], or null"),
+        ("strategy.unfrozen_bn=frozen", "strategy.unfrozen_bn='frozen' is not allowed; expected train | eval"),
     ],
 )
-def test_each_bad_strategy_argument_is_refused_in_its_own_sentence(arguments: dict, sentence: str) -> None:
+def test_each_bad_strategy_argument_is_refused_in_its_own_sentence(override: str, sentence: str) -> None:
     with pytest.raises(UserError) as refused:
-        FreezeStages(frozen_stages=3, **arguments)
+        compose_checked(CONFIG_FOLDER, "config", ["strategy=finetune", override])
     assert str(refused.value) == sentence
 
 

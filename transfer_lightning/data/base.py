@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transfer_lightning.data.contract import Preprocessing, default_preprocessing, resolve_preprocessing
 from transfer_lightning.data.fingerprint import split_fingerprint
 from transfer_lightning.data.transforms import BatchPreprocessor
-from transfer_lightning.utils.choices import AUGMENTATIONS
 from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,8 +82,6 @@ class ClassificationDataModule(L.LightningDataModule):
         train_crop: str = "pad",
     ) -> None:
         super().__init__()
-        if augment not in AUGMENTATIONS:
-            raise UserError(f"data.augment={augment!r} is not supported; allowed: {', '.join(AUGMENTATIONS)}")
         if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
             preprocessing = Preprocessing.from_dict(preprocessing)  # hydra.utils.instantiate passes a DictConfig
         if preprocessing is None:

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchPreprocessor
-from transfer_lightning.utils.choices import INTERPOLATIONS
 from transfer_lightning.utils.errors import UserError
 
 IMAGENET_IMAGE_SIZE = 224  # the side ImageNet classifiers are trained and evaluated at
@@ -37,14 +36,7 @@ class Preprocessing:
     crop_size: int | None = None  # None: image_size
 
     def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise UserError(
-                f"data.interpolation={self.interpolation!r} is not supported; allowed: {' | '.join(INTERPOLATIONS)}"
-            )
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise UserError(
-                f"data.mean={list(self.mean)} / data.std={list(self.std)} need three values each (R, G, B), std > 0"
-            )
+        # each value's own range is its schema's (config/schemas.py: DataSchema, PreprocessingSchema)
         if self.resize_size < self.decoded_size:
             raise UserError(
                 f"data.resize_size={self.resize_size} is smaller than the crop of {self.decoded_size} px; "
@@ -118,9 +110,14 @@ def resolve_preprocessing(overrides: Mapping[str, Any], defaults: Preprocessing)
     return replace(defaults, **chosen)
 
 
+def as_contract(preprocessing: Preprocessing | Mapping[str, Any]) -> Preprocessing:
+    """A contract, from itself or from its ``to_dict()``."""
+    return preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_dict(preprocessing)
+
+
 def preprocessor_for(preprocessing: Preprocessing | Mapping[str, Any]) -> BatchPreprocessor:
     """The inference-time device step a contract describes (no augmentation)."""
-    contract = preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.from_dict(preprocessing)
+    contract = as_contract(preprocessing)
     return BatchPreprocessor(
         contract.image_size,
         augment="none",

@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from transfer_lightning.data.base import ClassificationDataModule, Splits
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.decode import decode_for
-from transfer_lightning.utils.choices import BALANCE, CACHE, ON_BAD_FILE
 from transfer_lightning.data.fingerprint import rows_fingerprint, text_fingerprint
 from transfer_lightning.data.image_cache import CachedImages, DiskCache, available_memory_bytes
 from transfer_lightning.data.layout import FolderLayout, read_layout, stratified_split
@@ -113,10 +112,6 @@ class ImageFolderDataModule(ClassificationDataModule):
     ) -> None:
         # photos of any shape: training crops are random resized crops, not CIFAR's padded crops
         super().__init__(train_crop="random_resized", **common)
-        for key, value, allowed in (("on_bad_file", on_bad_file, ON_BAD_FILE), ("balance", balance, BALANCE),
-                                    ("cache", cache, CACHE)):  # fmt: skip
-            if value not in allowed:
-                raise UserError(f"data.{key}={value!r} is not supported; allowed: {' | '.join(allowed)}")
         self.root = Path(root).expanduser()
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from transfer_lightning.utils.choices import ALL_BUT_LAST, ALL_STAGES
+from transfer_lightning.config.schemas import ALL_BUT_LAST, ALL_STAGES
 
 if TYPE_CHECKING:  # Lightning loads with torch; the command line's first-second checks import this module
     from lightning.pytorch.loggers import Logger, TensorBoardLogger

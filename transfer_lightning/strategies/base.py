@@ -11,8 +11,8 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
+from transfer_lightning.config.schemas import ALL_BUT_LAST, ALL_STAGES
 from transfer_lightning.models import Backbone
-from transfer_lightning.utils.choices import ALL_BUT_LAST, ALL_STAGES, LR_DECAY_UNITS
 from transfer_lightning.utils.errors import UserError
 
 BN_MODES = ("train", "eval")
@@ -74,13 +74,8 @@ class FreezingStrategy:
                 f"stages ({', '.join(self.stage_names)}); allowed: 0..{self.num_stages}, all or all_but_last "
                 f"(0 = train everything, {self.num_stages} = all = only the head trains)"
             )
-        if lr_decay_unit not in LR_DECAY_UNITS:
-            raise UserError(f"strategy.lr_decay_unit={lr_decay_unit!r} is not allowed; use stage or block")
+        # each setting's own range is its schema's (config/schemas.py); here only what spans the backbone
         self.lr_decay_unit = lr_decay_unit
-        if lr_decay is not None and not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
-            raise UserError(f"strategy.lr_decay={lr_decay!r} is not allowed; use a number in (0, 1] or null")
-        if unfrozen_bn not in BN_MODES:
-            raise UserError(f"strategy.unfrozen_bn={unfrozen_bn!r} is not allowed; use train or eval")
         self.frozen_stages = frozen_stages  # frozen for the whole run: never in the optimizer
         self.train_bn = bool(train_bn)
         self.lr_decay = None if lr_decay is None else float(lr_decay)

@@ -1,35 +1,57 @@
-"""What every command-line tool shares: a ``UserError`` is one line on stderr and exit status 2, and the
-checks of a command line that need no composed config (they run before Hydra, torch or Lightning load)."""
+"""What every command-line tool shares: the one path from a user's mistake to one line on stderr and exit
+status 2, and the checks of a command line that run before Hydra writes anything and before torch loads."""
 
 from __future__ import annotations
 
-import difflib
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.progress import configure_progress
 
-log = logging.getLogger("transfer_lightning")
 CONFIG_FOLDER = Path(__file__).resolve().parents[2] / "conf"
 Result = TypeVar("Result")
-Argument = TypeVar("Argument")
+# Hydra's own flags: the command does not run a job, so there is nothing to check
+_HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+# set once this process has checked its command line: the run does not check the same config again
+command_line_checked = False
 
 
-def run_tool(task: Callable[[Argument], Result], cfg: Argument) -> Result:
-    """Run ``task(cfg)`` (a config, or the command line); a ``UserError`` exits with status 2 and no traceback."""
-    if OmegaConf.is_config(cfg):
-        configure_progress((cfg.get("trainer") or {}).get("enable_progress_bar"))
+def exit_on_user_error(task: Callable[..., Result], *arguments: Any) -> Result:
+    """``task(*arguments)``; a ``UserError`` becomes ``Error: <sentence>`` on stderr and exit status 2.
+
+    The one way every entry point reports a user's mistake (no traceback; ``HYDRA_FULL_ERROR=1`` does
+    not change this: the sentence is the whole story).
+    """
     try:
-        return task(cfg)
+        return task(*arguments)
     except UserError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(error)
+
+
+def exit_with(error: UserError) -> NoReturn:
+    """``Error: <sentence>`` on stderr and exit status 2: how every entry point ends on a user's mistake."""
+    print(f"Error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_once(cfg: DictConfig) -> None:
+    """The schema check (``config/check.py``) of a config this process did not check from its command line:
+    a sweep's job, a test's or the Python API's config."""
+    if not command_line_checked:
+        from transfer_lightning.config.check import check_config
+
+        check_config(cfg)
+
+
+def run_tool(task: Callable[[DictConfig], Result], cfg: DictConfig) -> Result:
+    """A tool's Hydra entry point: progress lines as configured, then ``task(cfg)`` (see ``exit_on_user_error``)."""
+    configure_progress((cfg.get("trainer") or {}).get("enable_progress_bar"))
+    return exit_on_user_error(task, cfg)
 
 
 def require(cfg: DictConfig, key: str, example: str) -> Any:
@@ -40,50 +62,69 @@ def require(cfg: DictConfig, key: str, example: str) -> Any:
     return value
 
 
-def check_command_line(argv: list[str]) -> None:
-    """``python -m transfer_lightning``'s checks before Hydra writes anything and before torch loads (the
-    first second): a top-level key added with ``+`` must be a setting, a ``resume=<run folder>`` must fit
-    that run, and a single run's composed config must pass every check that needs no model
-    (``run/validation.py`` ``check_before_torch``: the value rules, ``ckpt_path``)."""
+def check_command_line(argv: list[str], config_name: str = "config") -> None:
+    """A command's checks before Hydra writes anything and before torch loads (its first second): the
+    config each job of it would run is composed and checked against the schemas (``config/``), and
+    a ``resume=<run folder>`` must fit that run."""
+    global command_line_checked
+    if any(arg.split("=", 1)[0] in _HYDRA_INFO_FLAGS for arg in argv):
+        return
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from transfer_lightning.config.compose import compose_checked
 
     overrides = [arg for arg in argv if not arg.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # noqa: BLE001 - a malformed override is Hydra's to report
-        return
-    known = top_level_settings(CONFIG_FOLDER)
+    except Exception as error:  # noqa: BLE001 - a malformed override: Hydra's sentence, first line
+        raise UserError(f"cannot read the command line: {str(error).strip().splitlines()[0]}") from None
+    known = top_level_settings(CONFIG_FOLDER) if config_name == "config" else None
     for override in parsed:
         key = override.key_or_group
-        if (override.is_add() or override.is_force_add()) and "." not in key and "/" not in key and key not in known:
+        plus = override.is_add() or override.is_force_add()
+        if known is not None and plus and "." not in key and "/" not in key and key not in known:
             refuse_unknown_top_level_key(key, override.value(), known)
-    if any(override.key_or_group == "resume" for override in parsed):
+    multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    if config_name == "config" and not multirun and any(o.key_or_group == "resume" for o in parsed):
         from transfer_lightning.run.resume import check_resume_command  # reads the run's checkpoint: torch
 
         check_resume_command(argv)
-    elif len(overrides) == len(argv) and not any(override.is_sweep_override() for override in parsed):
-        _check_single_run(overrides)  # a sweep's jobs (-m) and Hydra's own flags are checked per job
-
-
-def _check_single_run(overrides: list[str]) -> None:
-    """Compose the run's config as Hydra will (its run folder aside) and run the checks that need no model.
-    A command Hydra itself refuses (an unknown key or group option) is left for Hydra to report."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from transfer_lightning.run.validation import check_before_torch
-
-    here = {"paths.root_dir": str(Path.cwd()), "paths.output_dir": str(Path.cwd() / "outputs")}  # Hydra's, unset
-    given = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
-    placeholders = [f"{key}={value}" for key, value in here.items() if key not in given]
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_FOLDER), version_base="1.3"):
-            cfg = compose("config", overrides=[*overrides, *placeholders])
-    except Exception:  # noqa: BLE001 - Hydra's own errors are reported by Hydra, in its words
+        command_line_checked = True
         return
-    finally:
-        GlobalHydra.instance().clear()
-    check_before_torch(cfg)
+    for job in _job_override_lists(parsed, overrides):
+        cfg = compose_checked(CONFIG_FOLDER, config_name, job)
+        if config_name == "config":
+            check_checkpoint_exists(cfg)
+    command_line_checked = not any(override.is_sweep_override() for override in parsed)
+
+
+def _job_override_lists(parsed: list[Any], overrides: list[str]) -> list[list[str]]:
+    """The override list of one job per swept value (the other swept keys at their first value), so that a
+    sweep's every value is checked once; a single run is one list."""
+    sweeps = [(index, o) for index, o in enumerate(parsed) if o.is_sweep_override()]
+    if not sweeps:
+        return [overrides]
+    firsts = {index: _setting(o, next(iter(o.sweep_string_iterator()))) for index, o in sweeps}
+    base = [firsts.get(index, text) for index, text in enumerate(overrides)]
+    jobs = [base]
+    for index, override in sweeps:
+        for value in list(override.sweep_string_iterator())[1:]:
+            jobs.append([*base[:index], _setting(override, value), *base[index + 1 :]])
+    return jobs
+
+
+def _setting(override: Any, value: str) -> str:
+    prefix = "++" if override.is_force_add() else "+" if override.is_add() else ""
+    return f"{prefix}{override.key_or_group}={value}"
+
+
+def check_checkpoint_exists(cfg: DictConfig) -> None:
+    checkpoint = cfg.get("ckpt_path")
+    if checkpoint and "paths" in cfg and not Path(checkpoint).expanduser().is_file():
+        raise UserError(
+            f"ckpt_path={checkpoint} does not exist; give the checkpoint of a run to continue "
+            "(outputs/<date>/<time>/checkpoints/last.ckpt) or resume=<run folder>"
+        )
 
 
 def top_level_settings(config_dir: Path) -> set[str]:
@@ -92,19 +133,8 @@ def top_level_settings(config_dir: Path) -> set[str]:
     return own | {folder.name for folder in config_dir.iterdir() if folder.is_dir() and folder.name != "hydra"}
 
 
-def check_top_level_keys(cfg: DictConfig, known: set[str]) -> None:
-    """A top-level key added with ``+`` (``+seeed=3``, ``+strategyy=finetune``) that no code reads is a typo:
-    Hydra would store it silently and the run would use the default."""
-    unknown = sorted(set(cfg.keys()) - known)
-    if unknown:
-        refuse_unknown_top_level_key(unknown[0], OmegaConf.select(cfg, unknown[0]), known)
-
-
 def refuse_unknown_top_level_key(key: str, value: Any, known: set[str]) -> None:
     """Raise the one sentence for ``+key=value`` at the top level, with the closest setting."""
-    guess = difflib.get_close_matches(key, sorted(known), n=1)
-    shown = "..." if OmegaConf.is_config(value) or isinstance(value, (dict, list)) else value
-    hint = f"; did you mean {guess[0]}={shown}?" if guess else ""
-    raise UserError(
-        f"+{key}={shown} adds a key that is not a setting of this project{hint} (settings: {', '.join(sorted(known))})"
-    )
+    from transfer_lightning.config.check import top_level_key_sentence
+
+    raise UserError(top_level_key_sentence(f"+{key}", value, sorted(known)))
