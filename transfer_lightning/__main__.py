@@ -2,10 +2,17 @@
 
 import sys
 
-from transfer_lightning.utils.cli import check_command_line, run_tool
+from transfer_lightning.utils.cli import check_command_line, exit_on_user_error
+
+
+def main() -> None:
+    """The command line checked in its first second (before Hydra writes anything and before torch loads),
+    then the run."""
+    exit_on_user_error(check_command_line, sys.argv[1:])
+    from transfer_lightning.train import main as train_main
+
+    train_main()
+
 
 if __name__ == "__main__":
-    run_tool(check_command_line, sys.argv[1:])  # before Hydra writes anything, and before torch loads
-    from transfer_lightning.train import main
-
     main()

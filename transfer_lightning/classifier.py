@@ -3,66 +3,60 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from transfer_lightning.models import Backbone, build_backbone
+from transfer_lightning.models import Backbone
+from transfer_lightning.run.model_record import RECORD_KEY, ModelRecord
 from transfer_lightning.strategies import FreezingStrategy
-from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]  # called with params=<groups>; lr in its keywords
+SchedulerFactory = Callable[..., Any]  # called with optimizer=<optimizer>
 
 
 class TransferClassifier(L.LightningModule):
     """Fine-tunes a pretrained backbone; *which* parameters train is the strategy's business.
 
-    All constructor arguments are plain containers, saved in the checkpoint, so a checkpoint
-    rebuilds the model on its own (``load_pretrained=False`` skips fetching ImageNet weights
-    that the checkpoint's state dict replaces anyway).
+    It takes built objects: the backbone (with its head sized to ``record.class_names``), the freezing
+    strategy, and factories for the optimizer and the scheduler (``functools.partial``s, as
+    ``hydra.utils.instantiate`` makes them from ``_partial_: true``). ``record`` says what built them;
+    it goes into every checkpoint (``run/model_record.py``), so ``evaluate``, ``predict``, ``export``
+    and resume rebuild the model from the file alone (``run/builders.build_classifier``).
 
-    Args:
-        model: ``{"name": "resnet18", "weights": "DEFAULT" | None | "/path/file.pth" | "<run>/checkpoints/best.ckpt"}``,
-            with ``backbone`` (a ``Backbone`` class path, e.g. for timm) where the name alone does not say.
-        strategy: a ``FreezingStrategy`` config (``_target_`` + arguments).
-        optimizer: a partial optimizer config (``_target_``, ``_partial_: true``, ``lr`` ...).
-        scheduler: a partial LR-scheduler config, or ``None``.
-        class_names: the data's classes in label order; sizes the head.
-        preprocessing: the input contract for inference (``data.contract.Preprocessing.to_dict()``).
-        data: the run's data config (``data/record.py``: module, absolute root, split settings),
-            so ``evaluate ckpt_path=...`` rebuilds the very splits the run used.
+    Example::
+
+        backbone = build_backbone({"name": "resnet18", "weights": None}, num_classes=10)
+        strategy = FreezeStages(frozen_stages="all", stage_names=backbone.stage_names)
+        module = TransferClassifier(backbone, strategy, functools.partial(torch.optim.Adam, lr=1e-3), record)
     """
 
     def __init__(
         self,
-        model: dict[str, Any],
-        strategy: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None,
-        class_names: list[str],
-        preprocessing: dict[str, Any],
-        load_pretrained: bool = True,
-        data: dict[str, Any] | None = None,
+        backbone: Backbone,
+        strategy: FreezingStrategy,
+        optimizer: OptimizerFactory,
+        record: ModelRecord,
+        scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        weights = model.get("weights") if load_pretrained else None
-        # where the weights came from, as a chain (models/lineage.py); a checkpoint restores its own
-        self.backbone: Backbone = build_backbone(
-            {**model, "weights": weights}, len(class_names), class_names=list(class_names)
-        )
-        self.net = self.backbone.model
-        self.weights_lineage = self.backbone.weights_lineage
-        self.strategy: FreezingStrategy = instantiate_strategy(strategy, self.backbone.stage_names)
+        self.backbone = backbone
+        self.net = backbone.model
+        self.weights_lineage = backbone.weights_lineage  # where the weights came from (models/lineage.py)
+        self.strategy = strategy
         self.strategy.apply(self.backbone)
-        self.class_names = list(class_names)
-        num_classes = len(class_names)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.record = record
+        self.class_names = list(record.class_names)
+        num_classes = len(self.class_names)
         # accuracy over images (micro), as evaluate reports it and the plain loop computes it; torchmetrics'
         # default (macro, the mean over classes) differs from it on unbalanced splits
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -75,6 +69,17 @@ class TransferClassifier(L.LightningModule):
         # > 0 while training on cached features: batches are the output of the first
         # ``input_stage`` stages (see transfer_lightning/cache); checkpoints hold the whole net.
         self.input_stage = 0
+
+    @property
+    def learning_rate(self) -> float:
+        """The head's learning rate (``optimizer.lr``); the other groups follow the strategy's ratios."""
+        return float(self.optimizer_factory.keywords["lr"])
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Use ``lr`` for the head from now on (the LR finder's suggestion), and record it."""
+        factory = self.optimizer_factory
+        self.optimizer_factory = type(factory)(factory.func, *factory.args, **{**factory.keywords, "lr": lr})
+        self.record = self.record.with_learning_rate(lr)
 
     # -- model -------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -164,31 +169,28 @@ class TransferClassifier(L.LightningModule):
 
     # -- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        lr = float(self.hparams.optimizer["lr"])
-        optimizer = instantiate(self.hparams.optimizer)(params=self.strategy.param_groups(self.backbone, lr))
-        if not self.hparams.scheduler:
+        optimizer = self.optimizer_factory(params=self.strategy.param_groups(self.backbone, self.learning_rate))
+        if self.scheduler_factory is None:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -- checkpoint --------------------------------------------------------------------------
+    def checkpoint_record(self) -> dict[str, Any]:
+        """The plain record a checkpoint of this module holds (``run/model_record.py``)."""
+        return self.record.to_dict(self.weights_lineage, self.strategy.state_dict())
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["freezing_strategy"] = self.strategy.state_dict()
-        checkpoint["class_names"] = list(self.class_names)
-        checkpoint["weights_lineage"] = self.weights_lineage
+        checkpoint[RECORD_KEY] = self.checkpoint_record()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.strategy.load_state_dict(checkpoint.get("freezing_strategy", {}))
-        self.strategy.apply(self.backbone, checkpoint.get("epoch", 0))
-        if "weights_lineage" in checkpoint:
-            self.weights_lineage = checkpoint["weights_lineage"]
+        """Lightning's resume (``trainer.fit(ckpt_path=...)``): the strategy's state and the weights' lineage."""
+        from transfer_lightning.run.model_record import read_model_record
 
+        self.restore_record(read_model_record(checkpoint, "the checkpoint being resumed"), checkpoint.get("epoch", 0))
 
-def instantiate_strategy(config: dict[str, Any], stage_names: tuple[str, ...]) -> FreezingStrategy:
-    """Build the strategy for ``stage_names``; a ``UserError`` from its checks surfaces as itself, not wrapped by Hydra."""
-    try:
-        return instantiate(config, stage_names=list(stage_names))
-    except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
+    def restore_record(self, record: ModelRecord, epoch: int = 0) -> None:
+        """Take a checkpoint's strategy state and lineage (its weights are loaded separately)."""
+        self.strategy.load_state_dict(record.strategy_state)
+        self.strategy.apply(self.backbone, epoch)
+        self.weights_lineage = record.lineage

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,19 @@ from transfer_lightning.data.fingerprint import split_fingerprint
 from transfer_lightning.data.record import data_config_from_checkpoint
 from transfer_lightning.models.lineage import describe_lineage
 from transfer_lightning.run.builders import build_datamodule, build_trainer
-from transfer_lightning.run.checkpoint import checkpoint_origin, load_classifier
-from transfer_lightning.run.validation import RULES, validate_config
-from transfer_lightning.train import CONFIG_DIR
-from transfer_lightning.utils.cli import require, run_tool
+from transfer_lightning.run.checkpoint import checkpoint_file, checkpoint_origin, load_classifier
+from transfer_lightning.utils.cli import (
+    CONFIG_FOLDER,
+    check_command_line,
+    check_once,
+    exit_on_user_error,
+    require,
+    run_tool,
+)
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_write_text
 
 log = logging.getLogger("transfer_lightning")
-SPLITS = ("test", "val")
-_RULES = tuple(rule for rule in RULES if rule.key.startswith(("data.", "trainer.")))
 # evaluate.yaml's default data group: an open node that only holds the data.* keys the user typed,
 # laid over the data config the checkpoint carries (a YAML file cannot accept keys it does not list)
 ConfigStore.instance().store(group="data", name="from_checkpoint", node=OmegaConf.create({}, flags={"struct": False}))
@@ -51,16 +55,16 @@ ConfigStore.instance().store(group="data", name="from_checkpoint", node=OmegaCon
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split`` of ``cfg.data``; returns the report."""
-    checkpoint = Path(require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt"))
-    if cfg.split not in SPLITS:
-        raise UserError(f"split={cfg.split!r} is not allowed; choose one of {', '.join(SPLITS)}")
-    for key, least in (("grid_size", 1), ("top_confused", 0)):
-        if not isinstance(cfg[key], int) or cfg[key] < least:
-            raise UserError(f"{key}={cfg[key]!r} is not allowed; expected an integer >= {least}")
-    validate_config(cfg, _RULES)
+    check_once(cfg)
+    checkpoint = checkpoint_file(
+        require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time> (a run folder) or its .ckpt")
+    )
     module = load_classifier(checkpoint)
-    data_cfg = _data_config(cfg.data, module.hparams.get("data"), checkpoint)
-    datamodule = datamodule_for_checkpoint(data_cfg, module.hparams["preprocessing"], module.class_names)
+    record = module.record
+    typed = OmegaConf.to_container(cfg.data, resolve=True)
+    named = "_target_" in typed  # data=<name> on the command line: that (trusted) config
+    data_cfg = typed if named else data_config_from_checkpoint(record.data, typed, checkpoint)
+    datamodule = datamodule_for_checkpoint(data_cfg, record.preprocessing, module.class_names, from_file=not named)
 
     split = used_split(cfg.split, datamodule)
     collector = PredictionCollector(len(module.class_names), stage=cfg.split, grid_size=cfg.grid_size)
@@ -77,8 +81,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data_root": datamodule.splits.notes.get("data_root"),
         "split_fingerprint": split_fingerprint(getattr(datamodule.splits, split)),
         "images": len(getattr(datamodule.splits, split)),
-        "preprocessing": module.hparams["preprocessing"],
-        "image_size": module.hparams["preprocessing"]["image_size"],
+        "preprocessing": record.preprocessing.to_dict(),
+        "image_size": record.preprocessing.image_size,
         "device": device.device,
         "precision": device.precision,
         "weights": describe_lineage(module.weights_lineage),  # the chain, newest link first
@@ -91,13 +95,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-def _data_config(typed: DictConfig, recorded: dict[str, Any] | None, checkpoint: Path) -> DictConfig | dict:
-    """``data=<name>`` on the command line: that config; else the checkpoint's, with the typed ``data.*`` keys."""
-    if "_target_" in typed:
-        return typed
-    return data_config_from_checkpoint(recorded, OmegaConf.to_container(typed, resolve=True), checkpoint)
-
-
 def used_split(asked: str, datamodule: ClassificationDataModule) -> str:
     """The split whose images a pass over ``asked`` really sees: data without a test split tests on val."""
     if asked == "test" and datamodule.splits.notes.get("test_split") == "val":
@@ -107,11 +104,13 @@ def used_split(asked: str, datamodule: ClassificationDataModule) -> str:
 
 
 def datamodule_for_checkpoint(
-    data_cfg: DictConfig | dict[str, Any], preprocessing: dict[str, Any], class_names: list[str]
+    data_cfg: DictConfig | dict[str, Any], contract: Preprocessing, class_names: list[str], from_file: bool = True
 ) -> ClassificationDataModule:
-    """The data of ``data_cfg`` through the checkpoint's preprocessing contract (no augmentation)."""
-    contract = Preprocessing.from_dict(preprocessing)
-    datamodule = build_datamodule(data_cfg, preprocessing=contract, augment="none", test_each_epoch=False)
+    """The data of ``data_cfg`` (a checkpoint's record: ``from_file``) through the checkpoint's preprocessing
+    contract (no augmentation)."""
+    datamodule = build_datamodule(
+        data_cfg, from_file=from_file, preprocessing=contract, augment="none", test_each_epoch=False
+    )
     datamodule.prepare_data()
     datamodule.setup("test")
     if list(datamodule.class_names) != list(class_names):
@@ -165,10 +164,16 @@ def _short(names: list[str]) -> str:
     return str(list(names[:6])) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (a ``UserError`` is one line on stderr and exit status 2)."""
+@hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="evaluate")
+def _hydra_main(cfg: DictConfig) -> None:
     run_tool(evaluate, cfg)
+
+
+def main() -> None:
+    """``python -m transfer_lightning.evaluate``: the command line checked in its first second, then the run
+    (a ``UserError`` is one line on stderr and exit status 2)."""
+    exit_on_user_error(check_command_line, sys.argv[1:], "evaluate")
+    _hydra_main()
 
 
 if __name__ == "__main__":

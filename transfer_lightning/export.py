@@ -25,10 +25,16 @@ import torchvision
 from omegaconf import DictConfig
 from torch import nn
 
-from transfer_lightning.data.contract import Preprocessing, preprocessor_for
-from transfer_lightning.run.checkpoint import load_classifier
-from transfer_lightning.train import CONFIG_DIR
-from transfer_lightning.utils.cli import require, run_tool
+from transfer_lightning.data.contract import Preprocessing, as_contract, preprocessor_for
+from transfer_lightning.run.checkpoint import checkpoint_file, load_classifier
+from transfer_lightning.utils.cli import (
+    CONFIG_FOLDER,
+    check_command_line,
+    check_once,
+    exit_on_user_error,
+    require,
+    run_tool,
+)
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_write_text
 
@@ -43,9 +49,10 @@ class ExportMismatch(Exception):
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` in ``cfg.format``; returns the written contract."""
-    checkpoint = Path(require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt"))
-    if cfg.format not in EXPORTERS:
-        raise UserError(f"format={cfg.format!r} is not supported; choose one of {', '.join(EXPORTERS)}")
+    check_once(cfg)
+    checkpoint = checkpoint_file(
+        require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time> (a run folder) or its .ckpt")
+    )
     if cfg.format == "onnx":
         _require_onnx()
     module = load_classifier(checkpoint)
@@ -56,14 +63,14 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     contract = {
         "format": cfg.format,
         "file": target.name,
-        "model": module.hparams["model"]["name"],
-        **preprocessing_contract(module.hparams["preprocessing"], module.class_names),
+        "model": module.record.model_name,
+        **preprocessing_contract(module.record.preprocessing, module.class_names),
         "checkpoint": str(checkpoint.resolve()),
         "weights": module.weights_lineage,
         "parity": parity,
     }
     if cfg.format == "state_dict":
-        contract["load"] = state_dict_loading_hint(module.hparams["model"], len(module.class_names), target.name)
+        contract["load"] = state_dict_loading_hint(module.record.model, len(module.class_names), target.name)
     contract_file = target.with_name(target.name + ".json")
     atomic_write_text(contract_file, json.dumps(contract, indent=2) + "\n")
     print(f"Exported {target} with its preprocessing contract {contract_file}")
@@ -73,10 +80,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 def export_checked(module: nn.Module, format_: str, target: Path, batch_size: int, tolerance: float) -> dict[str, Any]:
     """Write ``module.net`` to ``target`` only if its logits match PyTorch's within ``tolerance``."""
     network = module.net.eval()
-    contract = module.hparams["preprocessing"]
+    contract = module.record.preprocessing
     example, batch = sample_batch(contract, 2, seed=0), sample_batch(contract, batch_size, seed=1)
     save, load, _ = EXPORTERS[format_]
-    model, num_classes = module.hparams["model"], len(module.class_names)
+    model, num_classes = module.record.model, len(module.class_names)
     partial = target.with_name(target.name + ".partial")  # never a half-checked file under the real name
     try:
         save(network, example, partial)
@@ -97,10 +104,10 @@ def export_checked(module: nn.Module, format_: str, target: Path, batch_size: in
     return {"max_abs_logit_diff": difference, "bound": tolerance, "batch_size": len(batch)}
 
 
-def preprocessing_contract(preprocessing: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
+def preprocessing_contract(preprocessing: Preprocessing | dict[str, Any], class_names: list[str]) -> dict[str, Any]:
     """What a consumer of the exported file needs to feed it and read its output: the checkpoint's
     whole contract (``data/contract.py``), its fields and the steps in words."""
-    contract = Preprocessing.from_dict(preprocessing)
+    contract = as_contract(preprocessing)
     side = contract.image_size
     return {
         "input": {"name": "images", "shape": ["batch", 3, side, side], "dtype": "float32", "layout": "NCHW"},
@@ -111,9 +118,9 @@ def preprocessing_contract(preprocessing: dict[str, Any], class_names: list[str]
     }
 
 
-def sample_batch(contract: dict[str, Any], size: int, seed: int) -> torch.Tensor:
+def sample_batch(contract: Preprocessing | dict[str, Any], size: int, seed: int) -> torch.Tensor:
     """Random decoded pixels through the checkpoint's own device step: inputs of the real range and shape."""
-    side = Preprocessing.from_dict(contract).decoded_size
+    side = as_contract(contract).decoded_size
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randint(0, 256, (size, 3, side, side), dtype=torch.uint8, generator=generator)
     return preprocessor_for(contract)(pixels)
@@ -234,10 +241,16 @@ def _export_or_exit(cfg: DictConfig) -> dict[str, Any]:
         sys.exit(1)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: a ``UserError`` exits 2, a failed parity check exits 1."""
+@hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="export")
+def _hydra_main(cfg: DictConfig) -> None:
     run_tool(_export_or_exit, cfg)
+
+
+def main() -> None:
+    """``python -m transfer_lightning.export``: the command line checked in its first second, then the export
+    (a ``UserError`` exits 2, a failed parity check exits 1)."""
+    exit_on_user_error(check_command_line, sys.argv[1:], "export")
+    _hydra_main()
 
 
 if __name__ == "__main__":

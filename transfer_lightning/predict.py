@@ -10,6 +10,7 @@ import csv
 import io
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,14 @@ from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.image_files import ImageFileDataset, list_image_files, unreadable_reason
 from transfer_lightning.run.builders import build_trainer
 from transfer_lightning.run.checkpoint import load_classifier
-from transfer_lightning.train import CONFIG_DIR
-from transfer_lightning.utils.cli import require, run_tool
+from transfer_lightning.utils.cli import (
+    CONFIG_FOLDER,
+    check_command_line,
+    check_once,
+    exit_on_user_error,
+    require,
+    run_tool,
+)
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_write_text
 
@@ -36,15 +43,14 @@ CSV_FILE = "predictions.csv"
 
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Top-k predictions for every file of ``cfg.inputs``; returns one row per file."""
-    checkpoint = require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt")
+    check_once(cfg)
+    checkpoint = require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time> (a run folder) or its .ckpt")
     inputs = require(cfg, "inputs", "inputs=photo.jpg or inputs=path/to/folder")
-    if not isinstance(cfg.top_k, int) or cfg.top_k < 1:
-        raise UserError(f"top_k={cfg.top_k!r} is not allowed; expected an integer >= 1")
     files = list_image_files(inputs)
     module = load_classifier(checkpoint)
     top_k = min(cfg.top_k, len(module.class_names))
 
-    contract = Preprocessing.from_dict(module.hparams["preprocessing"])
+    contract = module.record.preprocessing
     dataset = ImageFileDataset(files, contract)
     workers = _workers(cfg.num_workers, len(files), cfg.batch_size)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=workers, pin_memory=torch.cuda.is_available())
@@ -57,7 +63,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     unreadable = [row for row in rows if row["error"]]
     for row in unreadable:
         log.warning("Cannot read %s: %s (skipped)", row["path"], row["error"])
-    output_dir = Path(cfg.output_dir or cfg.paths.output_dir)
+    output_dir = Path(cfg.output_dir)
     path = write_csv(output_dir / CSV_FILE, rows, top_k)
     print_predictions(rows, top_k, cfg.show)
     print(f"Predictions for {len(rows) - len(unreadable)} of {len(rows)} files written to {path}")
@@ -124,10 +130,16 @@ def _workers(setting: int | str, num_files: int, batch_size: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (a ``UserError`` is one line on stderr and exit status 2)."""
+@hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="predict")
+def _hydra_main(cfg: DictConfig) -> None:
     run_tool(predict, cfg)
+
+
+def main() -> None:
+    """``python -m transfer_lightning.predict``: the command line checked in its first second, then the run
+    (a ``UserError`` is one line on stderr and exit status 2)."""
+    exit_on_user_error(check_command_line, sys.argv[1:], "predict")
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,23 @@ import sys
 from pathlib import Path
 
 from transfer_lightning.sweeps.results import collect_jobs, print_ranking, write_sweep_report
+from transfer_lightning.utils.cli import exit_on_user_error
+from transfer_lightning.utils.errors import UserError
+
+
+def report(sweep_dir: Path) -> list[Path]:
+    """Rewrite the report files of the multirun folder ``sweep_dir`` and print its ranking; returns the files.
+
+    The folder may be someone else's: its files are data (``sweeps/results.py`` checks each value)."""
+    if not sweep_dir.is_dir() or not collect_jobs(sweep_dir):
+        raise UserError(
+            f"{sweep_dir} holds no job folders (<number>/.hydra/overrides.yaml); pass a folder like "
+            "outputs/multirun/<date>/<time>"
+        )
+    written = write_sweep_report(sweep_dir)
+    print_ranking(sweep_dir)
+    print("Report: " + ", ".join(str(path) for path in written))
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,14 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "and the plot of a multirun folder.",
     )
     parser.add_argument("sweep_dir", type=Path, help="the multirun folder holding the job folders 0, 1, ...")
-    args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir() or not collect_jobs(args.sweep_dir):
-        print(f"Error: {args.sweep_dir} holds no job folders (<number>/.hydra/overrides.yaml); "
-              "pass a folder like outputs/multirun/<date>/<time>", file=sys.stderr)  # fmt: skip
-        return 2
-    written = write_sweep_report(args.sweep_dir)
-    print_ranking(args.sweep_dir)
-    print("Report: " + ", ".join(str(path) for path in written))
+    exit_on_user_error(report, parser.parse_args(argv).sweep_dir)
     return 0
 
 

@@ -88,7 +88,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
     cache = FeatureCache(directory)
     device = trainer.strategy.root_device
     common = {
-        "model": module.hparams.model["name"],
+        "model": module.backbone.name,
         "frozen_weights": frozen_weights_fingerprint(module.backbone, plan.stage),
         "stage": plan.stage,
         "image_size": datamodule.image_size,

@@ -89,7 +89,7 @@ class GracefulInterrupt(Callback):
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
         self._saving = path
         try:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # said explicitly: Lightning logs its default
         except BaseException:
             if self._forced:  # torch's writer turns the interruption into its own RuntimeError
                 raise RunInterrupted(self._stopped_at_once()) from None

@@ -42,7 +42,7 @@ class PredictionGridImage(Callback):
         examples = self.selector.examples()
         if not len(examples) or not has_figure_logger(trainer):
             return
-        examples.images = preprocessor_for(pl_module.hparams["preprocessing"]).unnormalize(examples.images)
+        examples.images = preprocessor_for(pl_module.record.preprocessing).unnormalize(examples.images)
         figure = prediction_grid_figure(examples, pl_module.class_names, f"test, {self.tested}")
         log_figure(trainer, "test/predictions", figure)
         self.selector.reset()

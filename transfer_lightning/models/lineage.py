@@ -73,27 +73,22 @@ class RunWeights:
 
 def read_run_weights(weights: str) -> RunWeights:
     """The network, classes and preprocessing of the checkpoint or run folder ``weights``."""
-    from transfer_lightning.run.checkpoint import read_checkpoint  # that module imports the models package
+    from transfer_lightning.run.checkpoint import read_checkpoint_and_record  # it imports the models package
 
     path = run_checkpoint_path(weights).resolve()
-    checkpoint = read_checkpoint(path)
-    hparams = checkpoint["hyper_parameters"]
+    checkpoint, record = read_checkpoint_and_record(path)
     state_dict = {
         key.removeprefix(_NET_PREFIX): value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(_NET_PREFIX)
     }
-    parent = checkpoint.get("weights_lineage") or {
-        "source": "unrecorded",
-        "model.weights": hparams["model"].get("weights"),
-    }
     return RunWeights(
         path=path,
-        architecture=hparams["model"]["name"],
-        class_names=list(hparams["class_names"]),
-        preprocessing=dict(hparams["preprocessing"]),
+        architecture=record.model_name,
+        class_names=list(record.class_names),
+        preprocessing=record.preprocessing.to_dict(),
         state_dict=state_dict,
-        parent=parent,
+        parent=record.lineage,
     )
 
 

@@ -1,26 +1,28 @@
 """Checkpoints of this framework: written atomically (``AtomicCheckpointIO``), loaded safely, and the
 trained model rebuilt from one alone.
 
-``torch.load(weights_only=True)`` refuses pickled code, and the only config that gets
-instantiated on rebuild (the freezing strategy) must name a class of this package, so a file a
-user downloaded cannot run code. The checkpoint carries everything needed: the model config,
-class names and preprocessing contract live in ``hyper_parameters`` as plain containers.
+``torch.load(weights_only=True)`` refuses pickled code, and the record a checkpoint carries
+(``model_record.py``: the model, classes, preprocessing contract, data) is data: it is checked
+against the schemas and its classes against the allowlist (``config/trust.py``) before anything
+is imported or built, so a file someone else wrote cannot run code or write a file.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data.contract import preprocessor_for
+from transfer_lightning.run.model_record import ModelRecord, checked_record, raw_record
 from transfer_lightning.utils.errors import UserError, first_line
 from transfer_lightning.utils.files import atomic_torch_save, is_local, unreadable_file_reason
+
+if TYPE_CHECKING:
+    from transfer_lightning.classifier import TransferClassifier
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,10 @@ __all__ = [
     "load_classifier",
     "preprocessor_for",
     "read_checkpoint",
+    "read_checkpoint_and_record",
 ]
 
-REQUIRED_HPARAMS = ("model", "strategy", "class_names", "preprocessing")
-_SAFE_TARGET_PREFIX = "transfer_lightning."
+RUN_CHECKPOINT = Path("checkpoints") / "best.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -50,13 +52,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_safely(path, map_location=map_location or "cpu")
 
 
-def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; a file that needs arbitrary unpickling is refused."""
+def load_checkpoint_safely(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
+    """Load a checkpoint with ``weights_only=True``; a file that needs arbitrary unpickling is refused.
+    ``mmap``: tensors are mapped, not read (a quick look at the record of a large file)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; give the path to a .ckpt file of a run")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - every way a file can fail to load gets its reason
         raise UserError(f"checkpoint {path} cannot be loaded: {unreadable_file_reason(error)}") from error
 
@@ -69,78 +72,88 @@ def checkpoint_origin(path: str | Path) -> str:
     not read.
     """
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    parts = [f"epoch {checkpoint['epoch']}"] if "epoch" in checkpoint else []
-    for state in (checkpoint.get("callbacks") or {}).values():
-        if isinstance(state, dict) and state.get("monitor") and state.get("current_score") is not None:
-            parts.append(f"{state['monitor']} {float(state['current_score']):.4g}")
+    epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
+    parts = [f"epoch {epoch}"] if isinstance(epoch, int) else []
+    callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+    for state in (callbacks if isinstance(callbacks, dict) else {}).values():
+        score = state.get("current_score") if isinstance(state, dict) else None
+        if isinstance(state, dict) and isinstance(state.get("monitor"), str) and _is_number(score):
+            parts.append(f"{state['monitor'][:40]} {float(score):.4g}")
             break
     return f"{Path(path).name} ({', '.join(parts)})" if parts else Path(path).name
 
 
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+        torch.is_tensor(value) and value.numel() == 1
+    )
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at ``path``, checked to be one of ours; any other file is a ``UserError``."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass ckpt_path=<run folder>/checkpoints/best.ckpt")
+    """The checkpoint dict at ``path`` (a ``.ckpt`` file, or a run folder: its ``checkpoints/best.ckpt``),
+    with its record checked (``model_record.read_model_record``); any other file is a ``UserError``."""
+    return read_checkpoint_and_record(path)[0]
+
+
+def read_checkpoint_and_record(path: str | Path) -> tuple[dict[str, Any], ModelRecord]:
+    """The checkpoint dict at ``path`` and its checked record (see ``read_checkpoint``)."""
+    path = checkpoint_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - truncated, foreign or pickled objects: each says why
         raise UserError(f"{path} cannot be loaded as a checkpoint: {unreadable_file_reason(error)}") from error
-    _check_is_ours(path, checkpoint)
-    return checkpoint
-
-
-def load_classifier(path: str | Path) -> TransferClassifier:
-    """The trained ``TransferClassifier`` of a checkpoint, on the CPU, in eval mode.
-
-    Rebuilt from the checkpoint's hyperparameters with ``load_pretrained=False`` (the state dict
-    replaces any pretrained weights, so nothing is downloaded).
-    """
-    checkpoint = read_checkpoint(path)
-    accepted = inspect.signature(TransferClassifier.__init__).parameters
-    hparams = {key: value for key, value in checkpoint["hyper_parameters"].items() if key in accepted}
-    hparams.setdefault("optimizer", {})
-    hparams.setdefault("scheduler", None)
-    module = TransferClassifier(**{**hparams, "load_pretrained": False})
-    try:
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as error:
-        raise UserError(
-            f"the weights in {path} do not fit the {hparams['model'].get('name')} model it describes "
-            f"({first_line(error, 200)}); the checkpoint is damaged or was edited"
-        ) from error
-    module.on_load_checkpoint(checkpoint)
-    return module.eval()
-
-
-def _check_is_ours(path: Path, checkpoint: Any) -> None:
     if isinstance(checkpoint, dict) and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
         raise UserError(
             f"{path} is a plain state dict, not a transfer_lightning checkpoint; it holds no class names or "
             "preprocessing. Train with it as model.weights=<file> and use the .ckpt that run writes"
         )
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    state_dict = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    missing = [key for key in REQUIRED_HPARAMS if not isinstance(hparams, dict) or key not in hparams]
-    if not isinstance(state_dict, dict) or missing:
-        what = f"hyper_parameters lack {', '.join(missing)}" if missing else "it has no state_dict"
+    raw, keys = raw_record(checkpoint, path)
+    state_dict = checkpoint.get("state_dict")
+    if not isinstance(state_dict, dict):
         raise UserError(
-            f"{path} is not a transfer_lightning checkpoint ({what}); it may come from another framework. "
-            "Pass a .ckpt written by python -m transfer_lightning"
+            f"{path} is not a transfer_lightning checkpoint (it has no state_dict); it may come from another "
+            "framework. Pass a .ckpt written by python -m transfer_lightning"
         )
-    for target in _targets(hparams.get("strategy")):
-        if not str(target).startswith(_SAFE_TARGET_PREFIX):
+    if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()):
+        raise UserError(f"{path} is damaged: its state_dict holds values that are not tensors")
+    return checkpoint, checked_record(raw, keys, str(path))
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself, or the best checkpoint of the run folder ``path`` (said once in the log)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        best = path / RUN_CHECKPOINT
+        if not best.is_file():
             raise UserError(
-                f"{path} names strategy class {target!r}, which is not part of transfer_lightning; "
-                "refusing to instantiate it (only checkpoints written by this framework are loaded)"
+                f"{path} is a folder without {RUN_CHECKPOINT}; give the folder of a run of python -m transfer_lightning "
+                "or one of its .ckpt files"
             )
+        log.info("Checkpoint: %s (the run folder's best)", best)
+        return best
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint {path} does not exist; pass ckpt_path=<run folder> or <run folder>/checkpoints/best.ckpt"
+        )
+    return path
 
 
-def _targets(node: Any) -> list[Any]:
-    """Every ``_target_`` in a nested config (a strategy may hold sub-configs)."""
-    if isinstance(node, dict):
-        found = [node["_target_"]] if "_target_" in node else []
-        return found + [t for value in node.values() for t in _targets(value)]
-    if isinstance(node, (list, tuple)):
-        return [t for value in node for t in _targets(value)]
-    return []
+def load_classifier(path: str | Path) -> TransferClassifier:
+    """The trained ``TransferClassifier`` of a checkpoint (or run folder), on the CPU, in eval mode.
+
+    Rebuilt from the checkpoint's record alone, without its starting weights (the state dict replaces
+    them, so nothing is downloaded); its classes only through the allowlist (``config/trust.py``).
+    """
+    from transfer_lightning.run.builders import build_classifier
+
+    checkpoint, record = read_checkpoint_and_record(path)
+    module = build_classifier(record, pretrained=False)
+    try:
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise UserError(
+            f"the weights in {path} do not fit the {record.model_name} model it describes "
+            f"({first_line(error, 200)}); the checkpoint is damaged or was edited"
+        ) from error
+    module.restore_record(record, checkpoint.get("epoch", 0) if isinstance(checkpoint.get("epoch"), int) else 0)
+    return module.eval()

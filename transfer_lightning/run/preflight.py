@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torchvision
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
+from transfer_lightning.utils.cli import exit_on_user_error
 from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,7 @@ class RunFolderCheck(HydraCallback):
 
     @staticmethod
     def _check(folder: str, config: DictConfig) -> None:
-        try:
-            check_run_folder(folder, config)
-        except UserError as error:
-            print(f"Error: {error}", file=sys.stderr)
-            sys.exit(2)
+        exit_on_user_error(check_run_folder, folder, config)
 
 
 def _parameter_count(cfg: DictConfig) -> int:

@@ -16,6 +16,7 @@ import difflib
 import logging
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transfer_lightning.config.trust import check_recorded
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
+from transfer_lightning.run.model_record import RECORD_KEY, ModelRecord, check_recorded_node, read_model_record
 from transfer_lightning.run.preflight import claim_new_run_folder
 from transfer_lightning.utils.errors import UserError, first_line
 
@@ -112,6 +115,10 @@ def prepare_resume(cfg: DictConfig) -> DictConfig:
     with open_dict(saved):
         saved.resume = None
         saved.ckpt_path = str(checkpoint.resolve())
+        # where this run writes is this command's: its run folder is the folder named by resume=
+        saved.paths.root_dir = cfg.paths.root_dir
+        saved.paths.output_dir = cfg.paths.output_dir
+    check_saved_config(saved, str(Path(resume) / SAVED_CONFIG))
     OmegaConf.set_struct(saved, True)
     log.info("Resuming %s from %s", resume, checkpoint.name)
     return saved
@@ -198,7 +205,72 @@ def _resumable_run(resume: Any, ckpt_given: bool) -> tuple[DictConfig, Path]:
     checkpoint = folder / LAST_CHECKPOINT
     if not checkpoint.is_file():
         raise UserError(f"resume={resume}: {checkpoint} does not exist, so there is nothing to resume; start anew")
-    return OmegaConf.load(saved_path), checkpoint
+    saved = read_saved_config(saved_path)
+    read_model_record(load_checkpoint_safely(checkpoint, mmap=True), checkpoint)  # data too: checked before it runs
+    return saved, checkpoint
+
+
+# where a run folder's saved config may name a class to build, and which kind (config/trust.py)
+RUN_CONFIG_POSITIONS = {
+    "data": "data",
+    "strategy": "strategy",
+    "optimizer": "optimizer",
+    "scheduler": "scheduler",
+    "trainer": "trainer",
+    "logger": "logger",
+    "logger.*": "logger",
+    "callbacks.*": "callbacks",
+}
+# the settings that say where a run writes: inside its run folder or its data folder, whatever the file says
+_WRITE_KEYS = ("trainer.default_root_dir", "data.cache_dir", "data.feature_cache_dir", "logger.save_dir")
+
+
+def read_saved_config(path: Path) -> DictConfig:
+    """A run folder's ``.hydra/config.yaml``: data, so its classes are checked against the allowlist and its
+    interpolations against the allowed resolvers before anything is built (``config/trust.py``)."""
+    try:
+        saved = OmegaConf.load(path)
+        values = OmegaConf.to_container(saved, resolve=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable YAML is a damaged run folder
+        raise UserError(
+            f"{path} cannot be read as a run's config ({first_line(error)}); the run folder is damaged"
+        ) from None
+    if not isinstance(values, dict) or not isinstance(values.get("paths"), dict):
+        raise UserError(f"{path} is not the config of a run of python -m transfer_lightning (it has no paths)")
+    check_recorded(values, str(path), "config", RUN_CONFIG_POSITIONS)
+    return saved
+
+
+def check_saved_config(saved: DictConfig, source: str) -> None:
+    """Every built node of a saved config against its class's schema, and every folder it writes to inside the
+    run folder or the data folder."""
+    nodes = [(key, saved.get(key)) for key in ("data", "strategy", "optimizer", "scheduler", "trainer")]
+    nodes += [(f"callbacks.{name}", node) for name, node in (saved.get("callbacks") or {}).items()]
+    try:
+        for key, node in nodes:
+            kind = key.split(".", 1)[0]
+            if OmegaConf.is_dict(node) and "_target_" in node:
+                check_recorded_node(OmegaConf.to_container(node, resolve=True), kind, source, f"config.{key}")
+        run_dir = Path(str(saved.paths.output_dir)).absolute()
+        data_dir = Path(str(saved.paths.data_dir)).expanduser().absolute()
+        folders = [(key, OmegaConf.select(saved, key)) for key in _WRITE_KEYS]
+        folders += [(f"callbacks.{name}.dirpath", node.get("dirpath")) for name, node in nodes_with_dirpath(saved)]
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - an interpolation that does not resolve, a value of a wrong kind
+        raise UserError(f"{source} is refused: {first_line(error)}; the run folder is damaged or was edited") from None
+    for key, folder in folders:
+        where = Path(str(folder)).expanduser().absolute() if folder else None
+        if where is not None and not (where.is_relative_to(run_dir) or where.is_relative_to(data_dir)):
+            raise UserError(
+                f"{source} is refused: config.{key}={folder} would write outside the run folder {run_dir} and the "
+                f"data folder {data_dir}; nothing was created or written"
+            )
+
+
+def nodes_with_dirpath(saved: DictConfig) -> list[tuple[str, Any]]:
+    callbacks = saved.get("callbacks") or {}
+    return [(name, node) for name, node in callbacks.items() if OmegaConf.is_dict(node) and "dirpath" in node]
 
 
 def forget_refused_resume(error: UserError) -> None:
@@ -214,23 +286,33 @@ def forget_refused_resume(error: UserError) -> None:
 
 
 def check_checkpoint_fits(
-    ckpt_path: str | Path, hparams: dict[str, Any], callback_keys: list[str], checkpoint_dir: str | None
+    ckpt_path: str | Path,
+    current: ModelRecord | Mapping[str, Any],
+    callback_keys: list[str],
+    checkpoint_dir: str | None,
 ) -> None:
     """Refuse a checkpoint trained with another model, classes, strategy, optimizer or schedule, or
     whose checkpoint/early-stopping state no callback of this run would take back (Lightning matches
     that state by monitor, mode and save frequency, and silently drops what does not match).
 
-    Loads the file with ``weights_only=True`` (a file needing arbitrary unpickling is refused).
+    ``current``: the run's record, or its config nodes (``model``, ``strategy`` ...). Loads the file with
+    ``weights_only=True`` (a file needing arbitrary unpickling is refused) and reads its record as data.
     """
 
     checkpoint = load_checkpoint_safely(ckpt_path)
-    saved = checkpoint.get("hyper_parameters")
-    if not isinstance(saved, dict):
-        raise ResumeRefused(f"checkpoint {ckpt_path} has no hyper_parameters; it was not written by this project")
+    if not isinstance(checkpoint, dict) or not (
+        isinstance(checkpoint.get(RECORD_KEY), dict) or isinstance(checkpoint.get("hyper_parameters"), dict)
+    ):
+        raise ResumeRefused(f"checkpoint {ckpt_path} has no {RECORD_KEY} record; it was not written by this project")
+    try:
+        saved = _comparable(read_model_record(checkpoint, ckpt_path))
+    except UserError as error:
+        raise ResumeRefused(str(error)) from None
+    current = _comparable(current)
     differences = []
     for key in _MUST_MATCH:
-        differences += _differences(key, _comparable(key, saved.get(key)), _comparable(key, _plain(hparams.get(key))))
-    saved_length, length = _schedule_length(saved), _schedule_length(hparams)
+        differences += _differences(key, saved.get(key), current.get(key))
+    saved_length, length = _schedule_length(saved), _schedule_length(current)
     if saved_length != length:
         raise ResumeRefused(
             f"checkpoint {ckpt_path} is part way along a schedule over {saved_length} epochs "
@@ -274,8 +356,7 @@ def restore_weights(module: Any, ckpt_path: str | Path) -> None:
 
     checkpoint = load_checkpoint_safely(ckpt_path)
     module.load_state_dict(checkpoint["state_dict"])
-    if "weights_lineage" in checkpoint:
-        module.weights_lineage = checkpoint["weights_lineage"]
+    module.weights_lineage = read_model_record(checkpoint, ckpt_path).lineage
 
 
 def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
@@ -306,17 +387,24 @@ def _override_key(override: Any, text: str) -> str:
     return override.key_or_group if plain else text
 
 
-def _comparable(key: str, value: Any) -> Any:
-    """``value`` with what older checkpoints left implicit made explicit: the contract's defaults
-    (``resize_size``, ``interpolation``, ``crop_size``) and the backbone class its ``model.name`` implies."""
-    if key == "preprocessing" and isinstance(value, dict) and "image_size" in value:
-        return Preprocessing.from_dict(value).to_dict()
-    if key == "model" and isinstance(value, dict) and not value.get("backbone") and value.get("name"):
+def _comparable(value: ModelRecord | Mapping[str, Any]) -> dict[str, Any]:
+    """A record, or a run's config nodes, as the plain values a resume compares: ``_partial_`` aside, and what
+    older checkpoints left implicit made explicit (the contract's defaults, the backbone ``model.name`` implies)."""
+    if isinstance(value, ModelRecord):
+        return value.to_dict(lineage={}, strategy_state={})
+    plain = {key: _plain(value.get(key)) for key in _MUST_MATCH}
+    for key in ("strategy", "optimizer", "scheduler"):
+        if isinstance(plain[key], dict):
+            plain[key] = {name: item for name, item in plain[key].items() if name != "_partial_"} or None
+    if isinstance(plain["preprocessing"], dict) and "image_size" in plain["preprocessing"]:
+        plain["preprocessing"] = Preprocessing.from_dict(plain["preprocessing"]).to_dict()
+    model = plain["model"]
+    if isinstance(model, dict) and not model.get("backbone") and model.get("name"):
         from transfer_lightning.models import backbone_class
 
-        family = backbone_class(value)
-        return {**value, "backbone": f"{family.__module__}.{family.__qualname__}"}
-    return value
+        family = backbone_class(model)
+        plain["model"] = {**model, "backbone": f"{family.__module__}.{family.__qualname__}"}
+    return plain
 
 
 def _differences(key: str, saved: Any, current: Any) -> list[str]:
@@ -332,8 +420,8 @@ def _differences(key: str, saved: Any, current: Any) -> list[str]:
     return []
 
 
-def _schedule_length(hparams: dict[str, Any]) -> Any:
-    scheduler = _plain(hparams.get("scheduler"))
+def _schedule_length(record: dict[str, Any]) -> Any:
+    scheduler = record.get("scheduler")
     return scheduler.get("max_epochs") if isinstance(scheduler, dict) else None
 
 

@@ -1,10 +1,11 @@
-"""The one place that writes ``run_summary.json`` and prints the book-style report."""
+"""The one place that builds and writes ``run_summary.json`` and prints the book-style report."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,88 @@ from rich.table import Table
 from transfer_lightning.utils.files import atomic_write_text
 
 SUMMARY_FILE = "run_summary.json"
+log = logging.getLogger("transfer_lightning")
+
+
+@dataclass
+class TestResult:
+    """The final test on the best checkpoint."""
+
+    accuracy: float | None
+    images: int | None
+    per_class: dict[str, float]
+
+
+def describe_model(module: Any) -> None:
+    """The model's lines in the log: backbone, weights, strategy, parameter counts."""
+    from transfer_lightning.models.lineage import describe_lineage
+
+    params = module.parameter_counts()
+    log.info("Backbone %s (model.name)", module.backbone.describe())
+    log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
+    log.info("Strategy %s", module.strategy.describe())
+    log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
+
+
+def test_best(trainer: Any, module: Any, datamodule: Any, callbacks: list[Any]) -> TestResult:
+    """Test the best checkpoint (the module's last weights when nothing was checkpointed)."""
+    from transfer_lightning.callbacks import PerClassAccuracy
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    per_class = next((c for c in callbacks if isinstance(c, PerClassAccuracy)), None)
+    return TestResult(
+        accuracy=results[0].get("test/acc") if results else None,
+        images=int(results[0]["test/images"]) if results and "test/images" in results[0] else None,
+        per_class=per_class.last.get("test", {}) if per_class else {},
+    )
+
+
+def run_summary(
+    cfg: Any,
+    trainer: Any,
+    module: Any,
+    datamodule: Any,
+    feature_cache: Any,
+    tested: TestResult | None,
+    callbacks: list[Any],
+    strategy_label: str,
+) -> dict[str, Any]:
+    """What ``run_summary.json`` says of a completed run (the caller adds its timing and command)."""
+    from transfer_lightning.callbacks import DeviceReport
+
+    checkpoint = trainer.checkpoint_callback
+    device = next((c for c in callbacks if isinstance(c, DeviceReport)), None)
+    return {
+        "status": "completed",
+        "model": cfg.model.name,
+        "weights": module.weights_lineage,
+        "strategy": strategy_label,
+        "frozen_stages": module.strategy.frozen_stages,
+        "stages": list(module.backbone.stage_names),
+        "params": module.parameter_counts(),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "best_val_acc": None,  # the caller's: read before the test pass
+        "test_acc": tested.accuracy if tested else None,
+        "test_per_class_acc": tested.per_class if tested else {},
+        "test_images": tested.images if tested else None,  # each image of the split once, whatever the processes
+        "test_split": datamodule.splits.notes.get("test_split", "test"),  # "val" when there is no test split
+        "class_names": datamodule.class_names,
+        "data": {
+            "module": type(datamodule).__name__,
+            **datamodule.splits.notes,
+            "preprocessing": datamodule.preprocessing,
+            "split_fingerprints": feature_cache.fingerprints or datamodule.split_fingerprints(),
+        },
+        "feature_cache": feature_cache.summary(),
+        "device": device.device if device else str(trainer.strategy.root_device),
+        "precision": str(trainer.precision),
+        "best_ckpt": (checkpoint.best_model_path or None) if checkpoint else None,
+        "last_ckpt": (checkpoint.last_model_path or None) if checkpoint else None,
+        "seed": cfg.seed,
+    }
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
@@ -23,10 +106,20 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's summary; a damaged one (not JSON, not an object) reads as an unreadable run, never raises.
+
+    Someone else's run folder is data: the values are checked by the code that reads them.
+    """
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        summary = json.loads(path.read_text(errors="replace"))
+    except (OSError, ValueError) as error:
+        return {"status": "unreadable", "error": f"{SUMMARY_FILE} cannot be read ({str(error)[:80]})"}
+    if not isinstance(summary, dict):
+        return {"status": "unreadable", "error": f"{SUMMARY_FILE} holds a {type(summary).__name__}, not a summary"}
+    return summary
 
 
 def print_report(summary: dict[str, Any], console: Console | None = None) -> None:

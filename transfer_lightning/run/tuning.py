@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
+from transfer_lightning.run.model_record import read_model_record
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_write_text
 from transfer_lightning.utils.progress import PhaseProgress
@@ -46,7 +47,7 @@ def find_learning_rate(
         return {"resumed": True, "lr": float(cfg.optimizer.lr)}
     _check_setup(trainer)
     _check_steps_fit(int(tune.num_training), trainer, datamodule)
-    lr_before = float(module.hparams.optimizer["lr"])
+    lr_before = module.learning_rate
     with _finder_progress():
         finder = Tuner(trainer).lr_find(
             module,
@@ -76,7 +77,7 @@ def find_learning_rate(
             lr_before,
         )
     elif applied:
-        module.hparams.optimizer["lr"] = suggestion
+        module.set_learning_rate(suggestion)
         cfg.optimizer.lr = suggestion
         _record_in_saved_config(suggestion)
         log.info("LR finder: optimizer.lr %g -> %g (tune.apply=false keeps the configured rate)", lr_before, suggestion)
@@ -94,10 +95,10 @@ def keep_found_learning_rate(cfg: DictConfig, ckpt_path: str) -> None:
     tune = cfg.get("tune")
     if not tune or not tune.lr_find or not tune.apply:
         return
-    saved = (load_checkpoint_safely(ckpt_path).get("hyper_parameters") or {}).get("optimizer") or {}
-    if saved.get("lr") is not None and saved["lr"] != cfg.optimizer.lr:
-        log.info("LR finder: optimizer.lr=%g, the rate the run found (from %s)", saved["lr"], Path(ckpt_path).name)
-        cfg.optimizer.lr = saved["lr"]
+    saved = read_model_record(load_checkpoint_safely(ckpt_path), ckpt_path).optimizer.get("lr")
+    if saved is not None and saved != cfg.optimizer.lr:
+        log.info("LR finder: optimizer.lr=%g, the rate the run found (from %s)", saved, Path(ckpt_path).name)
+        cfg.optimizer.lr = saved
 
 
 def _record_in_saved_config(rate: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from transfer_lightning.sweeps.resume import (
     resume_sweep_dir,
     swept_keys_of_command,
 )
+from transfer_lightning.utils.cli import exit_with
 from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger("transfer_lightning")
@@ -63,10 +63,9 @@ class SweepCallback(Callback):
 
 
 def _exit_on_user_error(check: Callable[[DictConfig], Any], config: DictConfig) -> None:
-    """A user's mistake before any job runs: one line and exit status 2 (no Hydra traceback)."""
+    """A user's mistake before any job runs: one line and exit status 2 (no Hydra traceback), logged too."""
     try:
         check(config)
     except UserError as error:
         log.error("%s", error)
-        print(f"Error: {error}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(error)

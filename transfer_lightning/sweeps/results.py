@@ -81,15 +81,65 @@ def job_overrides(overrides: list[str]) -> list[str]:
 
 
 def collect_jobs(sweep_dir: Path) -> list[JobResult]:
-    """Every job folder (``<sweep_dir>/<job number>``), in job order."""
+    """Every job folder (``<sweep_dir>/<job number>``), in job order.
+
+    A sweep folder may be someone else's: its files are data, each value checked before use; a job
+    whose files are damaged is listed as ``unreadable`` with the reason.
+    """
     jobs = []
     for folder in Path(sweep_dir).iterdir():
         overrides_file = folder / ".hydra" / "overrides.yaml"
         if not (folder.is_dir() and folder.name.isdigit() and overrides_file.is_file()):
             continue
-        overrides = job_overrides(yaml.safe_load(overrides_file.read_text()) or [])
-        jobs.append(JobResult(int(folder.name), folder, overrides, read_summary(folder) or {}))
+        overrides = read_overrides(overrides_file)
+        if overrides is None:
+            damaged = {"status": "unreadable", "error": f"{overrides_file} is not a list of overrides"}
+            jobs.append(JobResult(int(folder.name), folder, [], damaged))
+            continue
+        jobs.append(JobResult(int(folder.name), folder, job_overrides(overrides), sound_summary(read_summary(folder))))
     return sorted(jobs, key=lambda job: job.number)
+
+
+def read_overrides(path: Path) -> list[str] | None:
+    """A job's ``.hydra/overrides.yaml``: a list of ``key=value`` strings, or None when it is not one."""
+    try:
+        overrides = yaml.safe_load(path.read_text(errors="replace"))
+    except (OSError, yaml.YAMLError):
+        return None
+    overrides = [] if overrides is None else overrides
+    return overrides if isinstance(overrides, list) and all(isinstance(item, str) for item in overrides) else None
+
+
+_NUMBERS = ("best_val_acc", "test_acc", "wall_time_s")
+
+
+def sound_summary(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The values of a job's ``run_summary.json`` a report uses, each of its kind; a value of another kind
+    makes the job ``unreadable`` (a damaged or edited file), never an error of the report."""
+    if not summary:
+        return {}
+    kept: dict[str, Any] = {}
+    problems = []
+    for key, value in summary.items():
+        if key in _NUMBERS:
+            good = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        elif key in ("epochs", "global_step"):
+            good = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        elif key in ("status", "error"):
+            good = isinstance(value, str)
+        elif key == "params":
+            good = isinstance(value, dict) and all(isinstance(v, int) for v in value.values())
+        elif key == "overrides":
+            good = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        else:
+            continue  # not read by a report
+        if good:
+            kept[key] = value
+        else:
+            problems.append(key)
+    if problems:
+        return {"status": "unreadable", "error": f"run_summary.json holds a damaged {', '.join(problems)}"}
+    return kept
 
 
 def swept_keys(jobs: list[JobResult]) -> list[str]:

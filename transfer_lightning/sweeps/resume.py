@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transfer_lightning.run.dashboard import short_run_name
 from transfer_lightning.run.summary import read_summary
-from transfer_lightning.sweeps.results import job_overrides
+from transfer_lightning.sweeps.results import job_overrides, sound_summary
 from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,18 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 def _sweep_overrides(multirun_file: Path) -> list[str] | None:
-    saved = yaml.safe_load(multirun_file.read_text()) or {}
-    overrides = (saved.get("hydra") or {}).get("overrides", {}).get("task")
-    return job_overrides(overrides) if overrides is not None else None
+    """The overrides of the sweep that wrote ``multirun_file``; None when the file says none (or is damaged:
+    another sweep's folder is data, read with care)."""
+    try:
+        saved = yaml.safe_load(multirun_file.read_text(errors="replace")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    hydra = saved.get("hydra") if isinstance(saved, dict) else None
+    overrides = hydra.get("overrides") if isinstance(hydra, dict) else None
+    task = overrides.get("task") if isinstance(overrides, dict) else None
+    if not isinstance(task, list) or not all(isinstance(item, str) for item in task):
+        return None
+    return job_overrides(task)
 
 
 def find_previous_sweep(new_sweep_dir: Path, overrides: list[str]) -> Path | None:
@@ -121,7 +130,7 @@ def prepare_sweep_job(cfg: DictConfig, overrides: list[str]) -> dict[str, Any] |
     run_dir = Path(cfg.paths.output_dir)
     wanted = job_overrides(overrides)
     _name_tensorboard_run(cfg, wanted)
-    summary = read_summary(run_dir)
+    summary = sound_summary(read_summary(run_dir))
     if summary and summary.get("status") == "completed":
         if job_overrides(summary.get("overrides") or []) != wanted:
             raise UserError(
