@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import CONFIG_DIR, ROOT, TINY, run_cli
+from tests.conftest import CONFIG_DIR, ROOT, TINY, classifier_from_dicts, run_cli
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.evaluate import evaluate
 from transfer_lightning.models.lineage import preprocessing_from_run, read_run_weights
@@ -41,7 +41,7 @@ def run_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _start(weights: str, class_names: list[str]) -> TransferClassifier:
     ensure_weights_available("resnet18", weights)  # as train() does before the data
-    return TransferClassifier(
+    return classifier_from_dicts(
         model={"name": "resnet18", "weights": weights},
         strategy=STRATEGY,
         optimizer={},
@@ -113,7 +113,7 @@ def test_chain_run_records_its_lineage_and_inherits_the_preprocessing(run_a: Pat
     assert lineage["parent"] == {"source": "random init"} == a_summary["weights"]
     b = load_classifier(run_b / "checkpoints" / "best.ckpt")
     assert b.weights_lineage == lineage  # the checkpoint records the chain too
-    assert b.hparams["preprocessing"]["image_size"] == 40  # A's, not the synthetic data's default 32
+    assert b.record.preprocessing.to_dict()["image_size"] == 40  # A's, not the synthetic data's default 32
 
 
 def test_evaluate_report_shows_the_chain(run_a: Path, run_b: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import fsspec
 import pytest
 import torch
 
+from tests.conftest import classifier_from_dicts
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.run.checkpoint import (
     AtomicCheckpointIO,
@@ -27,13 +28,14 @@ PREPROCESSING = {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TransferClassifier]:
     """A checkpoint as a run writes it; its model.weights names ImageNet weights this machine does not have."""
-    module = TransferClassifier(
+    module = classifier_from_dicts(
         model={"name": "resnet18", "weights": None}, strategy=FREEZE, optimizer={}, scheduler=None,
         class_names=["a", "b", "c"], preprocessing=PREPROCESSING,
     )  # fmt: skip
-    hparams = {**dict(module.hparams), "model": {"name": "resnet18", "weights": "DEFAULT"}}
+    record = module.record.to_dict(module.weights_lineage, module.strategy.state_dict())
+    record["model"]["weights"] = "DEFAULT"
     path = tmp_path_factory.mktemp("run") / "best.ckpt"
-    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict(), "epoch": 2}, path)
+    torch.save({"transfer_lightning": record, "state_dict": module.state_dict(), "epoch": 2}, path)
     return path, module
 
 
@@ -78,24 +80,24 @@ def test_weights_that_do_not_fit_the_described_model_are_refused(saved_run, tmp_
         ({"hyper_parameters": {"model": {}}, "state_dict": {}}, "PATH is not a transfer_lightning checkpoint "
          "(hyper_parameters lack strategy, class_names, preprocessing); it may come from another framework. "
          "Pass a .ckpt written by python -m transfer_lightning"),
-        ([torch.zeros(1)], "PATH is not a transfer_lightning checkpoint (hyper_parameters lack model, strategy, "
-         "class_names, preprocessing); it may come from another framework. Pass a .ckpt written by "
-         "python -m transfer_lightning"),
-        ({"state_dict": {}, "epoch": 1}, "PATH is not a transfer_lightning checkpoint (hyper_parameters lack model, "
-         "strategy, class_names, preprocessing); it may come from another framework. Pass a .ckpt written by "
-         "python -m transfer_lightning"),
+        ([torch.zeros(1)], "PATH is not a transfer_lightning checkpoint (it has no transfer_lightning record); it may "
+         "come from another framework. Pass a .ckpt written by python -m transfer_lightning"),
+        ({"state_dict": {}, "epoch": 1}, "PATH is not a transfer_lightning checkpoint (it has no transfer_lightning "
+         "record); it may come from another framework. Pass a .ckpt written by python -m transfer_lightning"),
         ({"hyper_parameters": {"model": {}, "strategy": {}, "class_names": [], "preprocessing": {}}},
          "PATH is not a transfer_lightning checkpoint (it has no state_dict); it may come from another framework. "
          "Pass a .ckpt written by python -m transfer_lightning"),
         ({"hyper_parameters": {"model": {}, "strategy": {"_target_": "os.system", "inner": [{"_target_": "x"}]},
                                "class_names": [], "preprocessing": {}}, "state_dict": {}},
-         "PATH names strategy class 'os.system', which is not part of transfer_lightning; refusing to instantiate "
-         "it (only checkpoints written by this framework are loaded)"),
+         "PATH is refused: hyper_parameters.strategy._target_ names 'os.system', which is not a freezing strategy of "
+         "transfer_lightning (a file is data: only the project's own classes, and torch.optim's optimizers and "
+         "schedulers, are built from one); nothing was imported, created or written"),
         ({"hyper_parameters": {"model": {}, "strategy": {"_target_": "transfer_lightning.strategies.FreezeStages",
                                                          "nested": [{"_target_": "builtins.eval"}]},
                                "class_names": [], "preprocessing": {}}, "state_dict": {}},
-         "PATH names strategy class 'builtins.eval', which is not part of transfer_lightning; refusing to "
-         "instantiate it (only checkpoints written by this framework are loaded)"),
+         "PATH is refused: hyper_parameters.strategy.nested[0] names 'builtins.eval' as a class to build, but "
+         "hyper_parameters.strategy.nested[0] holds a plain value, never a class (a file is data); nothing was "
+         "imported, created or written"),
     ],
 )  # fmt: skip
 def test_files_that_are_not_our_checkpoints_are_refused_in_one_sentence(tmp_path, content, sentence) -> None:
@@ -106,11 +108,18 @@ def test_files_that_are_not_our_checkpoints_are_refused_in_one_sentence(tmp_path
     assert str(refused.value) == sentence.replace("PATH", str(path))
 
 
-def test_nested_strategy_settings_without_a_class_are_read(tmp_path) -> None:
-    hparams = {"model": {}, "class_names": [], "preprocessing": {}, "strategy": {**FREEZE, "options": {"depth": 2}}}
+def test_nested_strategy_settings_without_a_class_stay_data_and_meet_their_schema(tmp_path) -> None:
+    hparams = {"model": {"name": "resnet18"}, "class_names": ["a", "b"], "preprocessing": {"image_size": 32},
+               "strategy": {**FREEZE, "options": {"depth": 2}}}  # fmt: skip
     path = tmp_path / "file.ckpt"
     torch.save({"hyper_parameters": hparams, "state_dict": {}}, path)
-    assert read_checkpoint(path)["hyper_parameters"] == hparams
+    with pytest.raises(UserError) as refused:
+        read_checkpoint(path)
+    assert str(refused.value) == (
+        f"{path} is refused: hyper_parameters.strategy.options is not a setting of "
+        "transfer_lightning.strategies.FreezeStages; allowed: frozen_stages, lr_decay, lr_decay_unit, train_bn, "
+        "unfrozen_bn"
+    )
 
 
 def _plant(marker: str) -> None:

@@ -24,7 +24,7 @@ from transfer_lightning.data.contract import (
 from transfer_lightning.data.image_files import ImageFileDataset
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from transfer_lightning.export import preprocessing_contract
-from transfer_lightning.run.builders import build_classifier, build_datamodule
+from transfer_lightning.run.builders import build_datamodule, classifier_for
 from transfer_lightning.run.checkpoint import load_classifier
 from transfer_lightning.utils.errors import UserError
 
@@ -84,18 +84,18 @@ def test_every_file_gives_the_same_input_and_logits_in_training_and_in_predict(t
     preprocessing = resolve_preprocessing(cfg.data, default_preprocessing(cfg.data.image_size))  # as train.py
     datamodule = instantiate(cfg.data, preprocessing=preprocessing)
     datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule).eval()
+    module = classifier_for(cfg, datamodule).eval()
     checkpoint = tmp_path / "model.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    torch.save({"state_dict": module.state_dict(), "transfer_lightning": module.checkpoint_record()}, checkpoint)
     loaded = load_classifier(checkpoint)
-    assert loaded.hparams["preprocessing"]["resize_size"] == 36
-    assert loaded.hparams["preprocessing"]["interpolation"] == "bicubic"
+    assert loaded.record.preprocessing.to_dict()["resize_size"] == 36
+    assert loaded.record.preprocessing.to_dict()["interpolation"] == "bicubic"
 
     seen = []
     for split in ("train", "val"):
         dataset = getattr(datamodule.splits, split)
         files = datamodule.split_files[split]
-        predict_items = ImageFileDataset(files, Preprocessing.from_dict(loaded.hparams["preprocessing"]))
+        predict_items = ImageFileDataset(files, Preprocessing.from_dict(loaded.record.preprocessing.to_dict()))
         for index, path in enumerate(files):
             training_input = datamodule.preprocessor(dataset[index][0].unsqueeze(0), train=False)
             predict_input, key = predict_items[index]
@@ -136,7 +136,7 @@ def test_normalised_pixel_values_are_pinned(trained_run: Path, tmp_path: Path) -
     photo = tmp_path / "orange.png"
     Image.fromarray(np.full((30, 50, 3), (255, 128, 0), dtype=np.uint8)).save(photo)
     module = load_classifier(trained_run / "checkpoints" / "best.ckpt")
-    image, _ = ImageFileDataset([photo], Preprocessing.from_dict(module.hparams["preprocessing"]))[0]
+    image, _ = ImageFileDataset([photo], Preprocessing.from_dict(module.record.preprocessing.to_dict()))[0]
     assert image.shape == (3, 32, 32)
     pinned = torch.tensor([2.2489083, 0.2051821, -1.8044444])  # (1-.485)/.229, (128/255-.456)/.224, -.406/.225
     assert torch.allclose(image[:, 16, 16], pinned, atol=1e-5), image[:, 16, 16]

@@ -12,12 +12,11 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import run_cli
+from tests.conftest import classifier_from_dicts, run_cli
 from tests.test_image_folder import write_class_folders
 from transfer_lightning import sweep_report
 from transfer_lightning.analysis.examples import ExampleSelector
 from transfer_lightning.callbacks import ConfusionMatrixImage, PredictionGridImage
-from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data import SyntheticDataModule
 from transfer_lightning.run.dashboard import short_run_name, strategy_label
 from transfer_lightning.sweeps.results import HEATMAP_PNG, LINE_PNG, SUMMARY_CSV
@@ -113,7 +112,7 @@ def test_test_figures_name_the_checkpoint_they_come_from_not_the_last_epoch(tmp_
 
     monkeypatch.setattr(SummaryWriter, "add_figure", record_title)
     datamodule = SyntheticDataModule(train_size=16, val_size=8, test_size=8, image_size=32, batch_size=8, num_workers=0)
-    module = TransferClassifier(
+    module = classifier_from_dicts(
         model={"name": "resnet18", "weights": None},
         strategy={"_target_": FREEZE, "frozen_stages": 5},
         optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},

@@ -81,7 +81,7 @@ def _bad_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
         {"state_dict": checkpoint["state_dict"], "hyper_parameters": {"lr": 0.1, "backbone": "vit"}}, paths["other"]
     )
     torch.save({"state_dict": {}, "payload": _NotAllowed()}, paths["pickle"])
-    checkpoint["hyper_parameters"]["strategy"]["_target_"] = "os.system"
+    checkpoint["transfer_lightning"]["strategy"]["_target_"] = "os.system"
     torch.save(checkpoint, paths["target"])
     return {
         "missing": (tmp_path / "nope.ckpt", "does not exist"),
@@ -90,7 +90,7 @@ def _bad_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
         "state_dict": (paths["state_dict"], "plain state dict"),
         "other": (paths["other"], "not a transfer_lightning checkpoint"),
         "pickle": (paths["pickle"], r"holds a pickled \S*_NotAllowed object"),
-        "target": (paths["target"], "refusing to instantiate"),
+        "target": (paths["target"], "names 'os.system', which is not a freezing strategy of transfer_lightning"),
     }
 
 
@@ -107,7 +107,7 @@ def test_checkpoint_rebuilds_the_trained_model_without_the_training_config(train
     stored = read_checkpoint(path)["state_dict"]
     assert not module.training and module.class_names == ["class_0", "class_1", "class_2", "class_3"]
     assert torch.equal(module.net.fc.weight, stored["net.fc.weight"])
-    assert module.hparams["preprocessing"]["image_size"] == 32
+    assert module.record.preprocessing.to_dict()["image_size"] == 32
 
 
 def test_unnormalize_inverts_the_imagenet_normalisation() -> None:

@@ -43,7 +43,7 @@ def test_onnx_export_matches_pytorch_and_writes_the_contract(trained_run: Path, 
     _check_contract(tmp_path / "export" / "best.onnx.json", "onnx")
     # independent parity: another batch size than the export's example (dynamic batch axis)
     module = load_classifier(trained_run / "checkpoints" / "best.ckpt")
-    images = sample_batch(module.hparams["preprocessing"], size=3, seed=7)
+    images = sample_batch(module.record.preprocessing.to_dict(), size=3, seed=7)
     session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     exported = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_torchscript_export_matches_pytorch(trained_run: Path, tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-3000:]
     _check_contract(tmp_path / "export" / "best.torchscript.pt.json", "torchscript")
     module = load_classifier(trained_run / "checkpoints" / "best.ckpt")
-    images = sample_batch(module.hparams["preprocessing"], size=5, seed=3)
+    images = sample_batch(module.record.preprocessing.to_dict(), size=5, seed=3)
     scripted = torch.jit.load(str(tmp_path / "export" / "best.torchscript.pt"))
     with torch.no_grad():
         assert (scripted(images) - module(images)).abs().max() < 1e-3
@@ -72,7 +72,7 @@ def test_state_dict_export_loads_into_plain_torchvision_with_the_same_logits(tra
     plain = torchvision.models.resnet18(num_classes=len(contract["class_names"]))
     plain.load_state_dict(torch.load(tmp_path / "export" / "best.pth", weights_only=True), strict=True)
     module = load_classifier(trained_run / "checkpoints" / "best.ckpt")
-    images = sample_batch(module.hparams["preprocessing"], size=3, seed=5)
+    images = sample_batch(module.record.preprocessing.to_dict(), size=3, seed=5)
     with torch.no_grad():
         assert torch.allclose(plain.eval()(images), module(images), atol=1e-6)
 

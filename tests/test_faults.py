@@ -56,6 +56,8 @@ def test_ctrl_c_stops_gracefully_with_a_fresh_last_checkpoint_and_interrupted_su
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
     assert "Interrupted: stopped by Ctrl-C" in stderr and "Traceback" not in stderr
+    # the stop's save says weights_only itself: no "`weights_only` was not set" line that reads as a warning
+    assert "weights_only" not in stderr + (run / "train.log").read_text()
     assert summary(run)["status"] == "interrupted"
     stopped = checkpoint(last)
     assert step_before < stopped["global_step"] == summary(run)["global_step"]

@@ -14,7 +14,7 @@ from tests.conftest import TINY, compose_config, run_cli
 from transfer_lightning.cache import FeatureCache, cache_key, data_fingerprint, use_feature_cache
 from transfer_lightning.cache.key import frozen_weights_fingerprint
 from transfer_lightning.classifier import TransferClassifier
-from transfer_lightning.run.builders import build_classifier, build_trainer
+from transfer_lightning.run.builders import build_trainer, classifier_for
 
 SMALL = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
 
@@ -26,7 +26,7 @@ def _build(tmp_path: Path, *overrides: str, seed: int = 0):
     L.seed_everything(seed, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
+    module = classifier_for(cfg, datamodule)
     trainer = build_trainer(cfg, [], False)
     return datamodule, module, trainer
 

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from tests.conftest import TINY, compose_config, run_cli
 from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.export import sample_batch
-from transfer_lightning.run.builders import build_classifier, build_trainer
+from transfer_lightning.run.builders import build_trainer, classifier_for
 from transfer_lightning.run.checkpoint import load_classifier
 from transfer_lightning.strategies.base import RESNET_STAGE_NAMES as STAGE_NAMES
 
@@ -40,7 +40,7 @@ def _build(tmp_path: Path, *overrides: str):
     L.seed_everything(0, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
+    module = classifier_for(cfg, datamodule)
     trainer = build_trainer(cfg, [], False)
     return datamodule, module, trainer
 
@@ -106,4 +106,4 @@ def test_a_gpu_trained_checkpoint_exports_with_parity(tmp_path, export_format) -
     module = load_classifier(ckpt)  # on the CPU: a GPU-trained checkpoint needs no GPU to load
     assert next(module.parameters()).device.type == "cpu"
     with torch.no_grad():
-        assert torch.isfinite(module(sample_batch(module.hparams["preprocessing"], size=2, seed=1))).all()
+        assert torch.isfinite(module(sample_batch(module.record.preprocessing.to_dict(), size=2, seed=1))).all()

@@ -20,7 +20,7 @@ from tests.conftest import ROOT, TINY, compose_config, run_cli
 from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.decode import decode_square, decoder_version, open_rgb
 from transfer_lightning.data.transforms import BatchPreprocessor, random_resized_crop_and_flip
-from transfer_lightning.run.validation import validate_config
+from transfer_lightning.train import check_training_config
 from transfer_lightning.utils.errors import UserError
 
 COLOURS = {"ants": (200, 40, 40), "honey bees": (40, 200, 40), "ünïcode wasps": (40, 40, 200)}
@@ -335,9 +335,9 @@ def test_bad_folders_are_one_clear_user_error_before_training(tmp_path, make, me
 
 def test_image_folder_without_a_root_is_refused_by_the_config_rules() -> None:
     with pytest.raises(UserError, match="data.root=None"):
-        validate_config(compose_config(["data=image_folder"]))
+        check_training_config(compose_config(["data=image_folder"]))
     with pytest.raises(UserError, match="data.cache='ram'"):
-        validate_config(compose_config(["data=image_folder", "data.root=/x", "data.cache=ram"]))
+        check_training_config(compose_config(["data=image_folder", "data.root=/x", "data.cache=ram"]))
 
 
 # -- training-time augmentation -----------------------------------------------------------------
@@ -382,8 +382,8 @@ def test_a_messy_folder_trains_from_the_cli_and_the_summary_reports_skipped_file
     assert summary["data"]["class_counts"]["train"]["ants"] + summary["data"]["class_counts"]["val"]["ants"] == 8
     assert set(summary["test_per_class_acc"]) == set(summary["class_names"])
     checkpoint = torch.load(summary["best_ckpt"], map_location="cpu", weights_only=True)
-    assert checkpoint["hyper_parameters"]["class_names"] == checkpoint["class_names"] == summary["class_names"]
-    assert checkpoint["hyper_parameters"]["preprocessing"]["image_size"] == 32
+    assert checkpoint["transfer_lightning"]["class_names"] == summary["class_names"]
+    assert checkpoint["transfer_lightning"]["preprocessing"]["image_size"] == 32
     log = (run / "train.log").read_text()
     assert "Skipping 3 broken image file(s)" in log and "images/s" in log
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import run_cli
+from tests.conftest import classifier_from_dicts, run_cli
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data import SyntheticDataModule
 from transfer_lightning.run.tuning import PLOT_FILE, find_learning_rate
@@ -32,7 +32,7 @@ def test_lr_find_writes_its_plot_and_sets_optimizer_lr_to_the_suggestion(tiny_ru
     found = json.loads((run / "run_summary.json").read_text())["lr_find"]
     assert found["applied"] and 13 <= found["steps"] <= 20 and 1e-6 <= found["suggestion"] <= 1.0
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert checkpoint["hyper_parameters"]["optimizer"]["lr"] == found["suggestion"]
+    assert checkpoint["transfer_lightning"]["optimizer"]["lr"] == found["suggestion"]
     groups = {g["name"]: g["lr"] for g in checkpoint["optimizer_states"][0]["param_groups"]}
     assert groups == {"head": pytest.approx(found["suggestion"]), "layer4": pytest.approx(found["suggestion"] / 2)}
     # the finder's temporary checkpoint is gone and never touched checkpoints/
@@ -54,7 +54,7 @@ def _setup(tmp_path: Path, strategy: dict) -> tuple[L.Trainer, TransferClassifie
     datamodule = SyntheticDataModule(train_size=40, val_size=4, test_size=4, image_size=32, batch_size=2, num_workers=0)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = TransferClassifier(
+    module = classifier_from_dicts(
         model={"name": "resnet18", "weights": None},
         strategy=strategy,
         optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1e-3, "momentum": 0.9},
@@ -91,7 +91,7 @@ def test_lr_find_sweeps_the_head_rate_with_the_strategy_ratios_and_apply_false_k
     for step in sweep:  # Lightning sets every group to one rate; the module re-derives the ratios
         assert step["layer4"] == pytest.approx(step["head"] / 2) and step["layer3"] == pytest.approx(step["head"] / 4)
     assert found["applied"] is False and found["suggestion"] is not None
-    assert module.hparams.optimizer["lr"] == 1e-3
+    assert module.learning_rate == 1e-3
     assert (tmp_path / PLOT_FILE).read_bytes().startswith(PNG_MAGIC)
     assert all(torch.equal(weights_before[k], v) for k, v in module.state_dict().items())  # the sweep is undone
 

@@ -45,7 +45,7 @@ def test_predict_folder_writes_top_k_csv_and_lists_unreadable_files(trained_run:
     assert "broken.jpg" in result.stderr + result.stdout
     assert "top5" not in rows["photo_0.jpg"]  # top_k=10 is capped at the 4 classes
     module = load_classifier(checkpoint)
-    contract = Preprocessing.from_dict(module.hparams["preprocessing"])
+    contract = Preprocessing.from_dict(module.record.preprocessing.to_dict())
     for name in ("photo_0.jpg", "photo_2.jpg", "gray.png"):
         row = rows[name]
         probabilities = [float(row[f"top{rank}_prob"]) for rank in range(1, 5)]

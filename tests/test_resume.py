@@ -371,7 +371,7 @@ def test_lr_find_run_resumes_offline_and_its_checkpoint_evaluates_predicts_expor
     # the frozen stages the feature cache reads are the checkpoint's (not a random init): the first run's features
     assert summary["feature_cache"]["enabled"] and summary["feature_cache"]["misses"] == []
     last = load_checkpoint_safely(run / "checkpoints" / "last.ckpt")
-    assert last["hyper_parameters"]["optimizer"]["lr"] == found["suggestion"]
+    assert last["transfer_lightning"]["optimizer"]["lr"] == found["suggestion"]
 
     def no_network(*args, **kwargs):
         raise AssertionError("the network was used")

@@ -276,7 +276,9 @@ def test_every_refusal_of_a_checkpoint_that_does_not_fit_names_what_differs(tmp_
     path = _checkpoint(tmp_path / "none.ckpt", None)
     with pytest.raises(refused) as raised:
         resume.check_checkpoint_fits(path, _hparams(4), [], None)
-    assert str(raised.value) == f"checkpoint {path} has no hyper_parameters; it was not written by this project"
+    assert (
+        str(raised.value) == f"checkpoint {path} has no transfer_lightning record; it was not written by this project"
+    )
 
     three = {**_hparams(4), "scheduler": {**COSINE, "max_epochs": 3}}
     path = _checkpoint(tmp_path / "cosine.ckpt", three)
