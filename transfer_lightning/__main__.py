@@ -1,8 +1,14 @@
 """`python -m transfer_lightning ...`: train one experiment (or a sweep with -m)."""
 
+import os
 import sys
 
-from transfer_lightning.utils.cli import check_command_line, run_tool
+# Lightning's LR finder draws a tqdm bar (carriage returns, in log files too); its steps are shown by
+# utils/progress.py instead (run/tuning.py). tqdm reads its TQDM_* defaults when it is first imported,
+# so this comes before anything imports it. A bar that passes disable= itself is not affected.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from transfer_lightning.utils.cli import check_command_line, run_tool  # noqa: E402 - after TQDM_DISABLE
 
 if __name__ == "__main__":
     run_tool(check_command_line, sys.argv[1:])  # before Hydra writes anything, and before torch loads
