@@ -15,8 +15,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from transfer_lightning.utils.config_folder import config_folder
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = str(ROOT / "conf")
+CONFIG_DIR = str(config_folder())
 
 # A tiny, fast, offline run: synthetic data, random init, CPU, no progress bar.
 TINY = [

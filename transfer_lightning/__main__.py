@@ -10,8 +10,14 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 from transfer_lightning.utils.cli import check_command_line, run_tool  # noqa: E402 - after TQDM_DISABLE
 
-if __name__ == "__main__":
-    run_tool(check_command_line, sys.argv[1:])  # before Hydra writes anything, and before torch loads
-    from transfer_lightning.train import main
 
+def main() -> None:
+    """Train (the console script ``transfer-lightning`` runs this too)."""
+    run_tool(check_command_line, sys.argv[1:])  # before Hydra writes anything, and before torch loads
+    from transfer_lightning.train import main as train_main
+
+    train_main()
+
+
+if __name__ == "__main__":
     main()

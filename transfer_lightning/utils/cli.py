@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from transfer_lightning.utils.config_folder import config_folder
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.progress import configure_progress
 
 log = logging.getLogger("transfer_lightning")
-CONFIG_FOLDER = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_FOLDER = config_folder()
 Result = TypeVar("Result")
 Argument = TypeVar("Argument")
 
@@ -89,7 +90,8 @@ def _check_single_run(overrides: list[str]) -> None:
 def top_level_settings(config_dir: Path) -> set[str]:
     """The top-level keys a training config may hold: ``config.yaml``'s own keys and its config groups."""
     own = set(OmegaConf.load(config_dir / "config.yaml").keys()) - {"defaults"}
-    return own | {folder.name for folder in config_dir.iterdir() if folder.is_dir() and folder.name != "hydra"}
+    groups = {folder.name for folder in config_dir.iterdir() if folder.is_dir() and not folder.name.startswith("__")}
+    return own | groups - {"hydra"}  # (__pycache__: conf/ is also the package transfer_lightning.conf)
 
 
 def check_top_level_keys(cfg: DictConfig, known: set[str]) -> None:
