@@ -13,7 +13,7 @@ DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LO
 
 .PHONY: install train test test-all test-slurm lint format bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PINS)

@@ -61,6 +61,7 @@ from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # no
 from transfer_lightning.run.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
 from transfer_lightning.run.speed import tune_for_device  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
+from transfer_lightning.utils.config_folder import config_folder  # noqa: E402
 
 CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 SPLIT_SEED = 42
@@ -190,7 +191,7 @@ def plain_evaluate(model: nn.Module, dataset, device: torch.device, batch: int) 
 def framework_config(folder: Path, work: Path, name: str, sizes: Sizes, device: str, *overrides: str):
     """The real composed config, pointed at ``folder``; runs land in ``work/runs/name``."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_folder()), version_base="1.3"):
         return compose(
             "config",
             overrides=[

@@ -63,6 +63,7 @@ from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # no
 from transfer_lightning.run.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
 from transfer_lightning.run.speed import tune_for_device  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
+from transfer_lightning.utils.config_folder import config_folder  # noqa: E402
 
 DEFAULT_DATA = ROOT / ".gpudata" / "cifar10-subset.npz"
 SUBSET_IMAGES = 20_000  # 61 MB as uint8: fits the device tool's 64 MiB working tree with the wheels
@@ -173,7 +174,7 @@ class PilDataset(Dataset):
 # -- the framework, built as train.py builds it ------------------------------------------------
 def config(work: Path, device: str, sizes: Sizes, *overrides: str):
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_folder()), version_base="1.3"):
         return compose(
             "config",
             overrides=[

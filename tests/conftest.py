@@ -18,9 +18,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import transfer_lightning.config  # noqa: F401 - registers the config schemas the YAMLs name
+from transfer_lightning.utils.config_folder import config_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = str(ROOT / "conf")
+CONFIG_DIR = str(config_folder())
 
 # A tiny, fast, offline run: synthetic data, random init, CPU, no progress bar.
 TINY = [

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -74,7 +77,7 @@ def _tune_config(apply: bool, ckpt_path: str | None = None):
     return OmegaConf.create({"tune": tune, "optimizer": {"lr": 1e-3}, "ckpt_path": ckpt_path})
 
 
-def test_lr_find_sweeps_the_head_rate_with_the_strategy_ratios_and_apply_false_keeps_lr(tmp_path: Path) -> None:
+def test_lr_find_sweeps_the_head_rate_with_the_strategy_ratios_and_apply_false_keeps_lr(tmp_path: Path, caplog) -> None:
     strategy = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 3, "lr_decay": 0.5}
     trainer, module, datamodule = _setup(tmp_path, strategy)
     sweep: list[dict[str, float]] = []
@@ -83,8 +86,11 @@ def test_lr_find_sweeps_the_head_rate_with_the_strategy_ratios_and_apply_false_k
     )
     weights_before = {k: v.clone() for k, v in module.state_dict().items()}
 
-    found = find_learning_rate(_tune_config(apply=False), trainer, module, datamodule, tmp_path)
+    with caplog.at_level(logging.INFO):
+        found = find_learning_rate(_tune_config(apply=False), trainer, module, datamodule, tmp_path)
 
+    # our progress counts the finder's steps (torch's optimizer step hook), not Lightning's tqdm bar
+    assert f"LR finder: {found['steps']}/20 steps" in caplog.text
     assert len(sweep) == found["steps"] >= 13 and sweep[0]["head"] == pytest.approx(1e-5)  # may stop on divergence
     heads = [step["head"] for step in sweep]
     assert heads == sorted(heads) and heads[-1] > 100 * heads[0]
@@ -116,3 +122,15 @@ def test_lr_find_refuses_more_steps_than_the_run_has_before_searching(tmp_path: 
     ):
         find_learning_rate(tune, trainer, module, datamodule, tmp_path)
     assert not (tmp_path / PLOT_FILE).exists()  # refused before the search started
+
+
+def test_the_training_entry_point_switches_off_tqdm_bars_that_do_not_ask_for_themselves() -> None:
+    """Lightning's LR finder draws a tqdm bar (carriage returns in a log file); tqdm's public TQDM_DISABLE,
+    read when tqdm is imported, turns it off, so it must be set before anything imports tqdm."""
+    probe = (
+        "import os; os.environ.pop('TQDM_DISABLE', None); import transfer_lightning.__main__; "
+        "import lightning.pytorch.tuner.lr_finder; from tqdm import tqdm; "
+        "print(tqdm(total=1).disable, tqdm(total=1, disable=False).disable)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False"]

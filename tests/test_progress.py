@@ -87,6 +87,20 @@ def test_durations_read_as_a_person_plans_with_them() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("params", "task", "jobs"),
+    [
+        ({"x.b": "1,2,3"}, ["x.a=1,2", "x.b=7,8"], 4),  # a key given again replaces the sweeper's values
+        ({}, ["x.a=range(1,4)", "+y=a,b", "seed=3"], 6),
+        ({}, ["x.a=interval(0,1)"], None),  # not a grid: the basic sweeper refuses it
+        ({}, ["x.a=1,2", "x.c=glob(*)"], None),  # a glob over config options: not counted before composing
+    ],
+)
+def test_the_sweep_job_count_is_the_basic_sweepers_grid(params, task, jobs) -> None:
+    sweeper = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": params}
+    assert count_jobs(OmegaConf.create({"hydra": {"sweeper": sweeper, "overrides": {"task": task}}})) == jobs
+
+
 def test_sweep_job_line_says_job_k_of_n_its_values_and_the_time_left(tmp_path, monkeypatch) -> None:
     sweeper = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": {"x.b": "1,2,3"}}
     config = OmegaConf.create(

@@ -16,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.conftest import ROOT, TINY, compose_config, run_cli
+from tests.conftest import CONFIG_DIR, ROOT, TINY, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.resume import ResumeRefused, check_checkpoint_fits, check_resume_command
@@ -329,7 +329,7 @@ def _compose_tool(name: str, overrides: list[str]):
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(name, overrides=[f"paths.root_dir={ROOT}", *overrides])
 
 

@@ -1,13 +1,19 @@
 """`python -m transfer_lightning ...`: train one experiment (or a sweep with -m)."""
 
+import os
 import sys
 
-from transfer_lightning.utils.cli import check_command_line, exit_on_user_error
+# Lightning's LR finder draws a tqdm bar (carriage returns, in log files too); its steps are shown by
+# utils/progress.py instead (run/tuning.py). tqdm reads its TQDM_* defaults when it is first imported,
+# so this comes before anything imports it. A bar that passes disable= itself is not affected.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from transfer_lightning.utils.cli import check_command_line, exit_on_user_error  # noqa: E402 - after TQDM_DISABLE
 
 
 def main() -> None:
-    """The command line checked in its first second (before Hydra writes anything and before torch loads),
-    then the run."""
+    """Train (the console script ``transfer-lightning`` runs this too): the command line checked in its first
+    second (before Hydra writes anything and before torch loads), then the run."""
     exit_on_user_error(check_command_line, sys.argv[1:])
     from transfer_lightning.train import main as train_main
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from transfer_lightning.callbacks import DeviceReport
 from transfer_lightning.data.contract import Preprocessing
-from transfer_lightning.data.image_files import ImageFileDataset, list_image_files, unreadable_reason
+from transfer_lightning.data.image_files import ImageFileDataset, list_image_files, reason_file_fails
 from transfer_lightning.run.builders import build_trainer
 from transfer_lightning.run.checkpoint import load_classifier
 from transfer_lightning.utils.cli import (
@@ -88,7 +88,7 @@ def _rows(
         if key >= 0:
             row["top"] = [(class_names[i], p) for i, p in zip(top_indices, top_values, strict=True)]
         else:
-            row["error"] = unreadable_reason(files[index], contract)
+            row["error"] = reason_file_fails(files[index], contract)
         rows.append(row)
     return rows
 

@@ -84,7 +84,8 @@ class GracefulInterrupt(Callback):
 
     def _save_last(self, trainer: L.Trainer) -> Path | None:
         checkpoint = trainer.checkpoint_callback
-        if checkpoint is None or not getattr(checkpoint, "save_last", False) or not checkpoint.dirpath:
+        keeps_last = getattr(checkpoint, "keeps_last", getattr(checkpoint, "save_last", False))  # RunCheckpoint's own
+        if checkpoint is None or not keeps_last or not checkpoint.dirpath:
             return None
         path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
         self._saving = path

@@ -206,6 +206,7 @@ class CIFAR10Schema(DataSchema):
     download: bool = setting(True, doc="download CIFAR-10 when it is not in root")
     val_size: int = setting(5000, Integer(1), doc="training images held out for validation (seeded)")
     split_seed: int = setting(42, Integer(), doc="the seed of the val split")
+    on_bad_file: str = setting("skip", OneOf("skip", "error"), doc="broken files of a class-folder copy: skip | error")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from transfer_lightning.data.base import (
 )
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.folder_reader import decode_folder_split, is_class_folder_root
+from transfer_lightning.data.scan import bad_file_notes
 from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class CIFAR10DataModule(ClassificationDataModule):
     """CIFAR-10 with a seeded train/val split of the 50k training images and the official test set.
 
     ``root`` holds either torchvision's layout (``cifar-10-batches-py/``, downloaded there when
-    ``download`` is true) or a class-folder copy (``train/<class>/*.jpg``, ``test/<class>/*.jpg``).
+    ``download`` is true) or a class-folder copy (``train/<class>/*.jpg``, ``test/<class>/*.jpg``),
+    listed like every image folder (``data/listing.py``); its broken files follow ``on_bad_file``.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class CIFAR10DataModule(ClassificationDataModule):
         download: bool = True,
         val_size: int = 5000,
         split_seed: int = 42,
+        on_bad_file: str = "skip",
         **common,
     ) -> None:
         super().__init__(**common)
@@ -67,6 +70,7 @@ class CIFAR10DataModule(ClassificationDataModule):
         self.download = download
         self.val_size = val_size
         self.split_seed = split_seed
+        self.on_bad_file = on_bad_file
 
     def declare_contract(self, preprocessing: Preprocessing, resize_size: int | None) -> Preprocessing:
         return natively_stored(preprocessing, resize_size, NATIVE_SIZE, "CIFAR-10")
@@ -76,20 +80,22 @@ class CIFAR10DataModule(ClassificationDataModule):
             self._read_torchvision(train=True, download=self.download)
 
     def load_splits(self) -> Splits:
+        notes = {"data_root": str(self.root)}
         if is_class_folder_root(self.root):
-            train_full, class_names = decode_folder_split(self.root / "train", self.contract, faster=_FOLDER_FASTER)
-            test, _ = decode_folder_split(self.root / "test", self.contract, class_names, faster=_FOLDER_FASTER)
-            layout = "class folders"
+            train = decode_folder_split(self.root / "train", self.contract, None, _FOLDER_FASTER, self.on_bad_file)
+            test = decode_folder_split(self.root / "test", self.contract, train.class_names, _FOLDER_FASTER, self.on_bad_file)
+            train_full, test_set, class_names = train.dataset, test.dataset, train.class_names
+            notes.update(layout="class folders", **bad_file_notes(train.bad + test.bad))
         else:
-            train_full, test = (self._read_torchvision(train=flag, download=False) for flag in (True, False))
-            class_names, layout = list(CIFAR10_CLASSES), "torchvision binary"
+            train_full, test_set = (self._read_torchvision(train=flag, download=False) for flag in (True, False))
+            class_names, notes["layout"] = list(CIFAR10_CLASSES), "torchvision binary"
         train_idx, val_idx = seeded_split(len(train_full), self.val_size, self.split_seed)
         return Splits(
             train=train_full.subset(train_idx),
             val=train_full.subset(val_idx),
-            test=test,
+            test=test_set,
             class_names=class_names,
-            notes={"data_root": str(self.root), "layout": layout},
+            notes=notes,
         )
 
     def _read_torchvision(self, train: bool, download: bool) -> TensorImageDataset:

@@ -5,7 +5,8 @@
 transparent pixels hold, palette, CMYK and grayscale are converted. ``decode_for`` adds the
 decode step of the preprocessing contract (``data/contract.py``): shorter side to
 ``resize_size``, then the centre crop. Every data module that reads files, ``predict`` and the
-exported contract use this module; there is no other decoder.
+exported contract use this module; there is no other decoder. ``unreadable_reason`` words why a
+file does not decode, the same for training's bad-file list and predict's ``error`` column.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import torchvision
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
+
+from transfer_lightning.utils.errors import first_line
 
 if TYPE_CHECKING:
     from transfer_lightning.data.contract import Preprocessing
@@ -91,6 +94,15 @@ def decode_square(
         image = TF.resize(image, resize_size, interpolation=InterpolationMode(interpolation))
     square = TF.center_crop(image, [size, size])
     return torch.from_numpy(np.array(square)).permute(2, 0, 1).contiguous()  # RGB: uint8 (height, width, 3)
+
+
+def unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``path`` is not a usable image, given what decoding it raised: one wording for every command."""
+    if path.is_file() and path.stat().st_size == 0:
+        return "empty file, 0 bytes"
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not an image: its contents do not match its extension"
+    return first_line(error, 200)
 
 
 @functools.cache

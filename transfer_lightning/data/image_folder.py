@@ -13,11 +13,19 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from transfer_lightning.data.base import ClassificationDataModule, Splits
 from transfer_lightning.data.contract import Preprocessing
-from transfer_lightning.data.decode import decode_for
+from transfer_lightning.data.decode import decode_for, unreadable_reason
 from transfer_lightning.data.fingerprint import rows_fingerprint, text_fingerprint
 from transfer_lightning.data.image_cache import CachedImages, DiskCache, available_memory_bytes
 from transfer_lightning.data.layout import FolderLayout, read_layout, stratified_split
-from transfer_lightning.data.scan import BadFile, scan_files, scan_threads
+from transfer_lightning.data.listing import skipped_summary
+from transfer_lightning.data.scan import (
+    BadFile,
+    apply_bad_file_policy,
+    bad_file_notes,
+    decode_into_tensor,
+    scan_files,
+    scan_threads,
+)
 from transfer_lightning.data.transforms import BatchPreprocessor
 from transfer_lightning.utils.errors import UserError
 
@@ -25,7 +33,6 @@ log = logging.getLogger(__name__)
 
 AUTO_CACHE_MEMORY_SHARE = 0.25  # "fits comfortably": decoded set <= this share of available RAM
 IMBALANCE_WARNING_RATIO = 3.0  # largest / smallest class in train
-_LISTED_BAD_FILES = 50  # in run_summary.json; the log lists them all
 _DECODE_FASTER = "data.cache=disk keeps the decoded images for the next runs"
 _CHECK_FASTER = "data.cache=disk decodes once and skips this check in later runs"
 
@@ -75,7 +82,8 @@ class DecodingDataset(Dataset):
         try:
             image = decode_for(self.paths[index], self.contract)
         except Exception as error:  # the scan passed it: the file changed during the run
-            raise RuntimeError(f"{self.paths[index]} became unreadable during the run ({error})") from error
+            reason = unreadable_reason(self.paths[index], error)
+            raise RuntimeError(f"{self.paths[index]} became unreadable during the run ({reason})") from error
         return image, int(self.labels[index])
 
     def fingerprint(self) -> str:
@@ -129,12 +137,19 @@ class ImageFolderDataModule(ClassificationDataModule):
     # -- splits --------------------------------------------------------------------------------
     def load_splits(self) -> Splits:
         layout = read_layout(self.root)
+        if layout.ignored_files:
+            log.info("%s under %s", skipped_summary(layout.ignored_files), self.root)
+        if layout.loose_images:
+            log.warning(
+                "Skipped %d images that lie directly in data.root=%s, in no class folder; move them into their "
+                "class's folder to train on them", len(layout.loose_images), self.root,
+            )  # fmt: skip
         files = layout.all_files()
         labels_of = {path: label for items in layout.splits.values() for path, label in items}
         cache = self._resolve_cache(len(files))
         self.in_memory = cache != "none"
         images, good, bad = self._read_images(files, cache)
-        self._handle_bad_files(bad)
+        apply_bad_file_policy(bad, self.on_bad_file)
         index_of = {path: i for i, path in enumerate(good)}
         by_split = {
             split: [index_of[path] for path, _ in items if path in index_of] for split, items in layout.splits.items()
@@ -153,13 +168,9 @@ class ImageFolderDataModule(ClassificationDataModule):
             cache=cache,
             image_size=self.image_size,
             class_counts=counts,
-            ignored_non_image_files=len(layout.ignored_files),
-            bad_file_count=len(bad),
-            bad_files=[str(item) for item in bad[:_LISTED_BAD_FILES]],
+            ignored_non_image_files=len(layout.ignored_files) + len(layout.loose_images),
+            **bad_file_notes(bad),
         )
-        if layout.ignored_files:
-            names = sorted({path.name if path.suffix == "" else f"*{path.suffix}" for path in layout.ignored_files})
-            log.info("Ignored %d non-image files (%s)", len(layout.ignored_files), ", ".join(names[:10]))
         splits = Splits(
             train=datasets["train"], val=datasets["val"], test=datasets["test"],
             class_names=layout.class_names, notes=notes,
@@ -227,20 +238,17 @@ class ImageFolderDataModule(ClassificationDataModule):
             return cached.images, cached.good, cached.bad
         if cache == "none":
             scan = scan_files(files, description=f"Checking the images of {self.root}", faster=_CHECK_FASTER)
-            images = None
+            broken = {item.path for item in scan.bad}
+            images, good = None, [path for path in files if path not in broken]
         else:  # decoding into the cache is the scan: one pass over the files
-            images = torch.empty(len(files), 3, self.image_size, self.image_size, dtype=torch.uint8)
-            position = {path: i for i, path in enumerate(files)}
-            scan = scan_files(
+            decoded = decode_into_tensor(
                 files,
-                decode=lambda path: images[position[path]].copy_(self._decode(path)),
+                self._decode,
+                self.image_size,
                 description=f"Decoding the images of {self.root} to {self.image_size} px",
                 faster=_DECODE_FASTER if cache == "memory" else "",
             )
-        broken = {item.path for item in scan.bad}
-        good = [path for path in files if path not in broken]
-        if images is not None and broken:
-            images = images[[i for i, path in enumerate(files) if path not in broken]]
+            images, good, scan = decoded.images, decoded.good, decoded.scan
         log.info(
             "%s %d images in %.1fs (%.0f images/s, %d threads)",
             "Checked" if cache == "none" else f"Decoded to {self.image_size} px",
@@ -255,19 +263,6 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def _decode(self, path: Path) -> torch.Tensor:
         return decode_for(path, self.contract)
-
-    def _handle_bad_files(self, bad: list[BadFile]) -> None:
-        if not bad:
-            return
-        listing = "\n  ".join(str(item) for item in bad)
-        if self.on_bad_file == "error":
-            first = "; ".join(str(item) for item in bad[:5])
-            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-            raise UserError(
-                f"{len(bad)} broken image file(s): {first}{more}; remove or replace them, "
-                "or set data.on_bad_file=skip to train without them"
-            )
-        log.warning("Skipping %d broken image file(s) (data.on_bad_file=skip):\n  %s", len(bad), listing)
 
     def _dataset(
         self, images: torch.Tensor | None, good: list[Path], labels: torch.Tensor, indices: list[int]

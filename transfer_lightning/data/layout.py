@@ -1,9 +1,10 @@
 """Read the folder layout of a user's image set: which files, which classes, which splits.
 
 Two layouts: ``ROOT/train/<class>/`` with ``ROOT/val/<class>/`` (and optional ``ROOT/test``), or
-one ``ROOT/<class>/`` folder. Files are found recursively inside a class folder, by extension;
-hidden files and folders (``.DS_Store``, ``._IMG_0001.jpg``, ``__MACOSX``) are skipped. Every
-mistake a user can make with the folders is a ``UserError`` naming the folders.
+one ``ROOT/<class>/`` folder. Files and class folders are listed by ``data/listing.py``, the one
+lister of every command (images by extension, in sub-folders too; hidden and system files such as
+``.DS_Store``, ``._IMG_0001.jpg`` and ``__MACOSX/`` skipped). Every mistake a user can make with
+the folders is a ``UserError`` naming the folders.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ from pathlib import Path
 
 import torch
 
-from transfer_lightning.data.folder_reader import IMAGE_EXTENSIONS  # one list for every folder reader
+from transfer_lightning.data.listing import IMAGE_EXTENSIONS, class_folders, is_image_name, list_images
 from transfer_lightning.utils.errors import UserError
 
 SPLIT_FOLDERS = ("train", "val", "test")
-# __MACOSX: zip residue; the others are the framework's own cache folders (data.cache_dir,
-# data.feature_cache_dir), never a class even where an older run left one inside the root
-_SKIPPED_FOLDERS = ("__MACOSX", "feature_cache", "image_folder_cache")
 
 
 @dataclass
@@ -35,7 +33,8 @@ class FolderLayout:
     kind: str  # "split folders" | "class folders"
     class_names: list[str]
     splits: dict[str, list[tuple[Path, int]]]
-    ignored_files: list[Path] = field(default_factory=list)
+    ignored_files: list[Path] = field(default_factory=list)  # not images (data/listing.py)
+    loose_images: list[Path] = field(default_factory=list)  # images directly in the root, in no class folder
 
     def all_files(self) -> list[Path]:
         return [path for items in self.splits.values() for path, _ in items]
@@ -52,8 +51,8 @@ def read_layout(root: Path) -> FolderLayout:
         raise UserError(f"data.root={root} is a file, not a folder; point it at the folder holding the class folders")
     if (root / "train").is_dir():
         return _read_split_folders(root)
-    class_names = _class_folders(root)
-    loose = [path for path in root.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS]
+    class_names = class_folders(root)
+    loose = [path for path in root.iterdir() if path.is_file() and is_image_name(path.name)]
     if not class_names:
         hint = f" ({len(loose)} images lie directly in it)" if loose else ""
         raise UserError(
@@ -62,18 +61,18 @@ def read_layout(root: Path) -> FolderLayout:
         )
     files, ignored = _read_classes(root, class_names)
     _require_two_classes(root, class_names)
-    return FolderLayout(root, "class folders", class_names, {"train": files}, ignored + loose)
+    return FolderLayout(root, "class folders", class_names, {"train": files}, ignored, loose)
 
 
 def _read_split_folders(root: Path) -> FolderLayout:
     present = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
-    class_names = _class_folders(root / "train")
+    class_names = class_folders(root / "train")
     if not class_names:
         raise UserError(f"{root / 'train'} holds no class folders; put its images in train/<class>/ folders")
     _require_two_classes(root / "train", class_names)
     splits, ignored = {}, []
     for split in present:
-        found = _class_folders(root / split)
+        found = class_folders(root / split)
         missing = [name for name in class_names if name not in found]
         extra = [name for name in found if name not in class_names]
         if missing or extra:
@@ -87,41 +86,19 @@ def _read_split_folders(root: Path) -> FolderLayout:
     return FolderLayout(root, "split folders", class_names, splits, ignored)
 
 
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(child.name for child in folder.iterdir() if child.is_dir() and not _hidden(child.name))
-
-
 def _read_classes(folder: Path, class_names: list[str]) -> tuple[list[tuple[Path, int]], list[Path]]:
     files, ignored, empty = [], [], []
     for label, name in enumerate(class_names):
-        images, skipped = list_images(folder / name)
-        files += [(path, label) for path in images]
-        ignored += skipped
-        if not images:
+        listing = list_images(folder / name)
+        files += [(path, label) for path in listing.images]
+        ignored += listing.skipped
+        if not listing.images:
             empty.append(str(folder / name))
     if len(empty) == len(class_names):
         raise UserError(f"no images under {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} in its class folders)")
     if empty:
         raise UserError(f"these class folders hold no images: {', '.join(empty)}; add images or remove the folders")
     return files, ignored
-
-
-def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files under ``folder`` (recursively, sorted) and the other files found there."""
-    images, others = [], []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).parts
-        if any(_hidden(part) for part in relative[:-1]) or not path.is_file():
-            continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(path.name):
-            images.append(path)
-        else:
-            others.append(path)
-    return images, others
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name in _SKIPPED_FOLDERS
 
 
 def _require_two_classes(folder: Path, class_names: list[str]) -> None:

@@ -3,11 +3,14 @@
 A broken file (zero bytes, truncated, text saved as ``.jpg``) must never stop a run at epoch 3,
 so every file is decoded once up front: either by ``quick_check`` (JPEGs decoded at 1/8 scale,
 which still reads every byte, so truncation shows) or by the caller's own decode, when it decodes
-everything anyway to fill a cache.
+everything anyway to fill a tensor (``decode_into_tensor``). Every training data module that reads
+files then applies the one bad-file policy, ``data.on_bad_file`` (``apply_bad_file_policy``); the
+reasons are ``data/decode.py`` ``unreadable_reason``'s, the words predict uses too.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -17,11 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
-from transfer_lightning.data.decode import to_rgb
-from transfer_lightning.utils.errors import first_line
+from transfer_lightning.data.decode import to_rgb, unreadable_reason
+from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.progress import PhaseProgress
+
+log = logging.getLogger(__name__)
+
+LISTED_BAD_FILES = 50  # in run_summary.json; the log lists them all
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,6 @@ class ScanResult:
 
 def quick_check(path: Path) -> None:
     """Raise if ``path`` is not a decodable image; cheap for big JPEGs (decoded at 1/8 scale)."""
-    if path.stat().st_size == 0:
-        raise ValueError("empty file, 0 bytes")
     with Image.open(path) as image:
         image.draft(None, (1, 1))  # JPEG only: the smallest DCT scale that still reads all data
         image.load()
@@ -76,9 +82,7 @@ def scan_files(
                 warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter, once per file
                 return decode(path), None
         except Exception as error:  # noqa: BLE001 - whatever breaks a file, the report is the same
-            if isinstance(error, OSError) and path.stat().st_size == 0:
-                return None, "empty file, 0 bytes"
-            return None, _reason(error)
+            return None, unreadable_reason(path, error)
 
     start = time.perf_counter()
     attempts = []
@@ -96,7 +100,50 @@ def scan_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _reason(error: Exception) -> str:
-    if isinstance(error, Image.UnidentifiedImageError):
-        return "not an image: its contents do not match its extension"
-    return first_line(error, 200)
+@dataclass
+class DecodedFiles:
+    """The decoded images of the good files (rows in listing order), those files, and the scan."""
+
+    images: torch.Tensor
+    good: list[Path]
+    scan: ScanResult
+
+
+def decode_into_tensor(
+    files: Sequence[Path], decode: Callable[[Path], torch.Tensor], size: int, description: str, faster: str = ""
+) -> DecodedFiles:
+    """Decode every file into one uint8 ``(n, 3, size, size)`` tensor: the scan and the decode in one pass.
+
+    Bad files are left out of the tensor (and listed in ``scan.bad``); ``decode`` must return a
+    ``(3, size, size)`` uint8 image.
+    """
+    images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
+    position = {path: i for i, path in enumerate(files)}
+    scan = scan_files(
+        files, decode=lambda path: images[position[path]].copy_(decode(path)), description=description, faster=faster
+    )
+    broken = {item.path for item in scan.bad}
+    good = [path for path in files if path not in broken]
+    if broken:
+        images = images[[i for i, path in enumerate(files) if path not in broken]]
+    return DecodedFiles(images, good, scan)
+
+
+def bad_file_notes(bad: Sequence[BadFile]) -> dict[str, Any]:
+    """The bad files as ``run_summary.json`` records them (``data.bad_file_count``, ``data.bad_files``)."""
+    return {"bad_file_count": len(bad), "bad_files": [str(item) for item in bad[:LISTED_BAD_FILES]]}
+
+
+def apply_bad_file_policy(bad: Sequence[BadFile], on_bad_file: str) -> None:
+    """``data.on_bad_file``: ``error`` stops before training naming the files, ``skip`` logs them all."""
+    if not bad:
+        return
+    if on_bad_file == "error":
+        first = "; ".join(str(item) for item in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise UserError(
+            f"{len(bad)} broken image file(s): {first}{more}; remove or replace them, "
+            "or set data.on_bad_file=skip to train without them"
+        )
+    listing = "\n  ".join(str(item) for item in bad)
+    log.warning("Skipping %d broken image file(s) (data.on_bad_file=skip):\n  %s", len(bad), listing)

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from transfer_lightning.config.schemas import ALL_BUT_LAST, ALL_STAGES
+from transfer_lightning.utils.config_folder import config_folder
 
 if TYPE_CHECKING:  # Lightning loads with torch; the command line's first-second checks import this module
     from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
-STRATEGY_PRESETS = Path(__file__).resolve().parents[2] / "conf" / "strategy"
+STRATEGY_PRESETS = config_folder() / "strategy"
 _RUN_NAME_LIMIT = 120
 
 

@@ -21,8 +21,8 @@ import lightning as L
 import matplotlib.pyplot as plt
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.tuner import Tuner
-from lightning.pytorch.tuner import lr_finder as lightning_lr_finder
 from omegaconf import DictConfig, OmegaConf
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torchmetrics import Metric
 
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
@@ -48,7 +48,7 @@ def find_learning_rate(
     _check_setup(trainer)
     _check_steps_fit(int(tune.num_training), trainer, datamodule)
     lr_before = module.learning_rate
-    with _finder_progress():
+    with _finder_progress(int(tune.num_training)):
         finder = Tuner(trainer).lr_find(
             module,
             datamodule=datamodule,
@@ -145,42 +145,17 @@ def _check_steps_fit(num_training: int, trainer: L.Trainer, datamodule: L.Lightn
 
 
 @contextmanager
-def _finder_progress() -> Iterator[None]:
-    """Our progress in place of the tqdm bar Lightning's finder draws (its ``\\r`` lines even in a log file).
-
-    The finder replaces the trainer's callbacks while it runs, so no callback of ours sees its
-    steps; its module's ``tqdm`` is the one hook there is.
-    """
-    shown: list[_FinderProgress] = []
-
-    def progress(*args: Any, total: int | None = None, **kwargs: Any) -> _FinderProgress:
-        shown.append(_FinderProgress(total))
-        return shown[-1]
-
-    original, lightning_lr_finder.tqdm = lightning_lr_finder.tqdm, progress
-    try:
-        yield
-    finally:
-        lightning_lr_finder.tqdm = original
-        for bar in shown:
-            bar.close()  # Lightning closes its bar only when the loss diverges
-
-
-class _FinderProgress(PhaseProgress):
-    """The finder's steps through ``PhaseProgress``, with the two methods the finder calls on a tqdm bar."""
-
-    def __init__(self, total: int | None) -> None:
-        super().__init__("LR finder", total, unit="steps", faster="a smaller tune.num_training")
-        self.__enter__()
-        self.closed = False
-
-    def update(self, amount: int = 1) -> None:
-        self.advance(amount)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.__exit__(None, None, None)
+def _finder_progress(total: int) -> Iterator[None]:
+    """Our progress for the finder's steps: each one is an optimizer step, counted by torch's public
+    step hook (the finder replaces the trainer's callbacks while it runs, so no callback of ours sees
+    them). Lightning's own tqdm bar for it is switched off by ``TQDM_DISABLE``, set where training
+    starts (``transfer_lightning/__main__.py``): tqdm reads its defaults when it is imported."""
+    with PhaseProgress("LR finder", total, unit="steps", faster="a smaller tune.num_training") as progress:
+        handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: progress.advance())
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 def _reset_metrics(module: L.LightningModule) -> None:

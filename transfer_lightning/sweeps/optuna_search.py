@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -62,7 +63,8 @@ class OptunaSearch(Sweeper):
             trials = [study.ask(spaces) for _ in range(min(self.n_jobs, self.n_trials - done))]
             overrides = [[*arguments, *(f"{k}={v}" for k, v in trial.params.items())] for trial in trials]
             for trial, result in zip(trials, self.launcher.launch(overrides, initial_job_idx=done), strict=True):
-                value = result._return_value  # None: the job failed (recorded in its run_summary.json)
+                # None: the job failed (recorded in its run_summary.json)
+                value = result.return_value if result.status == JobStatus.COMPLETED else None
                 if value is None:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:

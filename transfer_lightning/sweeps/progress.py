@@ -7,6 +7,7 @@ from the jobs finished since (a finished job leaves ``run_summary.json``, also w
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -29,15 +30,19 @@ def count_jobs(config: DictConfig) -> int | None:
         return int(sweeper.n_trials)
     if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    values_per_key: dict[str, int] = {}  # the basic sweeper's grid: a later value of a key replaces an earlier one
     try:
-        parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
-        return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
-    except Exception:  # noqa: BLE001 - a sweep we cannot count still runs; its lines omit "of N"
-        return None
+        for override in OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task)):
+            if override.is_sweep_override() and not override.is_discrete_sweep():
+                return None  # a range of real numbers: not the basic sweeper's to run
+            count = len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
+            values_per_key[override.get_key_element()] = count
+    except Exception:  # noqa: BLE001 - a sweep we cannot count (a glob over config options) still runs;
+        return None  # its lines omit "of N"
+    return math.prod(values_per_key.values())
 
 
 def note_sweep_start(config: DictConfig) -> None:

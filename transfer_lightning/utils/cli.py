@@ -10,10 +10,11 @@ from typing import Any, NoReturn, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from transfer_lightning.utils.config_folder import config_folder
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.progress import configure_progress
 
-CONFIG_FOLDER = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_FOLDER = config_folder()
 Result = TypeVar("Result")
 # Hydra's own flags: the command does not run a job, so there is nothing to check
 _HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
@@ -130,7 +131,8 @@ def check_checkpoint_exists(cfg: DictConfig) -> None:
 def top_level_settings(config_dir: Path) -> set[str]:
     """The top-level keys a training config may hold: ``config.yaml``'s own keys and its config groups."""
     own = set(OmegaConf.load(config_dir / "config.yaml").keys()) - {"defaults"}
-    return own | {folder.name for folder in config_dir.iterdir() if folder.is_dir() and folder.name != "hydra"}
+    groups = {folder.name for folder in config_dir.iterdir() if folder.is_dir() and not folder.name.startswith("__")}
+    return own | groups - {"hydra"}  # (__pycache__: conf/ is also the package transfer_lightning.conf)
 
 
 def refuse_unknown_top_level_key(key: str, value: Any, known: set[str]) -> None:
