@@ -84,7 +84,9 @@ def test_a_killed_gpu_run_resumes_from_its_last_checkpoint_without_redoing_an_ep
     killed = run_cli(*args, f"hydra.run.dir={run}", env={"EXIT_AFTER_EPOCH": "0"})
     assert killed.returncode == 17, killed.stderr[-3000:]
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "run_summary.json").exists()
-    resumed = run_cli(f"resume={run}")  # the run's own config (EXIT_AFTER_EPOCH unset: no exit)
+    resumed = run_cli(
+        f"resume={run}", "trusted_classes=[tests.exit_after_epoch.ExitAfterEpoch]"
+    )  # the run's own config (EXIT_AFTER_EPOCH unset: no exit)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((run / "run_summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_from"] and summary["epochs"] == 2

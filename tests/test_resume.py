@@ -26,7 +26,8 @@ from transfer_lightning.utils.files import atomic_torch_save
 THREE_EPOCHS = [*TINY, "trainer.max_epochs=3", "strategy=finetune"]
 SLOW = ["+callbacks.slow._target_=tests.fault_injection.SlowTrainingSteps", "+callbacks.slow.seconds=0.4"]
 # exits (status EXIT_CODE) as the epoch after $EXIT_AFTER_EPOCH starts; unset, the same command never exits
-EXIT_AFTER_EPOCH = "+callbacks.exit_after._target_=tests.exit_after_epoch.ExitAfterEpoch"
+EXIT_HOOK = "tests.exit_after_epoch.ExitAfterEpoch"
+EXIT_AFTER_EPOCH = f"+callbacks.exit_after._target_={EXIT_HOOK}"
 # the setups a resume must continue exactly: the default (layer4 trained on cached features), and a
 # live backbone under augmentation (no cache: the augmentation RNG is restored) with a cosine schedule
 RESUME_SETUPS = {
@@ -84,7 +85,7 @@ def test_killed_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_run(
     last = killed_dir / "checkpoints" / "last.ckpt"
     assert checkpoint(last)["epoch"] == 0 and not (killed_dir / "run_summary.json").exists()
 
-    resumed = run_cli(f"resume={killed_dir}", env=env)
+    resumed = run_cli(f"resume={killed_dir}", f"trusted_classes=[{EXIT_HOOK}]", env=env)  # the test's own hook
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     got = json.loads((killed_dir / "run_summary.json").read_text())
@@ -141,7 +142,7 @@ def test_run_killed_after_a_mid_epoch_step_checkpoint_resumes_from_that_step(tmp
     assert (at_kill["epoch"], at_kill["global_step"]) == (1, 6), "the step checkpoint, mid-epoch"
     assert at_kill["optimizer_states"][0]["state"][0]["step"] == 6
 
-    resumed = run_cli(f"resume={killed_dir}", env=env)
+    resumed = run_cli(f"resume={killed_dir}", "trusted_classes=[tests.exit_after_epoch.ExitAfterStep]", env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected = json.loads((reference_dir / "run_summary.json").read_text())
     got = json.loads((killed_dir / "run_summary.json").read_text())

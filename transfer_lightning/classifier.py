@@ -184,13 +184,18 @@ class TransferClassifier(L.LightningModule):
         checkpoint[RECORD_KEY] = self.checkpoint_record()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Lightning's resume (``trainer.fit(ckpt_path=...)``): the strategy's state and the weights' lineage."""
-        from transfer_lightning.run.model_record import read_model_record
+        """Lightning loading this run's own checkpoint (resume, the test of ``best.ckpt``; the file was checked
+        as data before, ``run/resume.py``): the strategy's state and the weights' lineage, plain values only."""
+        from transfer_lightning.run.model_record import recorded_state
 
-        self.restore_record(read_model_record(checkpoint, "the checkpoint being resumed"), checkpoint.get("epoch", 0))
+        state, lineage = recorded_state(checkpoint)
+        self.restore_state(state, lineage, checkpoint.get("epoch", 0))
 
     def restore_record(self, record: ModelRecord, epoch: int = 0) -> None:
         """Take a checkpoint's strategy state and lineage (its weights are loaded separately)."""
-        self.strategy.load_state_dict(record.strategy_state)
-        self.strategy.apply(self.backbone, epoch)
-        self.weights_lineage = record.lineage
+        self.restore_state(record.strategy_state, record.lineage, epoch)
+
+    def restore_state(self, strategy_state: dict[str, Any], lineage: dict[str, Any], epoch: int) -> None:
+        self.strategy.load_state_dict(strategy_state)
+        self.strategy.apply(self.backbone, epoch if isinstance(epoch, int) else 0)
+        self.weights_lineage = lineage

@@ -119,7 +119,7 @@ def _fit_and_test(
     if resumed_from:
         state_keys = [callback.state_key for callback in trainer.callbacks]
         checkpoint_dir = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
-        check_checkpoint_fits(resumed_from, module.record, cfg, state_keys, checkpoint_dir)
+        check_checkpoint_fits(resumed_from, module.record, state_keys, checkpoint_dir)
         restore_weights(module, resumed_from)  # the feature cache below reads the trained frozen stages
     autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)

@@ -31,6 +31,10 @@ BATCHES = Either(Integer(0), Range(0, 1), text="a batch count >= 0 or a fraction
 MEAN = ListOf(Range(0), length=3, text="three numbers [R, G, B]")
 STD = ListOf(Range(0, open_low=True), length=3, text="three numbers [R, G, B] > 0")
 FOLDER = Text("a folder path")
+TRUSTED = (
+    "class paths a file you load (a run folder's config, a checkpoint's record) may name besides the project's own: "
+    "your own callback or data module, e.g. trusted_classes=[mypkg.MyCallback]"
+)
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -444,6 +448,7 @@ class TrainSchema:
     )
     tune: TuneSchema = setting(TuneSchema(), doc="the learning-rate finder")
     compile: bool = setting(False, doc="torch.compile the network")
+    trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
 
 
 # -- the preprocessing contract a checkpoint records (data/contract.py) -------------------------------
@@ -473,6 +478,7 @@ class EvaluateSchema:
     output_dir: str | None = setting(None, FOLDER, optional=True, doc="where the reports go")
     grid_size: int = setting(32, Integer(1), doc="images in the prediction grid")
     top_confused: int = setting(5, Integer(0), doc="(true, predicted) pairs the report lists")
+    trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
 
 
 @dataclass
@@ -489,6 +495,7 @@ class PredictSchema:
                                doc="loader processes")  # fmt: skip
     show: int = setting(50, Integer(0), doc="rows printed on screen (the CSV has all)")
     output_dir: str | None = setting(None, FOLDER, optional=True, doc="where predictions.csv goes")
+    trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
 
 
 @dataclass
@@ -501,6 +508,7 @@ class ExportSchema:
     output_dir: str | None = setting(None, FOLDER, optional=True, doc="where the files go (beside the checkpoint)")
     parity_batch_size: int = setting(8, Integer(1), doc="images in the parity check")
     parity_tolerance: float = setting(1e-3, Range(0, open_low=True), doc="largest allowed logit difference")
+    trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -57,6 +57,17 @@ class UntrustedFile(UserError):
     """A file asks for something outside the allowlist: refused before anything is imported or built."""
 
 
+# classes the user vouches for on their own command line or config (``trusted_classes=[my.Callback]``)
+_vouched: set[str] = set()
+
+
+def trust_also(classes: Any) -> None:
+    """Let files name ``classes`` too (your own callback or data module, in your own run folders): the user
+    says so on the command line or in their config folder (``trusted_classes``), never a file."""
+    if isinstance(classes, (list, tuple)) or hasattr(classes, "__iter__") and not isinstance(classes, str):
+        _vouched.update(str(name) for name in classes)
+
+
 def allowed_targets(kind: str) -> set[str]:
     """The ``_target_`` strings a file may name for ``kind`` (strategy, data, optimizer, ...)."""
     if kind == "backbone":
@@ -70,7 +81,7 @@ def is_allowed(target: Any, kind: str) -> bool:
     """Whether a file may name ``target`` as a ``kind``: checked on the string, before any import."""
     if not isinstance(target, str):
         return False
-    if target in allowed_targets(kind):
+    if target in allowed_targets(kind) or target in _vouched:
         return True
     if kind == "optimizer":
         return _torch_class(target, "torch.optim", lambda torch: torch.optim.Optimizer)
@@ -99,10 +110,15 @@ def trusted_class(target: str, kind: str, source: str, key: str) -> Any:
 
 def refuse_unless_allowed(target: Any, kind: str, source: str, key: str) -> None:
     if not is_allowed(target, kind):
+        vouch = (
+            f"; trusted_classes=[{target}] on your command line builds it if you trust it"
+            if isinstance(target, str)
+            else ""
+        )
         raise UntrustedFile(
             f"{source} is refused: {key} names {target!r}, which is not {_KINDS[kind]} (a file is data: only the "
             "project's own classes, and torch.optim's optimizers and schedulers, are built from one); nothing was "
-            "imported, created or written"
+            f"imported, created or written{vouch}"
         )
 
 

@@ -71,7 +71,7 @@ def checkpoint_origin(path: str | Path) -> str:
     that save (absent from a checkpoint no monitoring callback wrote). Tensors are memory-mapped,
     not read.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = load_checkpoint_safely(path, mmap=True)
     epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
     parts = [f"epoch {epoch}"] if isinstance(epoch, int) else []
     callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from transfer_lightning.config.schemas import ALL_BUT_LAST, ALL_STAGES
+from transfer_lightning.config.schemas import ALL_BUT_LAST, ALL_STAGES, SCHEMAS
 from transfer_lightning.utils.config_folder import config_folder
 
 if TYPE_CHECKING:  # Lightning loads with torch; the command line's first-second checks import this module
@@ -58,8 +58,20 @@ def _presets() -> dict[str, dict[str, Any]]:
     for path in sorted(STRATEGY_PRESETS.glob("*.yaml")):
         config = yaml.safe_load(path.read_text()) or {}
         if "frozen_stages" in config:
-            presets[path.stem] = {"_target_": config.get("_target_"), "frozen_stages": config["frozen_stages"]}
+            presets[path.stem] = {
+                "_target_": config.get("_target_") or _schema_target(config),
+                "frozen_stages": config["frozen_stages"],
+            }
     return presets
+
+
+def _schema_target(config: Mapping[str, Any]) -> str | None:
+    """The class a preset's schema names (``- /schema/strategy/<name>@_here_`` first in its defaults)."""
+    for entry in config.get("defaults") or []:
+        if isinstance(entry, str) and entry.startswith("/schema/strategy/"):
+            schema = SCHEMAS["strategy"].get(entry.removeprefix("/schema/strategy/").split("@", 1)[0])
+            return getattr(schema, "_target_", None)
+    return None
 
 
 def short_run_name(overrides: list[str], keys: list[str]) -> str:

@@ -83,6 +83,17 @@ def read_model_record(checkpoint: Any, source: str | Path) -> ModelRecord:
     return checked_record(*raw_record(checkpoint, source), str(source))
 
 
+def recorded_state(checkpoint: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The strategy state and the lineage a checkpoint records (plain values; nothing is built from them)."""
+    record = checkpoint.get(RECORD_KEY)
+    if isinstance(record, Mapping):
+        state, lineage, keys = record.get("strategy_state"), record.get("lineage"), _record_keys(RECORD_KEY)
+    else:  # format 1
+        state, lineage, keys = checkpoint.get("freezing_strategy"), checkpoint.get("weights_lineage"), _FORMAT_1_KEYS
+    state = _plain_tree(state or {}, "the checkpoint", keys["strategy_state"])
+    return state, _plain_tree(lineage or {"source": "unrecorded"}, "the checkpoint", keys["lineage"])
+
+
 def raw_record(checkpoint: Any, source: str | Path) -> tuple[Mapping[str, Any], dict[str, str]]:
     """A checkpoint's record as written (format 1 converted), and the key each of its fields has in the file;
     ``UserError`` for a file that holds none. Its values are checked by ``checked_record``."""

@@ -53,6 +53,7 @@ ALLOWED_ON_RESUME: tuple[str, ...] = (
     "data.num_workers",
     "paths.data_dir",
     "test",
+    "trusted_classes",
 )
 # What the checkpoint's hyperparameters must share with the config that resumes it.
 _MUST_MATCH = ("model", "strategy", "optimizer", "scheduler", "class_names", "preprocessing")

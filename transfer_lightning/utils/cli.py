@@ -42,7 +42,10 @@ def exit_with(error: UserError) -> NoReturn:
 
 def check_once(cfg: DictConfig) -> None:
     """The schema check (``config/check.py``) of a config this process did not check from its command line:
-    a sweep's job, a test's or the Python API's config."""
+    a sweep's job, a test's or the Python API's config. Also takes the config's ``trusted_classes``."""
+    from transfer_lightning.config.trust import trust_also
+
+    trust_also(cfg.get("trusted_classes") or [])
     if not command_line_checked:
         from transfer_lightning.config.check import check_config
 
@@ -79,6 +82,11 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:  # noqa: BLE001 - a malformed override: Hydra's sentence, first line
         raise UserError(f"cannot read the command line: {str(error).strip().splitlines()[0]}") from None
+    from transfer_lightning.config.trust import trust_also
+
+    for override in parsed:
+        if override.key_or_group == "trusted_classes" and isinstance(override.value(), list):
+            trust_also(override.value())
     known = top_level_settings(CONFIG_FOLDER) if config_name == "config" else None
     for override in parsed:
         key = override.key_or_group
