@@ -20,6 +20,8 @@ from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
 PIDS = "+callbacks.pids._target_=tests.fault_injection.RecordProcessIds"
 ENV = {"PYTHONPATH": str(ROOT)}
+# what every process sets up, said once (by rank 0)
+SETUP_LINES = ("Backbone resnet18", "Parameters: ", "Feature cache off", "Device: cpu (CPU) x2")
 
 
 def summary(run: Path) -> dict:
@@ -118,6 +120,8 @@ def test_two_process_test_accuracy_counts_each_image_once_and_equals_a_one_proce
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert summary(run)["test_images"] == odd
+    for line in SETUP_LINES:  # rank 1, started by Lightning, prints to the same terminal
+        assert trained.stdout.count(line) == 1, f"{line!r} printed {trained.stdout.count(line)} times"
     evaluated = run_cli(
         f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "data=synthetic", f"data.test_size={odd}",
         "trainer.accelerator=cpu", f"output_dir={tmp_path / 'eval'}", f"hydra.run.dir={tmp_path / 'eval'}",

@@ -1,0 +1,86 @@
+"""``torchrun --nproc_per_node=2 -m transfer_lightning trainer=ddp trainer.accelerator=cpu trainer.devices=2``:
+torchrun starts both processes and Hydra runs in each, yet the job is one run: one folder (the default
+``outputs/<date>/<time>``, no ``hydra.run.dir``), one summary by rank 0 counting every test image once,
+data prepared once, TensorBoard events and setup lines from rank 0 only; Ctrl-C stops both processes.
+
+``python -m torch.distributed.run`` is the module the ``torchrun`` command runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, TINY
+from tests.test_ddp import DDP, PIDS, SETUP_LINES, assert_every_process_exits, summary
+from tests.test_resume import SLOW, checkpoint, wait_for_file
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "transfer_lightning"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def recording_data(prepare_log: Path | str) -> list[str]:
+    """``data=synthetic`` that appends the process id to ``prepare_log`` whenever it prepares its data."""
+    return ["data._target_=tests.fault_injection.PrepareRecordingSyntheticData", f"+data.prepare_log={prepare_log}"]
+
+
+def run_folders(outputs: Path) -> list[Path]:
+    """The run folders under ``outputs/<date>/`` (hidden bookkeeping such as ``.slurm_jobs`` aside)."""
+    return sorted(run for run in outputs.glob("*/*") if not run.parent.name.startswith("."))
+
+
+def assert_one_ddp_run(run: Path, output: str, prepare_log: Path, test_images: int) -> None:
+    """One completed run of two processes: rank 0's summary with every test image once, data prepared by
+    rank 0 only (before fit, and again by Lightning in fit), TensorBoard events and setup lines from rank 0
+    only (``output``: what both processes printed)."""
+    stopped = summary(run)
+    assert stopped["status"] == "completed" and stopped["test_images"] == test_images
+    rank0 = (run / "pids" / "rank0").read_text()
+    assert (run / "pids" / "rank1").read_text() != rank0
+    assert set(prepare_log.read_text().split()) == {rank0}
+    events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and {path.name.split(".")[-2] for path in events} == {rank0}  # ...<host>.<pid>.<n>
+    for line in SETUP_LINES:
+        assert output.count(line) == 1, f"{line!r} printed {output.count(line)} times:\n{output[-3000:]}"
+
+
+def test_torchrun_with_two_processes_makes_one_run_folder_with_one_summary_and_every_test_image(tmp_path) -> None:
+    odd = 33  # on 2 processes a padding sampler would count one image twice
+    result = subprocess.run(
+        [*TORCHRUN, *TINY, *DDP, f"data.test_size={odd}", *recording_data(tmp_path / "prepared"), PIDS,
+         f"paths.data_dir={tmp_path / 'data'}"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_folders(tmp_path / "outputs")
+    assert_one_ddp_run(run, result.stdout + result.stderr, tmp_path / "prepared", test_images=odd)
+
+
+def test_ctrl_c_to_torchrun_stops_both_processes_within_30_s_with_last_ckpt_written(tmp_path) -> None:
+    command = [*TORCHRUN, *TINY, *DDP, "trainer.max_epochs=50", *SLOW, PIDS, f"paths.data_dir={tmp_path / 'data'}"]
+    # a terminal's Ctrl-C goes to the foreground process group: torchrun's (it starts its workers in sessions
+    # of their own and forwards the signal to them)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    outputs = tmp_path / "outputs"
+    deadline = time.monotonic() + 240
+    while not (runs := run_folders(outputs)) or not (runs[0] / "checkpoints" / "last.ckpt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    (run,) = runs
+    wait_for_file(run / "pids" / "rank1", process)
+    os.killpg(process.pid, signal.SIGINT)
+    signalled = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    assert time.monotonic() - signalled < 30, stderr[-3000:]
+    assert_every_process_exits(run, within=5)
+    assert run_folders(outputs) == [run]
+    stopped = summary(run)
+    assert stopped["status"] == "interrupted" and "stopped by Ctrl-C" in stopped["error"], stderr[-3000:]
+    assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == stopped["global_step"] > 0
