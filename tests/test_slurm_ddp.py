@@ -21,7 +21,7 @@ from tests.conftest import TINY, run_cli
 from tests.test_ddp import DDP, PIDS
 from tests.test_resume import checkpoint
 from tests.test_slurm import JOB_ENV, array_job_ids, pytestmark, scontrol_job  # noqa: F401 - pytestmark: marker, skip
-from tests.test_torchrun import assert_one_ddp_run, recording_data, run_folders
+from tests.test_torchrun import assert_one_ddp_run, recording_data, run_folders, wait_for_first_last_checkpoint
 from transfer_lightning.run.summary import read_summary
 
 TWO_TASKS_ON_SLURM = [
@@ -101,11 +101,9 @@ def test_a_requeued_two_task_job_stops_both_tasks_at_one_step_and_continues_from
          "+callbacks.slow._target_=tests.fault_injection.SlowTrainingSteps", "+callbacks.slow.seconds=1.0",
          "+callbacks.epochs._target_=tests.fault_injection.RecordTrainedEpochs", f"paths.data_dir={tmp_path / 'data'}"],
     )  # fmt: skip
-    deadline = time.monotonic() + 600
-    while not (runs := run_folders(tmp_path / "outputs")) or not (runs[0] / "checkpoints" / "last.ckpt").is_file():
-        assert time.monotonic() < deadline and scontrol_job(job_id)["JobState"] in ("PENDING", "RUNNING")
-        time.sleep(0.2)
-    (run,) = runs
+    running = ("PENDING", "RUNNING")
+    run = wait_for_first_last_checkpoint(tmp_path / "outputs", lambda: scontrol_job(job_id)["JobState"] in running, 600)
+    assert run_folders(tmp_path / "outputs") == [run]
     last = run / "checkpoints" / "last.ckpt"
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # SIGTERM to both tasks, as a preemption
     wait_for_state(job_id, ("PENDING",), reason="BeginTime")

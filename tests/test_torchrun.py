@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import ROOT, TINY
@@ -31,6 +32,15 @@ def recording_data(prepare_log: Path | str) -> list[str]:
 def run_folders(outputs: Path) -> list[Path]:
     """The run folders under ``outputs/<date>/`` (hidden bookkeeping such as ``.slurm_jobs`` aside)."""
     return sorted(run for run in outputs.glob("*/*") if not run.parent.name.startswith("."))
+
+
+def wait_for_first_last_checkpoint(outputs: Path, alive: Callable[[], bool], timeout: float = 240) -> Path:
+    """The run folder under ``outputs/<date>/`` whose ``checkpoints/last.ckpt`` appears first, while ``alive()``."""
+    deadline = time.monotonic() + timeout
+    while not (written := sorted(outputs.glob("*/*/checkpoints/last.ckpt"))):
+        assert alive() and time.monotonic() < deadline, "no last.ckpt was written"
+        time.sleep(0.1)
+    return written[0].parent.parent
 
 
 def assert_one_ddp_run(run: Path, output: str, prepare_log: Path, test_images: int) -> None:
@@ -69,11 +79,8 @@ def test_ctrl_c_to_torchrun_stops_both_processes_within_30_s_with_last_ckpt_writ
         start_new_session=True,
     )  # fmt: skip
     outputs = tmp_path / "outputs"
-    deadline = time.monotonic() + 240
-    while not (runs := run_folders(outputs)) or not (runs[0] / "checkpoints" / "last.ckpt").is_file():
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-        time.sleep(0.1)
-    (run,) = runs
+    run = wait_for_first_last_checkpoint(outputs, alive=lambda: process.poll() is None)
+    assert run_folders(outputs) == [run]
     wait_for_file(run / "pids" / "rank1", process)
     os.killpg(process.pid, signal.SIGINT)
     signalled = time.monotonic()
