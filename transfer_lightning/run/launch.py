@@ -1,4 +1,4 @@
-"""Processes started by a launcher, not by Lightning: torchrun, or SLURM's ``srun`` with several tasks.
+"""Processes started by a launcher, not by Lightning: torchrun, or SLURM's ``srun`` (one task per device).
 
 Lightning's own DDP launcher (``trainer=ddp`` on one machine) starts the other processes itself and
 hands them rank 0's run folder (``hydra.run.dir=...``). torchrun and srun start every process at
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 WAIT_FOR_RANK_ZERO_S = 600  # rank 0 may still be importing torch on a busy node
 SLURM_JOBS_FOLDER = ".slurm_jobs"  # beside the date folders of the default outputs/<date>/<time>
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 @dataclass(frozen=True)
@@ -147,6 +146,8 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 def continue_requeued_job(cfg: DictConfig) -> None:
     """A SLURM job that was requeued (``SLURM_RESTART_COUNT`` >= 1) continues from its run folder's
     ``last.ckpt``, as a sweep's job does (``sweeps.resume.prepare_sweep_job``); nothing else changes."""
+    from transfer_lightning.run.resume import LAST_CHECKPOINT  # resume.py imports this module
+
     restart = int(os.environ.get("SLURM_RESTART_COUNT", 0))
     last = Path(cfg.paths.output_dir) / LAST_CHECKPOINT
     if restart < 1 or cfg.get("resume") is not None or cfg.get("ckpt_path") or not last.is_file():
