@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, TINY, run_cli
+from tests.fault_injection import PREPARE_LOG_VARIABLE, RECORD_PREPARATION
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
@@ -48,11 +49,10 @@ def assert_every_process_exits(run: Path, within: float) -> None:
 def test_nan_loss_on_one_ddp_process_fails_every_process_and_only_rank_0_prepared_the_data(tmp_path) -> None:
     run = tmp_path / "run"
     nan_on_rank_1 = "+callbacks.nan._target_=tests.fault_injection.NonFiniteLossOnRank"
-    recording_data = ["data._target_=tests.fault_injection.PrepareRecordingSyntheticData",
-                      f"+data.prepare_log={tmp_path / 'prepared'}"]  # fmt: skip
     result = run_cli(
-        *TINY, *DDP, "trainer.max_epochs=3", nan_on_rank_1, PIDS, *recording_data, f"hydra.run.dir={run}",
-        f"paths.data_dir={tmp_path / 'data'}", env=ENV, timeout=240,
+        *TINY, *DDP, "trainer.max_epochs=3", nan_on_rank_1, PIDS, RECORD_PREPARATION, f"hydra.run.dir={run}",
+        f"paths.data_dir={tmp_path / 'data'}", env={**ENV, PREPARE_LOG_VARIABLE: str(tmp_path / "prepared")},
+        timeout=240,
     )  # fmt: skip
     ended = time.time()
     assert result.returncode == 2, result.stderr[-3000:]

@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 from tests.conftest import TINY, run_cli
+from tests.fault_injection import PREPARE_LOG_VARIABLE, RECORD_PREPARATION
 from tests.test_ddp import DDP, PIDS
 from tests.test_resume import checkpoint
 from tests.test_slurm import JOB_ENV, array_job_ids, pytestmark, scontrol_job  # noqa: F401 - pytestmark: marker, skip
-from tests.test_torchrun import assert_one_ddp_run, recording_data, run_folders, wait_for_first_last_checkpoint
+from tests.test_torchrun import assert_one_ddp_run, prepared_by, run_folders, wait_for_first_last_checkpoint
 from transfer_lightning.run.summary import read_summary
 
 TWO_TASKS_ON_SLURM = [
@@ -44,9 +45,8 @@ def submit_two_task_job(folder: Path, overrides: list[str]) -> str:
         f"#SBATCH --chdir={folder} --output={folder}/job.out --open-mode=append\n"
         f"srun {shlex.quote(sys.executable)} -m transfer_lightning {shlex.join(overrides)}\n"
     )
-    submitted = subprocess.run(
-        ["sbatch", "--parsable", str(script)], env={**os.environ, **JOB_ENV}, capture_output=True, text=True
-    )
+    environment = {**os.environ, **JOB_ENV, PREPARE_LOG_VARIABLE: str(folder / "prepared")}  # sbatch passes it on
+    submitted = subprocess.run(["sbatch", "--parsable", str(script)], env=environment, capture_output=True, text=True)
     assert submitted.returncode == 0, submitted.stderr
     return submitted.stdout.strip().split(";")[0]
 
@@ -63,33 +63,35 @@ def test_a_two_task_ddp_job_launched_by_srun_is_one_run_in_one_folder(tmp_path) 
     odd = 33  # on 2 processes a padding sampler would count one image twice
     job_id = submit_two_task_job(
         tmp_path,
-        [*TINY, *DDP, f"data.test_size={odd}", *recording_data(tmp_path / "prepared"), PIDS,
-         f"paths.data_dir={tmp_path / 'data'}"],
+        [*TINY, *DDP, f"data.test_size={odd}", RECORD_PREPARATION, PIDS, f"paths.data_dir={tmp_path / 'data'}"],
     )  # fmt: skip
     state = wait_for_state(job_id, ENDED)
     output = (tmp_path / "job.out").read_text()
     assert state["JobState"] == "COMPLETED", output[-3000:]
     (run,) = run_folders(tmp_path / "outputs")  # rank 1's clock may have said another second
-    assert_one_ddp_run(run, output, tmp_path / "prepared", test_images=odd)
+    assert prepared_by(tmp_path / "prepared") == {(run / "pids" / "rank0").read_text()}
+    assert_one_ddp_run(run, output, prepared_by(tmp_path / "prepared"), test_images=odd)
 
 
 def test_a_sweep_of_two_two_task_ddp_jobs_through_submitit_completes_as_two_runs(tmp_path) -> None:
     sweep, odd = tmp_path / "sweep", 33
     result = run_cli(
-        "-m", *TINY, *DDP, *TWO_TASKS_ON_SLURM, "optimizer.lr=0.01,0.001", f"data.test_size={odd}",
-        *recording_data("${paths.output_dir}/prepared"), PIDS, f"hydra.sweep.dir={sweep}",
-        f"paths.data_dir={tmp_path / 'data'}", env=JOB_ENV, timeout=900,
+        "-m", *TINY, *DDP, *TWO_TASKS_ON_SLURM, "optimizer.lr=0.01,0.001", f"data.test_size={odd}", RECORD_PREPARATION,
+        PIDS, f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}",
+        env={**JOB_ENV, PREPARE_LOG_VARIABLE: str(tmp_path / "prepared")}, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = array_job_ids(sweep)
     assert sorted(jobs) == [0, 1]
+    prepared = prepared_by(tmp_path / "prepared")  # one file for both jobs: their rank 0s, nobody else
+    assert prepared == {(sweep / str(number) / "pids" / "rank0").read_text() for number in jobs}
     for number, job_id in jobs.items():
         # submitit returns on task 0's result; SLURM ends the job once task 1 has exited too
         assert wait_for_state(job_id, ENDED, timeout=60)["JobState"] == "COMPLETED"
         logs = sorted((sweep / ".submitit" / job_id).glob(f"{job_id}_*_log.*"))  # both tasks' stdout and stderr
         assert len(logs) == 4
         output = "".join(path.read_text() for path in logs)
-        assert_one_ddp_run(sweep / str(number), output, sweep / str(number) / "prepared", test_images=odd)
+        assert_one_ddp_run(sweep / str(number), output, prepared, test_images=odd)
     assert sorted(path.name for path in sweep.iterdir() if path.name.isdigit()) == ["0", "1"]
 
 

@@ -17,16 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import ROOT, TINY
+from tests.fault_injection import PREPARE_LOG_VARIABLE, RECORD_PREPARATION
 from tests.test_ddp import DDP, PIDS, SETUP_LINES, assert_every_process_exits, summary
 from tests.test_resume import SLOW, checkpoint, wait_for_file
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "transfer_lightning"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-
-
-def recording_data(prepare_log: Path | str) -> list[str]:
-    """``data=synthetic`` that appends the process id to ``prepare_log`` whenever it prepares its data."""
-    return ["data._target_=tests.fault_injection.PrepareRecordingSyntheticData", f"+data.prepare_log={prepare_log}"]
 
 
 def run_folders(outputs: Path) -> list[Path]:
@@ -43,15 +39,19 @@ def wait_for_first_last_checkpoint(outputs: Path, alive: Callable[[], bool], tim
     return written[0].parent.parent
 
 
-def assert_one_ddp_run(run: Path, output: str, prepare_log: Path, test_images: int) -> None:
+def prepared_by(prepare_log: Path) -> set[str]:
+    """The process ids that prepared the data (``RecordDataPreparation``)."""
+    return set(prepare_log.read_text().split())
+
+
+def assert_one_ddp_run(run: Path, output: str, prepared: set[str], test_images: int) -> None:
     """One completed run of two processes: rank 0's summary with every test image once, data prepared by
-    rank 0 only (before fit, and again by Lightning in fit), TensorBoard events and setup lines from rank 0
-    only (``output``: what both processes printed)."""
+    rank 0 and not rank 1 (``prepared``: process ids; rank 0 prepares before fit, and again in Lightning's
+    fit), TensorBoard events and setup lines from rank 0 only (``output``: what both processes printed)."""
     stopped = summary(run)
     assert stopped["status"] == "completed" and stopped["test_images"] == test_images
-    rank0 = (run / "pids" / "rank0").read_text()
-    assert (run / "pids" / "rank1").read_text() != rank0
-    assert set(prepare_log.read_text().split()) == {rank0}
+    rank0, rank1 = ((run / "pids" / f"rank{rank}").read_text() for rank in (0, 1))
+    assert rank0 != rank1 and rank0 in prepared and rank1 not in prepared
     events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert events and {path.name.split(".")[-2] for path in events} == {rank0}  # ...<host>.<pid>.<n>
     for line in SETUP_LINES:
@@ -61,13 +61,14 @@ def assert_one_ddp_run(run: Path, output: str, prepare_log: Path, test_images: i
 def test_torchrun_with_two_processes_makes_one_run_folder_with_one_summary_and_every_test_image(tmp_path) -> None:
     odd = 33  # on 2 processes a padding sampler would count one image twice
     result = subprocess.run(
-        [*TORCHRUN, *TINY, *DDP, f"data.test_size={odd}", *recording_data(tmp_path / "prepared"), PIDS,
-         f"paths.data_dir={tmp_path / 'data'}"],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+        [*TORCHRUN, *TINY, *DDP, f"data.test_size={odd}", RECORD_PREPARATION, PIDS, f"paths.data_dir={tmp_path / 'data'}"],
+        cwd=tmp_path, env={**ENV, PREPARE_LOG_VARIABLE: str(tmp_path / "prepared")}, capture_output=True, text=True,
+        timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_folders(tmp_path / "outputs")
-    assert_one_ddp_run(run, result.stdout + result.stderr, tmp_path / "prepared", test_images=odd)
+    assert prepared_by(tmp_path / "prepared") == {(run / "pids" / "rank0").read_text()}
+    assert_one_ddp_run(run, result.stdout + result.stderr, prepared_by(tmp_path / "prepared"), test_images=odd)
 
 
 def test_ctrl_c_to_torchrun_stops_both_processes_within_30_s_with_last_ckpt_written(tmp_path) -> None:
