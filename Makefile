@@ -36,7 +36,7 @@ test: install
 SLURM_LOCAL_DIR ?= $(or $(TMPDIR),/tmp)/transfer-lightning-slurm
 test-slurm: install
 	SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh start
-	SLURM_CONF=$(SLURM_LOCAL_DIR)/slurm.conf TL_SLURM_TESTS=1 $(PY) -m pytest -q -m slurm tests/test_slurm.py; \
+	SLURM_CONF=$(SLURM_LOCAL_DIR)/slurm.conf TL_SLURM_TESTS=1 $(PY) -m pytest -q -m slurm tests/test_slurm.py tests/test_slurm_ddp.py; \
 	status=$$?; SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh stop; exit $$status
 
 test-all: install

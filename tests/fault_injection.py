@@ -13,6 +13,9 @@ from lightning.pytorch.callbacks import Callback
 
 from transfer_lightning.data import SyntheticDataModule
 
+PREPARE_LOG_VARIABLE = "TL_TEST_PREPARE_LOG"  # RecordDataPreparation's log
+RECORD_PREPARATION = "+callbacks.prepared._target_=tests.fault_injection.RecordDataPreparation"
+
 
 class SlowTrainingSteps(Callback):
     """Sleeps after every training step, so a test can signal the process in the middle of an epoch."""
@@ -106,14 +109,21 @@ class SlowGracefulCheckpoint(Callback):
             checkpoint["slow_to_write"] = _SlowToWrite(marker, self.seconds)
 
 
-class PrepareRecordingSyntheticData(SyntheticDataModule):
-    """``data=synthetic`` that appends the process id to ``prepare_log`` whenever ``prepare_data`` runs
-    (use with ``data._target_=tests.fault_injection.PrepareRecordingSyntheticData +data.prepare_log=<file>``)."""
+class RecordDataPreparation(Callback):
+    """Appends the process id to the file ``$TL_TEST_PREPARE_LOG`` names whenever ``prepare_data`` of
+    ``data=synthetic`` runs in this process: built with the callbacks, before ``train()`` prepares the data,
+    it wraps ``SyntheticDataModule.prepare_data`` (a data module of the tests' own would be refused where
+    the run reads its own checkpoint: a file may name only the project's classes)."""
 
-    def __init__(self, prepare_log: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.prepare_log = Path(prepare_log)
+    def __init__(self) -> None:
+        original = SyntheticDataModule.prepare_data
+        if getattr(original, "records_preparation", False):
+            return
 
-    def prepare_data(self) -> None:
-        with open(self.prepare_log, "a") as handle:
-            handle.write(f"{os.getpid()}\n")
+        def prepare_data(datamodule: SyntheticDataModule) -> None:
+            with open(os.environ[PREPARE_LOG_VARIABLE], "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+            original(datamodule)
+
+        prepare_data.records_preparation = True
+        SyntheticDataModule.prepare_data = prepare_data

@@ -15,11 +15,14 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, TINY, run_cli
+from tests.fault_injection import PREPARE_LOG_VARIABLE, RECORD_PREPARATION
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
 PIDS = "+callbacks.pids._target_=tests.fault_injection.RecordProcessIds"
 ENV = {"PYTHONPATH": str(ROOT)}
+# what every process sets up, said once (by rank 0)
+SETUP_LINES = ("Backbone resnet18", "Parameters: ", "Feature cache off", "Device: cpu (CPU) x2")
 
 
 def summary(run: Path) -> dict:
@@ -46,11 +49,10 @@ def assert_every_process_exits(run: Path, within: float) -> None:
 def test_nan_loss_on_one_ddp_process_fails_every_process_and_only_rank_0_prepared_the_data(tmp_path) -> None:
     run = tmp_path / "run"
     nan_on_rank_1 = "+callbacks.nan._target_=tests.fault_injection.NonFiniteLossOnRank"
-    recording_data = ["data._target_=tests.fault_injection.PrepareRecordingSyntheticData",
-                      f"+data.prepare_log={tmp_path / 'prepared'}"]  # fmt: skip
     result = run_cli(
-        *TINY, *DDP, "trainer.max_epochs=3", nan_on_rank_1, PIDS, *recording_data, f"hydra.run.dir={run}",
-        f"paths.data_dir={tmp_path / 'data'}", env=ENV, timeout=240,
+        *TINY, *DDP, "trainer.max_epochs=3", nan_on_rank_1, PIDS, RECORD_PREPARATION, f"hydra.run.dir={run}",
+        f"paths.data_dir={tmp_path / 'data'}", env={**ENV, PREPARE_LOG_VARIABLE: str(tmp_path / "prepared")},
+        timeout=240,
     )  # fmt: skip
     ended = time.time()
     assert result.returncode == 2, result.stderr[-3000:]
@@ -118,6 +120,8 @@ def test_two_process_test_accuracy_counts_each_image_once_and_equals_a_one_proce
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert summary(run)["test_images"] == odd
+    for line in SETUP_LINES:  # rank 1, started by Lightning, prints to the same terminal
+        assert trained.stdout.count(line) == 1, f"{line!r} printed {trained.stdout.count(line)} times"
     evaluated = run_cli(
         f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "data=synthetic", f"data.test_size={odd}",
         "trainer.accelerator=cpu", f"output_dir={tmp_path / 'eval'}", f"hydra.run.dir={tmp_path / 'eval'}",

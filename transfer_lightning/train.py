@@ -31,6 +31,7 @@ from transfer_lightning.run.builders import (
     record_of_config,
 )
 from transfer_lightning.run.dashboard import hparams_columns, write_hparams
+from transfer_lightning.run.launch import continue_requeued_job
 from transfer_lightning.run.outcome import EXIT_INTERRUPTED, RunRecord, recorded_outcome
 from transfer_lightning.run.preflight import check_run_folder
 from transfer_lightning.run.preprocessing import explicit_data_keys, run_preprocessing
@@ -152,6 +153,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         if _is_multirun() and (earlier := prepare_sweep_job(cfg, _overrides())) is not None:
             return earlier.get("best_val_acc")  # this job completed before (resumed sweep)
+        if not _is_multirun():
+            continue_requeued_job(cfg)  # a requeued SLURM job continues from its folder's last.ckpt
         summary = train(cfg)
     except UserError as error:
         if _is_multirun():

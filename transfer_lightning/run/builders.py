@@ -22,6 +22,7 @@ from transfer_lightning.config.trust import trusted_class
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.models import Backbone, backbone_class
 from transfer_lightning.run.checkpoint import AtomicCheckpointIO
+from transfer_lightning.run.launch import cluster_environment_plugins
 from transfer_lightning.run.model_record import ModelRecord
 from transfer_lightning.strategies import FreezingStrategy
 from transfer_lightning.utils.errors import UserError, first_line
@@ -64,8 +65,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | b
         trainer_cfg["enable_progress_bar"] = False
         callbacks = [*(c for c in callbacks if not isinstance(c, ProgressBar)), LoopProgress()]
     try:
-        # atomic checkpoint writes, weights_only reads (transfer_lightning/run/checkpoint.py)
-        plugins = [AtomicCheckpointIO()]
+        # atomic checkpoint writes, weights_only reads (transfer_lightning/run/checkpoint.py); under
+        # SLURM Lightning's auto-requeue off (run/launch.py: SLURM and submitit own requeueing)
+        plugins = [AtomicCheckpointIO(), *cluster_environment_plugins()]
         return instantiate(
             trainer_cfg, callbacks=callbacks, logger=logger, plugins=plugins, _convert_="all", _recursive_=False
         )

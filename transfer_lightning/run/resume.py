@@ -28,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transfer_lightning.config.trust import check_recorded
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
+from transfer_lightning.run.launch import is_launch_rank_zero, launch_run_folder
 from transfer_lightning.run.model_record import RECORD_KEY, ModelRecord, check_recorded_node, read_model_record
-from transfer_lightning.run.preflight import claim_new_run_folder
 from transfer_lightning.utils.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,12 @@ def original_overrides(ckpt_path: Any) -> list[str]:
 
 
 def _run_dir_resolver(resume: Any, ckpt_path: Any, default: str) -> str:
-    return run_folder_of(resume, ckpt_path) or claim_new_run_folder(default)
+    return run_folder_of(resume, ckpt_path) or launch_run_folder(default)  # torchrun/srun: rank 0's
 
 
-def _hydra_subdir_resolver(resume: Any, ckpt_path: Any) -> str:
+def _hydra_subdir_resolver(resume: Any, ckpt_path: Any) -> str | None:
+    if not is_launch_rank_zero():
+        return None  # torchrun/srun: rank 0 saves the config (as Lightning's DDP launcher arranges it)
     if run_folder_of(resume, ckpt_path) is None:
         return ".hydra"
     return f"{RESUMED_SUBDIR}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"

@@ -1,8 +1,9 @@
 """The one place where messages that do not help here are dropped, where they are emitted.
 
 Everything this project logs, and every Lightning warning not listed here, still shows. Dropped:
-Lightning's advertising (the "💡 Tip:" lines for its cloud logger and model registry) and
-warnings known to be harmless in this project.
+Lightning's advertising (the "💡 Tip:" lines for its cloud logger and model registry),
+warnings known to be harmless in this project, and under DDP the other processes' info lines
+(every process runs the same setup; rank 0 says it once, the others keep their warnings and errors).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import warnings
 
 ADVERTISING_PREFIX = "💡 Tip:"
+PROJECT_LOGGER = "transfer_lightning"  # the parent of every module's logger
 HARMLESS_WARNINGS = (
     # frozen stages stay in eval mode on purpose: their BatchNorm statistics must not move
     # (strategies/base.py); Lightning notes any module in eval mode when fit starts
@@ -29,9 +31,13 @@ class _DropAdvertising(logging.Filter):
 
 
 def install_log_filters() -> None:
-    """Drop the advertising and the harmless warnings (idempotent; call once per process)."""
+    """Drop the advertising, the harmless warnings and other ranks' info lines (idempotent; call once per process)."""
     import lightning.pytorch  # noqa: F401 - sets the logger that rank_zero_info writes to
+    from lightning.pytorch.utilities import rank_zero_only
     from lightning_utilities.core import rank_zero
+
+    if rank_zero_only.rank != 0:  # the rank its launcher (torchrun, srun, Lightning's DDP) gave this process
+        logging.getLogger(PROJECT_LOGGER).setLevel(logging.WARNING)
 
     if not any(isinstance(existing, _DropAdvertising) for existing in rank_zero.log.filters):
         rank_zero.log.addFilter(_DropAdvertising())
