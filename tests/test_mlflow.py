@@ -55,7 +55,7 @@ def test_a_run_logs_params_metric_histories_figures_and_artifacts_to_the_server(
 
     exported = run_cli(
         f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "format=state_dict", f"output_dir={tmp_path / 'export'}",
-        module="transfer_lightning.export",
+        f"hydra.run.dir={tmp_path / 'export_run'}", module="transfer_lightning.export",
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr[-3000:]
     client, run_id = mlflow_client(run)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,6 @@ def _build_wandb(node: DictConfig, run_dir: Path) -> WandbLogger:
 def finish_logger_runs(failed: bool = False) -> None:
     """End the process's W&B run, if one is open: W&B keeps one run per process, and the next job of a
     sweep run in this process would otherwise log into it. (MLflow runs end with Lightning's ``finalize``.)"""
-    import sys
-
-    wandb = sys.modules.get("wandb")
+    wandb = sys.modules.get("wandb")  # imported only by a WandbLogger: nothing to end without one
     if wandb is not None and wandb.run is not None:
         wandb.run.finish(exit_code=1 if failed else 0)
