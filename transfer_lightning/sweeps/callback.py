@@ -60,9 +60,9 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         written = write_sweep_report(sweep_dir)
-        close_sweep_parent(config, written, best_val_acc(sweep_dir))
         print_ranking(sweep_dir)
         log.info("Sweep report: %s", ", ".join(str(path) for path in written))
+        close_sweep_parent(config, written, best_val_acc(sweep_dir))  # last: the report stands if MLflow fails
 
 
 def _exit_on_user_error(check: Callable[[DictConfig], Any], config: DictConfig) -> None:
