@@ -11,7 +11,7 @@ ARGS ?=
 CIFAR_LOCAL ?= ../shared/data/cifar10-jpeg
 DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LOCAL)),)
 
-.PHONY: install train test test-all test-slurm lint format bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
+.PHONY: install train test test-all test-slurm test-mlflow lint format bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ test-slurm: install
 	SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh start
 	SLURM_CONF=$(SLURM_LOCAL_DIR)/slurm.conf TL_SLURM_TESTS=1 $(PY) -m pytest -q -m slurm tests/test_slurm.py tests/test_slurm_ddp.py; \
 	status=$$?; SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh stop; exit $$status
+
+# The tests marked `mlflow` against a local MLflow tracking server (SQLite, artifacts in a folder) started
+# here on 127.0.0.1 and stopped afterwards, even when a test fails (scripts/mlflow-local.sh).
+MLFLOW_LOCAL_DIR ?= $(or $(TMPDIR),/tmp)/transfer-lightning-mlflow
+test-mlflow: install
+	export MLFLOW_LOCAL_DIR=$(MLFLOW_LOCAL_DIR) PYTHON=$(PY); \
+	server=$$(scripts/mlflow-local.sh start) || exit 1; eval "$$server"; \
+	TL_MLFLOW_TESTS=1 $(PY) -m pytest -q -m mlflow tests/test_mlflow.py; \
+	status=$$?; scripts/mlflow-local.sh stop; exit $$status
 
 test-all: install
 	$(PY) -m pytest -q -m "slow or not slow" -n $(TEST_WORKERS)

@@ -6,11 +6,17 @@ Trains a tiny run and a tiny 2 x 2 sweep (synthetic data, random init, CPU), sta
     python scripts/dashboard_shots.py [--out outputs/dashboard_shots] [--chromium /usr/bin/chromium]
 
 Time Series is opened with ``?forceSVG=true``: its WebGL charts render empty in headless mode.
+
+``--mlflow`` shoots the MLflow UI instead: the same sweep with ``logger=[tensorboard,mlflow]`` into a
+local server (``scripts/mlflow-local.sh``, stopped afterwards), and its experiment page, where the
+sweep is a parent run with the jobs as its child runs (``mlflow_sweep.png``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -19,6 +25,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from headless_chromium import FLAGS, HeadlessPage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -32,6 +40,17 @@ TINY = [
 ]
 RUN = ["optimizer.lr=0.01", "trainer.max_epochs=4"]
 SWEEP = ["optimizer.lr=0.01,0.001", "strategy.frozen_stages=5,4", "trainer.max_epochs=3"]
+# the MLflow runs table: the sweep's parameters and results beside the run names (a view the page loads by key)
+MLFLOW_COLUMNS = ["params.`lr`", "params.`frozen_stages`", "metrics.`val/acc_best`", "metrics.`test/acc`"]
+MLFLOW_VIEW = {
+    "selectedColumns": MLFLOW_COLUMNS,
+    "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration", *MLFLOW_COLUMNS],
+    "columnWidths": {"attributes.`Run Name`": 260},
+}
+# the run-name cell's expander button, the shared-view banner's close button, the assistant panel's
+MLFLOW_EXPANDER = '[data-component-id$="runnamecellrenderer.tsx_46"]'
+MLFLOW_BANNER = '[data-component-id="mlflow.experiment_page.shared_view.dismiss"]'
+MLFLOW_ASSISTANT = '[data-component-id="mlflow.assistant.chat_panel.close"]'
 # page (TensorBoard URL suffix) -> screenshot file
 PAGES = {
     "?forceSVG=true&tagFilter=acc#timeseries": "time_series.png",
@@ -45,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "dashboard_shots")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     parser.add_argument("--reuse", action="store_true", help="keep the finished runs of an earlier call")
+    parser.add_argument("--mlflow", action="store_true", help="the MLflow UI of the sweep instead of TensorBoard")
     args = parser.parse_args(argv)
+    if args.mlflow:
+        print(_mlflow_shot(args.out, args.chromium))
+        return 0
     logs, shots = args.out / "logs", args.out / "shots"
     if not args.reuse:
         shutil.rmtree(logs, ignore_errors=True)
@@ -70,6 +93,35 @@ def main(argv: list[str] | None = None) -> int:
         board.terminate()
         board.wait(timeout=30)
     return 0
+
+
+def _mlflow_shot(out: Path, chromium: str) -> Path:
+    """The sweep logged to a fresh local MLflow server; a screenshot of its experiment page."""
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "MLFLOW_LOCAL_DIR": str(out / "mlflow_server"), "PYTHON": sys.executable}
+    server = ROOT / "scripts" / "mlflow-local.sh"
+    started = subprocess.run([server, "start"], env=env, check=True, capture_output=True, text=True)
+    uri = started.stdout.strip().rsplit("=", 1)[-1]  # export MLFLOW_TRACKING_URI=http://127.0.0.1:<port>
+    try:
+        shutil.rmtree(out / "mlflow_sweep", ignore_errors=True)
+        # named as a sweep of outputs/multirun/<date>/<time> is: the parent <date>/<time>, the jobs <time>/<job>
+        sweep = out / "mlflow_sweep" / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
+        mlflow = ["logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}"]
+        _train(["--multirun", *SWEEP, *mlflow, f"hydra.sweep.dir={sweep}"], out)
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("transfer_lightning").experiment_id
+        client.set_experiment_tag(experiment, "mlflow.sharedViewState.shots", json.dumps(MLFLOW_VIEW))
+        path = out / "shots" / "mlflow_sweep.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with HeadlessPage(chromium, width=1400, height=700) as page:
+            page.open(f"{uri}/#/experiments/{experiment}/runs?viewStateShareKey=shots")
+            page.click(MLFLOW_EXPANDER)  # the parent run opens on its child runs
+            page.click(MLFLOW_BANNER)
+            page.click(MLFLOW_ASSISTANT)
+            return page.screenshot(path)
+    finally:
+        subprocess.run([server, "stop"], env=env, check=True)
 
 
 def _train(overrides: list[str], out: Path) -> None:
@@ -103,17 +155,9 @@ def _screenshot(chromium: str, url: str, path: Path) -> None:
         subprocess.run(
             [
                 chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *FLAGS,
                 f"--user-data-dir={profile}",
                 "--window-size=1400,900",
-                "--hide-scrollbars",
                 "--virtual-time-budget=20000",
                 f"--screenshot={path}",
                 url,

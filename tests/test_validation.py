@@ -123,8 +123,15 @@ BAD_VALUES = {
     "callbacks.per_class_accuracy.stages": "[train]",
     "callbacks.confusion_matrix.stages": "[train]",
     "callbacks.prediction_grid.size": "0",
-    "logger.default_hp_metric": "sometimes",
-    "logger.name": "''",
+    "logger.tensorboard.default_hp_metric": "sometimes",
+    "logger.tensorboard.name": "''",
+    "logger.csv.name": "''",
+    "logger.mlflow.tracking_uri": "''",
+    "logger.mlflow.experiment_name": "''",
+    "logger.mlflow.log_model": "sometimes",
+    "logger.wandb.project": "''",
+    "logger.wandb.offline": "maybe",
+    "logger.wandb.log_model": "maybe",
     "paths.root_dir": "''",
     "paths.data_dir": "''",
     "tune.lr_find": "sometimes",
@@ -133,6 +140,7 @@ BAD_VALUES = {
     "tune.max_lr": "-1.0",
     "tune.num_training": "10",
 }
+EVERY_LOGGER = "logger=[tensorboard,csv,mlflow,wandb]"
 # the option whose node has the key (SGD has momentum, Adam has not); "key@option" for a key of several options
 OPTIONS = [
     "optimizer=sgd",
@@ -141,6 +149,7 @@ OPTIONS = [
     "data=image_folder",
     "data=synthetic",
     "strategy=gradual",
+    EVERY_LOGGER,
 ]
 IMAGE_FOLDER = "data=image_folder data.root=/x"
 OPTION_FOR = {"optimizer.momentum": "optimizer=sgd", "optimizer.nesterov": "optimizer=sgd",
@@ -154,7 +163,10 @@ OPTION_FOR = {"optimizer.momentum": "optimizer=sgd", "optimizer.nesterov": "opti
               "data.test_size": "data=synthetic", "data.native_size": "data=synthetic", "data.seed": "data=synthetic",
               "strategy.head_epochs": "strategy=gradual", "strategy.unfreeze_every": "strategy=gradual",
               "strategy.min_frozen_stages": "strategy=gradual", "strategy.milestones": "strategy=gradual",
-              "strategy.unfreeze_warmup_epochs": "strategy=gradual"}  # fmt: skip
+              "strategy.unfreeze_warmup_epochs": "strategy=gradual", "logger.csv.name": EVERY_LOGGER,
+              "logger.mlflow.tracking_uri": EVERY_LOGGER, "logger.mlflow.experiment_name": EVERY_LOGGER,
+              "logger.mlflow.log_model": EVERY_LOGGER, "logger.wandb.project": EVERY_LOGGER,
+              "logger.wandb.offline": EVERY_LOGGER, "logger.wandb.log_model": EVERY_LOGGER}  # fmt: skip
 BASE = ["data=cifar10", "model.weights=null"]
 
 

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from transfer_lightning.data.contract import Preprocessing, as_contract, preprocessor_for
+from transfer_lightning.loggers.mlflow_runs import log_export
 from transfer_lightning.run.checkpoint import checkpoint_file, load_classifier
 from transfer_lightning.utils.cli import (
     CONFIG_FOLDER,
@@ -74,6 +75,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     contract_file = target.with_name(target.name + ".json")
     atomic_write_text(contract_file, json.dumps(contract, indent=2) + "\n")
     print(f"Exported {target} with its preprocessing contract {contract_file}")
+    if run_id := log_export(checkpoint, [target, contract_file]):  # the run had logger.mlflow.log_model=true
+        print(f"Logged both as artifacts export/ of the MLflow run {run_id}")
     return contract
 
 

@@ -19,6 +19,8 @@ from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
 from transfer_lightning.data.prepare import prepare_data_once_per_node
+from transfer_lightning.loggers.build import finish_logger_runs
+from transfer_lightning.loggers.publish import publish_run_end, publish_run_start
 from transfer_lightning.models import backbone_class
 from transfer_lightning.models.lineage import is_run_weights
 from transfer_lightning.run.builders import (
@@ -69,12 +71,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except UserError as error:
         forget_refused_resume(error)  # a refused resume leaves no .hydra/resumed-<time>/ behind
         raise
+    failed = True
     try:
         with recorded_outcome(run_dir, cfg) as record:
-            return _fit_and_test(cfg, run_dir, record, strategy, started)
+            summary = _fit_and_test(cfg, run_dir, record, strategy, started)
+            failed = False
+            return summary
     except ResumeRefused as error:  # the checkpoint does not fit: nothing ran
         forget_refused_resume(error)
         raise
+    finally:
+        finish_logger_runs(failed)  # a W&B run ends with its job (the next job of a sweep opens its own)
 
 
 def check_training_config(cfg: DictConfig) -> FreezingStrategy:
@@ -105,8 +112,8 @@ def _fit_and_test(
     record.fields.update(model=cfg.model.name, strategy=_choices().get("strategy"), seed=cfg.seed, overrides=overrides)
     progress_bar = cfg.trainer.enable_progress_bar is not False
     callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=progress_bar) + safety_callbacks()
-    logger = build_logger(cfg.get("logger"))
-    trainer = record.trainer = build_trainer(cfg, callbacks, logger)
+    loggers = build_logger(cfg.get("logger"), run_dir)  # an MLflow server is asked here, before any data is read
+    trainer = record.trainer = build_trainer(cfg, callbacks, loggers)
 
     explicit = explicit_data_keys(overrides + original_overrides(resumed_from), _experiment_preset())
     defaults = family.default_preprocessing(cfg.model.name, cfg.model.weights)  # as the weights were trained
@@ -128,6 +135,7 @@ def _fit_and_test(
     lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
     trainable = module.parameter_counts()["trainable"]
     hparams = hparams_columns(cfg, _choices(), overrides, trainable, module.backbone.num_stages, datamodule.image_size)
+    publish_run_start(trainer.loggers, hparams, module.weights_lineage, run_dir)  # loggers/: params, lineage tags
 
     trainer.fit(module, datamodule=feature_cache.datamodule, ckpt_path=resumed_from)
     best_val = trainer.callback_metrics.get("val/acc_best")  # before the test pass resets the metrics
@@ -138,8 +146,9 @@ def _fit_and_test(
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     if not trainer.is_global_zero:
         return summary  # under DDP every process gets here; rank 0 writes the one summary
-    write_hparams(logger, hparams, {"val/acc_best": summary["best_val_acc"], "test/acc": summary["test_acc"]})
+    write_hparams(trainer.loggers, hparams, {"val/acc_best": summary["best_val_acc"], "test/acc": summary["test_acc"]})
     path = write_summary(run_dir, summary)
+    publish_run_end(trainer.loggers, path)
     print_report(summary)
     log.info("Run folder: %s (summary: %s)", run_dir, path.name)
     return summary

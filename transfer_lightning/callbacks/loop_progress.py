@@ -14,7 +14,8 @@ _FASTER = "a GPU (trainer.accelerator=auto takes one when present) or a larger b
 
 class LoopProgress(Callback):
     """Count, rate and time left of each training epoch, the test pass, a validation-only pass
-    (evaluate split=val) and prediction, through ``PhaseProgress``.
+    (evaluate split=val) and prediction, through ``PhaseProgress``. The line that closes an epoch
+    carries its numbers (``epoch_outcome``), so the log of a batch job shows the run learning.
 
     ``build_trainer`` adds it where Lightning's bar is off; on a terminal that bar shows the same.
     """
@@ -22,14 +23,18 @@ class LoopProgress(Callback):
     def __init__(self) -> None:
         self._progress: PhaseProgress | None = None
         self._loop = ""  # the loop whose batches advance the progress: train, validate, test, predict
+        self._validated = False  # whether this epoch ran validation (its val numbers are this epoch's)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = False
         self._start("train", f"Epoch {trainer.current_epoch}", _finite(trainer.num_training_batches))
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         self._advance("train")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._progress is not None and self._loop == "train":
+            self._progress.outcome = epoch_outcome(trainer, self._validated)
         self._finish()
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -51,6 +56,8 @@ class LoopProgress(Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._loop == "validate":
             self._finish()
+        elif not trainer.sanity_checking:
+            self._validated = True
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start("predict", "Predict", _finite(sum(trainer.num_predict_batches)))
@@ -74,6 +81,39 @@ class LoopProgress(Callback):
         if self._progress is not None:
             self._progress.__exit__(None, None, None)
             self._progress = None
+
+
+def epoch_outcome(trainer: L.Trainer, validated: bool) -> str:
+    """``train loss 0.5234 acc 81.25%, val loss 0.6102 acc 79.00% (best 79.00%), lr head 0.001``: the
+    epoch's logged numbers (those it has: no val part in an epoch without validation)."""
+    metrics = trainer.callback_metrics
+    parts = [_loss_and_accuracy("train", metrics)]
+    if validated:
+        best = metrics.get("val/acc_best")
+        parts.append(_loss_and_accuracy("val", metrics) + (f" (best {_percent(best)})" if best is not None else ""))
+    rate = head_learning_rate(trainer)
+    parts.append(f"lr head {rate:.3g}" if rate is not None else "")
+    return ", ".join(part for part in parts if part)
+
+
+def head_learning_rate(trainer: L.Trainer) -> float | None:
+    """The learning rate of the optimizer's ``head`` group (the strategies name it; else the first group)."""
+    groups = [group for optimizer in trainer.optimizers for group in optimizer.param_groups]
+    head = next((group for group in groups if group.get("name") == "head"), groups[0] if groups else None)
+    return float(head["lr"]) if head else None
+
+
+def _loss_and_accuracy(split: str, metrics: dict[str, Any]) -> str:
+    loss = metrics.get(f"{split}/loss_epoch", metrics.get(f"{split}/loss"))
+    accuracy = metrics.get(f"{split}/acc")
+    numbers = ([f"loss {float(loss):.4f}"] if loss is not None else []) + (
+        [f"acc {_percent(accuracy)}"] if accuracy is not None else []
+    )
+    return f"{split} {' '.join(numbers)}" if numbers else ""
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * float(value):.2f}%"
 
 
 def _finite(batches: float | int) -> int | None:

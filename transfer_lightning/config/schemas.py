@@ -401,6 +401,51 @@ class TensorBoardSchema:
 
 
 @dataclass
+class EpochCSVSchema:
+    _target_: str = "transfer_lightning.loggers.epoch_csv.EpochCSVLogger"
+    save_dir: str = setting("", doc="the run folder")
+    name: str = setting("csv", Text("a folder name"), doc="metrics.csv's folder in the run folder")
+    version: str = setting("", doc="empty: no version subfolder")
+
+
+LOG_MODEL = OneOf(True, False, "all")
+
+
+@dataclass
+class MLflowSchema:
+    _target_: str = "lightning.pytorch.loggers.MLFlowLogger"
+    tracking_uri: str | None = setting(
+        None,
+        Text("a tracking URI (http://127.0.0.1:5000, sqlite:///outputs/mlflow.db)"),
+        optional=True,
+        doc="the tracking server; null: MLFLOW_TRACKING_URI, else a local store outputs/mlflow.db",
+    )
+    experiment_name: str = setting("transfer_lightning", Text("an experiment name"), doc="the MLflow experiment")
+    run_name: str | None = setting(None, optional=True, doc="null: named like the run folder")
+    log_model: Any = setting(
+        False, LOG_MODEL, doc="true: the best and last checkpoints and the export as artifacts; all: every checkpoint"
+    )
+    tags: dict[str, str] | None = setting(None, optional=True, doc="extra tags of every run")
+    artifact_location: str | None = setting(
+        None, optional=True, doc="a new experiment's artifacts; null: the server's choice (a local store: beside it)"
+    )
+    run_id: str | None = setting(None, optional=True, doc="null: a new run, or the run folder's own when resumed")
+
+
+@dataclass
+class WandbSchema:
+    _target_: str = "lightning.pytorch.loggers.WandbLogger"
+    project: str = setting("transfer_lightning", Text("a W&B project name"), doc="the W&B project")
+    entity: str | None = setting(None, optional=True, doc="the W&B team or user; null: the account's default")
+    name: str | None = setting(None, optional=True, doc="null: named like the run folder")
+    save_dir: str = setting("", doc="the run folder (W&B writes wandb/ in it)")
+    offline: bool = setting(False, doc="keep everything on this machine (as WANDB_MODE=offline)")
+    log_model: Any = setting(False, LOG_MODEL, doc="checkpoints as W&B artifacts (not with offline=true)")
+    group: str | None = setting(None, optional=True, doc="null: a sweep's jobs are grouped by the sweep folder")
+    id: str | None = setting(None, optional=True, doc="null: a new run, or the run folder's own when resumed")
+
+
+@dataclass
 class PathsSchema:
     root_dir: str = setting("", Text("a folder path"), doc="where the command runs")
     data_dir: str = setting("", Text("a folder path"), doc="downloads and caches shared by runs (not in a run)")
@@ -529,7 +574,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "device_report": DeviceReportSchema,
         "progress_bar": RichProgressBarSchema,
     },
-    "logger": {"tensorboard": TensorBoardSchema},
+    "logger": {"tensorboard": TensorBoardSchema, "csv": EpochCSVSchema, "mlflow": MLflowSchema, "wandb": WandbSchema},
     "paths": {"paths": PathsSchema},
 }
 

@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -20,6 +21,7 @@ from transfer_lightning.callbacks import resolve_precision
 from transfer_lightning.callbacks.loop_progress import LoopProgress
 from transfer_lightning.config.trust import trusted_class
 from transfer_lightning.data.contract import Preprocessing
+from transfer_lightning.loggers.build import build_loggers
 from transfer_lightning.models import Backbone, backbone_class
 from transfer_lightning.run.checkpoint import AtomicCheckpointIO
 from transfer_lightning.run.launch import cluster_environment_plugins
@@ -48,11 +50,12 @@ def build_callbacks(cfg: DictConfig | None, progress_bar: bool = True) -> list[C
     return callbacks
 
 
-def build_logger(cfg: DictConfig | None) -> Logger | bool:
-    return instantiate(cfg, _recursive_=False, _convert_="all") if cfg else False
+def build_logger(cfg: DictConfig | None, run_dir: Path | None = None) -> list[Logger] | bool:
+    """The loggers of ``cfg.logger`` (``transfer_lightning/loggers``); False when there is none."""
+    return build_loggers(cfg, run_dir) or False
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: Logger | bool) -> L.Trainer:
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], logger: list[Logger] | Logger | bool) -> L.Trainer:
     """Instantiate ``cfg.trainer``; a GPU asked for but absent is an error, never a CPU run.
 
     Where no live bar can be drawn (``transfer_lightning.utils.progress``), Lightning's bar is replaced

@@ -117,8 +117,9 @@ def hparam_value(value: Any) -> str | float:
     return str(value)
 
 
-def write_hparams(logger: Logger | bool, hparams: Mapping[str, Any], metrics: Mapping[str, float | None]) -> None:
-    """Write the HPARAMS columns with the metrics that were measured (``None`` ones left out).
+def write_hparams(loggers: list[Logger], hparams: Mapping[str, Any], metrics: Mapping[str, float | None]) -> None:
+    """Write the HPARAMS columns with the metrics that were measured (``None`` ones left out) to each
+    TensorBoard logger of ``loggers`` (the others got the columns when training started: ``loggers/``).
 
     Called once the metrics exist (end of fit, end of test). Only their names are written here:
     TensorBoard reads each metric's value from its own scalar series, so unlike
@@ -126,8 +127,14 @@ def write_hparams(logger: Logger | bool, hparams: Mapping[str, Any], metrics: Ma
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    if not isinstance(logger, TensorBoardLogger) or logger.experiment is None:
-        return
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger) and logger.experiment is not None:
+            _write_tensorboard_hparams(logger, hparams, metrics)
+
+
+def _write_tensorboard_hparams(
+    logger: TensorBoardLogger, hparams: Mapping[str, Any], metrics: Mapping[str, float | None]
+) -> None:
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
     columns = {key: hparam_value(value) for key, value in hparams.items()}

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transfer_lightning.config.trust import check_recorded
 from transfer_lightning.data.contract import Preprocessing
+from transfer_lightning.loggers.nodes import SINGLE, logger_nodes
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.launch import is_launch_rank_zero, launch_run_folder
 from transfer_lightning.run.model_record import RECORD_KEY, ModelRecord, check_recorded_node, read_model_record
@@ -249,6 +250,8 @@ def check_saved_config(saved: DictConfig, source: str) -> None:
     run folder or the data folder."""
     nodes = [(key, saved.get(key)) for key in ("data", "strategy", "optimizer", "scheduler", "trainer")]
     nodes += [(f"callbacks.{name}", node) for name, node in (saved.get("callbacks") or {}).items()]
+    loggers = [(f"logger.{name}", node) for name, node in logger_nodes(saved.get("logger")).items() if name != SINGLE]
+    nodes += loggers
     try:
         for key, node in nodes:
             kind = key.split(".", 1)[0]
@@ -258,6 +261,7 @@ def check_saved_config(saved: DictConfig, source: str) -> None:
         data_dir = Path(str(saved.paths.data_dir)).expanduser().absolute()
         folders = [(key, OmegaConf.select(saved, key)) for key in _WRITE_KEYS]
         folders += [(f"callbacks.{name}.dirpath", node.get("dirpath")) for name, node in nodes_with_dirpath(saved)]
+        folders += [(f"{key}.save_dir", node.get("save_dir")) for key, node in loggers if "save_dir" in node]
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - an interpolation that does not resolve, a value of a wrong kind

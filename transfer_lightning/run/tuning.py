@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torchmetrics import Metric
 
+from transfer_lightning.callbacks.figure_logging import log_figure
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.model_record import read_model_record
 from transfer_lightning.utils.errors import UserError
@@ -173,10 +174,7 @@ def _save_plot(finder: Any, path: Path, trainer: L.Trainer, suggestion: float | 
     axes.set_title(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if hasattr(experiment, "add_figure"):
-            experiment.add_figure("tune/lr_find", figure, global_step=0, close=False)
+    log_figure(trainer, "tune/lr_find", figure, step=0)
     plt.close(figure)
     log.info("LR finder plot: %s", path)
     return path

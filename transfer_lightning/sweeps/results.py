@@ -155,6 +155,12 @@ def ranked(jobs: list[JobResult]) -> list[JobResult]:
     return sorted(jobs, key=lambda job: (job.best_val_acc is None, -(job.best_val_acc or 0.0), job.number))
 
 
+def best_val_acc(sweep_dir: Path) -> float | None:
+    """The sweep's best validation accuracy so far (None before any job measured one)."""
+    scores = [job.best_val_acc for job in collect_jobs(sweep_dir) if job.best_val_acc is not None]
+    return max(scores, default=None)
+
+
 def rerun_command(job: JobResult) -> str:
     return " ".join(["python -m transfer_lightning", *(shlex.quote(item) for item in job.overrides)])
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transfer_lightning.loggers.sweep import name_job_loggers
 from transfer_lightning.run.dashboard import short_run_name
 from transfer_lightning.run.summary import read_summary
 from transfer_lightning.sweeps.results import job_overrides, sound_summary
@@ -124,12 +125,12 @@ def claim_new_sweep_dir(config: DictConfig) -> Path | None:
 def prepare_sweep_job(cfg: DictConfig, overrides: list[str]) -> dict[str, Any] | None:
     """Skip, continue or start this job of a sweep; returns the earlier summary when it is skipped.
 
-    Also names the job's TensorBoard run by its overrides, so TensorBoard lists the jobs by what
-    they changed (and appends to the same run when the job continues).
+    Also names the job's logger runs by its overrides, so TensorBoard and MLflow list the jobs by
+    what they changed (and append to the same runs when the job continues).
     """
     run_dir = Path(cfg.paths.output_dir)
     wanted = job_overrides(overrides)
-    _name_tensorboard_run(cfg, wanted)
+    _name_job_loggers(cfg, wanted)
     summary = sound_summary(read_summary(run_dir))
     if summary and summary.get("status") == "completed":
         if job_overrides(summary.get("overrides") or []) != wanted:
@@ -164,12 +165,9 @@ def swept_overrides(overrides: list[str]) -> list[str]:
     return [item for item in overrides if item.split("=", 1)[0].lstrip("+~") in swept] or overrides
 
 
-def _name_tensorboard_run(cfg: DictConfig, overrides: list[str]) -> None:
-    """``<job>/tensorboard/lr=0.01 fs=5``: TensorBoard lists the jobs by the values the sweep varies."""
-    logger = cfg.get("logger")
-    if not logger or "TensorBoardLogger" not in str(logger.get("_target_", "")):
-        return
+def _name_job_loggers(cfg: DictConfig, overrides: list[str]) -> None:
+    """``<job>/tensorboard/lr=0.01 fs=5``, MLflow run ``<time>/<job> lr=0.01 fs=5``: the loggers list the
+    jobs by the values the sweep varies (``loggers/sweep.py``)."""
     swept = swept_overrides(overrides)
     label = short_run_name(swept, [item.split("=", 1)[0].lstrip("+~") for item in swept]) or "defaults"
-    with open_dict(cfg):
-        OmegaConf.update(cfg, "logger.sub_dir", label, force_add=True)
+    name_job_loggers(cfg, label, Path(cfg.paths.output_dir).parent)

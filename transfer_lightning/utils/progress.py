@@ -89,6 +89,7 @@ class PhaseProgress:
 
     ``faster`` says what makes the phase faster (or unnecessary next time); it ends the one line
     announcing a phase that will take more than ``LONG_PHASE_S``. ``where`` names the device.
+    ``outcome``, set before the phase ends, closes its end line (an epoch's losses and accuracies).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class PhaseProgress:
         self.where = where
         self.interval_s = plain_interval_s() if interval_s is None else interval_s
         self.done = 0
+        self.outcome = ""
         self.quiet = _process_rank() != 0  # under DDP every process runs the phase; one reports it
         self._bar: Progress | None = None
         self._task = None
@@ -158,8 +160,14 @@ class PhaseProgress:
             self._bar.update(self._task, completed=self.done)
             self._bar.stop()
         if kind is None:  # below a finished bar too: the log file keeps the record
+            outcome = f"; {self.outcome}" if self.outcome else ""
             log.info(
-                "%s: %s in %s (%s)", self.description, self._count(), format_duration(elapsed), self._rate(elapsed)
+                "%s: %s in %s (%s)%s",
+                self.description,
+                self._count(),
+                format_duration(elapsed),
+                self._rate(elapsed),
+                outcome,
             )
         else:
             log.info("%s: stopped after %s", self.description, self._count())
