@@ -20,6 +20,8 @@ from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
 PIDS = "+callbacks.pids._target_=tests.fault_injection.RecordProcessIds"
+# the resumed run's saved config names the test's own hooks: the command vouches for them
+TRUST_HOOKS = "trusted_classes=[tests.fault_injection.SlowTrainingSteps,tests.fault_injection.RecordProcessIds]"
 ENV = {"PYTHONPATH": str(ROOT)}
 # what every process sets up, said once (by rank 0)
 SETUP_LINES = ("Backbone resnet18", "Parameters: ", "Feature cache off", "Device: cpu (CPU) x2")
@@ -98,7 +100,12 @@ def test_ctrl_c_to_the_launching_process_stops_both_ddp_processes_and_the_checkp
     assert "stopped by Ctrl-C" in stopped["error"]
     # continue on one process, through the end of the interrupted epoch
     resumed = run_cli(
-        f"resume={run}", "trainer.devices=1", f"trainer.max_epochs={stopped['epochs'] + 1}", env=ENV, timeout=240
+        f"resume={run}",
+        "trainer.devices=1",
+        f"trainer.max_epochs={stopped['epochs'] + 1}",
+        TRUST_HOOKS,
+        env=ENV,
+        timeout=240,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert summary(run)["status"] == "completed" and summary(run)["global_step"] > stopped["global_step"]

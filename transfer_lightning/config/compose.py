@@ -35,15 +35,17 @@ _RUNTIME_PATHS = {"paths.root_dir": ".", "paths.output_dir": "outputs"}
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-def compose_checked(config_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
-    """The checked config of ``overrides``; ``UserError`` naming the first thing that is wrong."""
+def compose_checked(config_dir: Path, config_name: str, overrides: list[str], values: bool = True) -> DictConfig:
+    """The checked config of ``overrides``; ``UserError`` naming the first thing that is wrong. ``values=False``
+    checks only what composing checks (keys, options, types), not the allowed values."""
     given = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
     placeholders = [f"{key}={Path(value).absolute()}" for key, value in _RUNTIME_PATHS.items() if key not in given]
     try:
         cfg = _compose(config_dir, config_name, [*overrides, *placeholders])
     except Exception as error:  # noqa: BLE001 - every way composition fails gets its sentence
         raise UserError(_sentence(error, config_dir, config_name, overrides, placeholders)) from None
-    check_config(cfg)
+    if values:
+        check_config(cfg)
     return cfg
 
 

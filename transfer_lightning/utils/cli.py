@@ -100,8 +100,10 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         check_resume_command(argv)
         command_line_checked = True
         return
-    for job in _job_override_lists(parsed, overrides):
-        cfg = compose_checked(CONFIG_FOLDER, config_name, job)
+    for number, job in enumerate(_job_override_lists(parsed, overrides)):
+        # a sweep's first job is checked whole; the others compose (a misspelt key or option stops the
+        # sweep now), and a value out of range fails that job alone, as the sweep runs
+        cfg = compose_checked(CONFIG_FOLDER, config_name, job, values=number == 0)
         if config_name == "config":
             check_checkpoint_exists(cfg)
     command_line_checked = not any(override.is_sweep_override() for override in parsed)
@@ -109,7 +111,7 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
 
 def _job_override_lists(parsed: list[Any], overrides: list[str]) -> list[list[str]]:
     """The override list of one job per swept value (the other swept keys at their first value), so that a
-    sweep's every value is checked once; a single run is one list."""
+    sweep's every value is composed once; a single run is one list."""
     sweeps = [(index, o) for index, o in enumerate(parsed) if o.is_sweep_override()]
     if not sweeps:
         return [overrides]
