@@ -14,6 +14,7 @@ from PIL import Image
 from tests.conftest import TINY, run_cli
 from transfer_lightning.data import CIFAR10DataModule
 from transfer_lightning.data.cifar10 import CIFAR10_CLASSES
+from transfer_lightning.data.fingerprint import split_fingerprint
 from transfer_lightning.utils.errors import UserError
 
 
@@ -124,3 +125,27 @@ def test_evaluate_with_only_ckpt_path_serves_a_cifar_runs_own_val_split(tmp_path
     report = json.loads((run / "checkpoints" / "best_eval_val" / "eval_report.json").read_text())
     assert report["context"]["images"] == 5
     assert report["context"]["split_fingerprint"] == summary["data"]["split_fingerprints"]["val"]
+
+
+def test_a_data_module_asked_for_the_test_split_alone_decodes_no_training_image(tmp_path: Path, monkeypatch) -> None:
+    """``evaluate split=test`` serves the official test images only: the 50,000 training images of a
+    class-folder copy are listed for their class order, never decoded."""
+    from transfer_lightning.data import folder_reader
+
+    _write_class_folders(tmp_path)
+    decoded: list[str] = []
+    real = folder_reader.decode_folder_split
+
+    def counting(split_dir: Path, *args, **kwargs):
+        decoded.append(split_dir.name)
+        return real(split_dir, *args, **kwargs)
+
+    monkeypatch.setattr("transfer_lightning.data.cifar10.decode_folder_split", counting)
+    whole = CIFAR10DataModule(root=str(tmp_path), download=False, val_size=2, image_size=32)
+    whole.setup("test")
+    alone = CIFAR10DataModule(root=str(tmp_path), download=False, val_size=2, image_size=32)
+    alone.serve_only("test")
+    alone.setup("test")
+    assert decoded == ["train", "test", "test"]  # the whole set, then the test folder alone
+    assert alone.class_names == whole.class_names and (len(alone.splits.train), len(alone.splits.val)) == (0, 0)
+    assert split_fingerprint(alone.splits.test) == split_fingerprint(whole.splits.test)

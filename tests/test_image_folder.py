@@ -181,6 +181,23 @@ def test_without_a_test_split_the_test_uses_val_and_the_notes_say_so(tmp_path) -
     assert "used val" in module.splits.notes["test_note"]
 
 
+def test_evaluate_on_a_split_folder_decodes_that_folder_alone_and_says_nothing_of_a_test_split(
+    tmp_path, caplog
+) -> None:
+    write_class_folders(tmp_path / "train", {"ants": 5, "honey bees": 4})
+    write_class_folders(tmp_path / "val", {"ants": 2, "honey bees": 3}, start=100)
+    whole = make_module(tmp_path)
+    alone = ImageFolderDataModule(root=str(tmp_path), image_size=32, batch_size=8, num_workers=0, cache="memory")
+    alone.serve_only("val")
+    caplog.clear()  # the whole module's setup warned of no test split: it serves one
+    with caplog.at_level("INFO"):
+        alone.setup("validate")
+    assert (len(alone.splits.train), len(alone.splits.test)) == (0, 0) and alone.class_names == whole.class_names
+    assert dataset_files(alone, "val") == dataset_files(whole, "val")
+    assert not [message for message in caplog.messages if "No test split" in message]  # split=val asked for none
+    assert alone.split_files["val"] == whole.split_files["val"]
+
+
 def test_class_names_are_the_sorted_folder_names_with_spaces_and_unicode(tmp_path) -> None:
     write_class_folders(tmp_path, {"ünïcode wasps": 5, "honey bees": 5, "ants": 5})
     module = make_module(tmp_path)

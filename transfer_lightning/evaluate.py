@@ -64,7 +64,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     typed = OmegaConf.to_container(cfg.data, resolve=True)
     named = "_target_" in typed  # data=<name> on the command line: that (trusted) config
     data_cfg = typed if named else data_config_from_checkpoint(record.data, typed, checkpoint)
-    datamodule = datamodule_for_checkpoint(data_cfg, record.preprocessing, module.class_names, from_file=not named)
+    datamodule = datamodule_for_checkpoint(
+        data_cfg, record.preprocessing, module.class_names, from_file=not named, split=cfg.split
+    )
 
     split = used_split(cfg.split, datamodule)
     collector = PredictionCollector(len(module.class_names), stage=cfg.split, grid_size=cfg.grid_size)
@@ -104,13 +106,19 @@ def used_split(asked: str, datamodule: ClassificationDataModule) -> str:
 
 
 def datamodule_for_checkpoint(
-    data_cfg: DictConfig | dict[str, Any], contract: Preprocessing, class_names: list[str], from_file: bool = True
+    data_cfg: DictConfig | dict[str, Any],
+    contract: Preprocessing,
+    class_names: list[str],
+    from_file: bool = True,
+    split: str | None = None,
 ) -> ClassificationDataModule:
     """The data of ``data_cfg`` (a checkpoint's record: ``from_file``) through the checkpoint's preprocessing
     contract (no augmentation)."""
     datamodule = build_datamodule(
         data_cfg, from_file=from_file, preprocessing=contract, augment="none", test_each_epoch=False
     )
+    if split is not None:
+        datamodule.serve_only(split)  # the other splits' images need not be decoded
     datamodule.prepare_data()
     datamodule.setup("test")
     if list(datamodule.class_names) != list(class_names):

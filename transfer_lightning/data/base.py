@@ -62,6 +62,9 @@ class ClassificationDataModule(L.LightningDataModule):
     """
 
     in_memory = True  # in-memory datasets need no worker processes
+    # the splits a command uses: all three for training; evaluate asks for one (``serve_only``), and a data
+    # module may then decode that split alone
+    needed_splits: tuple[str, ...] = ("train", "val", "test")
 
     def __init__(
         self,
@@ -115,6 +118,10 @@ class ClassificationDataModule(L.LightningDataModule):
     def declare_contract(self, preprocessing: Preprocessing, resize_size: int | None) -> Preprocessing:
         """The contract this module's images really follow (default: decoded from files as given)."""
         return preprocessing
+
+    def serve_only(self, split: str) -> None:
+        """Only ``split`` will be served (evaluate): the others may stay empty, undecoded."""
+        self.needed_splits = (split,)
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -19,6 +19,7 @@ from transfer_lightning.data.base import (
 )
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.folder_reader import decode_folder_split, is_class_folder_root
+from transfer_lightning.data.listing import class_folders
 from transfer_lightning.data.scan import bad_file_notes
 from transfer_lightning.utils.errors import UserError
 
@@ -81,6 +82,8 @@ class CIFAR10DataModule(ClassificationDataModule):
 
     def load_splits(self) -> Splits:
         notes = {"data_root": str(self.root)}
+        if self.needed_splits == ("test",):  # the official test images alone: val and train are not decoded
+            return self._test_only(notes)
         if is_class_folder_root(self.root):
             train = decode_folder_split(self.root / "train", self.contract, None, _FOLDER_FASTER, self.on_bad_file)
             test = decode_folder_split(self.root / "test", self.contract, train.class_names, _FOLDER_FASTER, self.on_bad_file)
@@ -97,6 +100,18 @@ class CIFAR10DataModule(ClassificationDataModule):
             class_names=class_names,
             notes=notes,
         )
+
+    def _test_only(self, notes: dict) -> Splits:
+        if is_class_folder_root(self.root):
+            class_names = class_folders(self.root / "train")  # listed, not decoded: the label order
+            test = decode_folder_split(self.root / "test", self.contract, class_names, _FOLDER_FASTER, self.on_bad_file)
+            test_set = test.dataset
+            notes.update(layout="class folders", **bad_file_notes(test.bad))
+        else:
+            test_set, class_names = self._read_torchvision(train=False, download=False), list(CIFAR10_CLASSES)
+            notes["layout"] = "torchvision binary"
+        empty = test_set.subset(torch.zeros(0, dtype=torch.long))
+        return Splits(train=empty, val=empty, test=test_set, class_names=class_names, notes=notes)
 
     def _read_torchvision(self, train: bool, download: bool) -> TensorImageDataset:
         try:

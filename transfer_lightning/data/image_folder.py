@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,9 @@ class ImageFolderDataModule(ClassificationDataModule):
                 "Skipped %d images that lie directly in data.root=%s, in no class folder; move them into their "
                 "class's folder to train on them", len(layout.loose_images), self.root,
             )  # fmt: skip
+        alone = self.needed_splits[0] if len(self.needed_splits) == 1 else None
+        if alone in layout.splits and alone != "train":  # evaluate on a split folder: the others are not decoded
+            layout = replace(layout, splits={alone: layout.splits[alone]})
         files = layout.all_files()
         labels_of = {path: label for items in layout.splits.values() for path, label in items}
         cache = self._resolve_cache(len(files))
@@ -154,14 +158,17 @@ class ImageFolderDataModule(ClassificationDataModule):
         by_split = {
             split: [index_of[path] for path, _ in items if path in index_of] for split, items in layout.splits.items()
         }
-        by_split, notes = self._complete_splits(layout, by_split, [labels_of[path] for path in good])
+        if "train" in by_split:
+            by_split, notes = self._complete_splits(layout, by_split, [labels_of[path] for path in good])
+        else:
+            by_split, notes = {"train": [], "val": [], "test": [], **by_split}, {}
         labels = torch.tensor([labels_of[path] for path in good], dtype=torch.long)
         datasets = {split: self._dataset(images, good, labels, indices) for split, indices in by_split.items()}
         if notes.get("test_split") == "val":
             datasets["test"] = datasets["val"]
         self.split_files = {split: [good[i] for i in indices] for split, indices in by_split.items()}
         counts = {split: self._class_counts(labels[indices], layout.class_names) for split, indices in by_split.items()}
-        self._report_counts(counts)
+        self._report_counts({split: count for split, count in counts.items() if by_split[split]})
         notes.update(
             data_root=str(self.root),
             layout=layout.kind,
@@ -175,7 +182,7 @@ class ImageFolderDataModule(ClassificationDataModule):
             train=datasets["train"], val=datasets["val"], test=datasets["test"],
             class_names=layout.class_names, notes=notes,
         )  # fmt: skip
-        notes["loader_images_per_s"] = self._measure_loader(splits.train)
+        notes["loader_images_per_s"] = self._measure_loader(splits.train) if len(splits.train) else None
         return splits
 
     def _complete_splits(
@@ -198,7 +205,8 @@ class ImageFolderDataModule(ClassificationDataModule):
             by_split["test"] = by_split["val"]
             notes["test_split"] = "val"
             notes["test_note"] = "no test split (no test/ folder, data.test_fraction=null): the final test used val"
-            log.warning("No test split: the final test uses the val split (set data.test_fraction or add test/)")
+            if "test" in self.needed_splits:  # evaluate split=val asked for no test
+                log.warning("No test split: the final test uses the val split (set data.test_fraction or add test/)")
         return by_split, notes
 
     def _require_every_class(self, layout: FolderLayout, by_split: dict[str, list[int]], labels: list[int]) -> None:
@@ -281,6 +289,8 @@ class ImageFolderDataModule(ClassificationDataModule):
     def _report_counts(self, counts: dict[str, dict[str, int]]) -> None:
         for split, per_class in counts.items():
             log.info("Images per class (%s): %s", split, ", ".join(f"{name}: {n}" for name, n in per_class.items()))
+        if "train" not in counts:  # evaluate: no training split served
+            return
         train = counts["train"].values()
         ratio = max(train) / max(1, min(train))
         if ratio >= IMBALANCE_WARNING_RATIO and self.balance == "none":
