@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,14 +34,7 @@ from transfer_lightning.data.record import data_config_from_checkpoint
 from transfer_lightning.models.lineage import describe_lineage
 from transfer_lightning.run.builders import build_datamodule, build_trainer
 from transfer_lightning.run.checkpoint import checkpoint_file, checkpoint_origin, load_classifier
-from transfer_lightning.utils.cli import (
-    CONFIG_FOLDER,
-    check_command_line,
-    check_once,
-    exit_on_user_error,
-    require,
-    run_tool,
-)
+from transfer_lightning.utils.cli import check_once, require, tool_main
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_write_text
 
@@ -172,16 +163,7 @@ def _short(names: list[str]) -> str:
     return str(list(names[:6])) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="evaluate")
-def _hydra_main(cfg: DictConfig) -> None:
-    run_tool(evaluate, cfg)
-
-
-def main() -> None:
-    """``python -m transfer_lightning.evaluate``: the command line checked in its first second, then the run
-    (a ``UserError`` is one line on stderr and exit status 2)."""
-    exit_on_user_error(check_command_line, sys.argv[1:], "evaluate")
-    _hydra_main()
+main = tool_main("evaluate", evaluate)
 
 
 if __name__ == "__main__":

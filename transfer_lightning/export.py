@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 import torchvision
 from omegaconf import DictConfig
@@ -28,14 +27,7 @@ from torch import nn
 from transfer_lightning.data.contract import Preprocessing, as_contract, preprocessor_for
 from transfer_lightning.loggers.mlflow_runs import log_export
 from transfer_lightning.run.checkpoint import checkpoint_file, load_classifier
-from transfer_lightning.utils.cli import (
-    CONFIG_FOLDER,
-    check_command_line,
-    check_once,
-    exit_on_user_error,
-    require,
-    run_tool,
-)
+from transfer_lightning.utils.cli import check_once, require, tool_main
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_write_text
 
@@ -244,16 +236,7 @@ def _export_or_exit(cfg: DictConfig) -> dict[str, Any]:
         sys.exit(1)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="export")
-def _hydra_main(cfg: DictConfig) -> None:
-    run_tool(_export_or_exit, cfg)
-
-
-def main() -> None:
-    """``python -m transfer_lightning.export``: the command line checked in its first second, then the export
-    (a ``UserError`` exits 2, a failed parity check exits 1)."""
-    exit_on_user_error(check_command_line, sys.argv[1:], "export")
-    _hydra_main()
+main = tool_main("export", _export_or_exit)
 
 
 if __name__ == "__main__":

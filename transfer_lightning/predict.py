@@ -10,11 +10,9 @@ import csv
 import io
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from rich.console import Console
@@ -26,14 +24,7 @@ from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.image_files import ImageFileDataset, list_image_files, reason_file_fails
 from transfer_lightning.run.builders import build_trainer
 from transfer_lightning.run.checkpoint import load_classifier
-from transfer_lightning.utils.cli import (
-    CONFIG_FOLDER,
-    check_command_line,
-    check_once,
-    exit_on_user_error,
-    require,
-    run_tool,
-)
+from transfer_lightning.utils.cli import check_once, require, tool_main
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_write_text
 
@@ -130,16 +121,7 @@ def _workers(setting: int | str, num_files: int, batch_size: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="predict")
-def _hydra_main(cfg: DictConfig) -> None:
-    run_tool(predict, cfg)
-
-
-def main() -> None:
-    """``python -m transfer_lightning.predict``: the command line checked in its first second, then the run
-    (a ``UserError`` is one line on stderr and exit status 2)."""
-    exit_on_user_error(check_command_line, sys.argv[1:], "predict")
-    _hydra_main()
+main = tool_main("predict", predict)
 
 
 if __name__ == "__main__":

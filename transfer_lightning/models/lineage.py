@@ -25,7 +25,6 @@ from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
-RUN_CHECKPOINT = Path("checkpoints") / "best.ckpt"
 _NET_PREFIX = "net."  # TransferClassifier keeps the torchvision model as ``self.net``
 RANDOM_INIT = {"source": "random init"}
 
@@ -33,25 +32,6 @@ RANDOM_INIT = {"source": "random init"}
 def is_run_weights(weights: str) -> bool:
     """A ``model.weights`` value naming a checkpoint of this framework or a run folder."""
     return weights.endswith(".ckpt") or Path(weights).expanduser().is_dir()
-
-
-def run_checkpoint_path(weights: str) -> Path:
-    """The checkpoint ``model.weights`` names: the file itself, or a run folder's best checkpoint."""
-    path = Path(weights).expanduser()
-    if path.is_dir():
-        checkpoint = path / RUN_CHECKPOINT
-        if not checkpoint.is_file():
-            raise UserError(
-                f"model.weights={weights} is a folder without {RUN_CHECKPOINT}; give the folder of a run of "
-                "python -m transfer_lightning or one of its .ckpt files"
-            )
-        return checkpoint
-    if not path.is_file():
-        raise UserError(
-            f"model.weights checkpoint {path} does not exist; give <run folder>/checkpoints/best.ckpt "
-            "(or last.ckpt) or the run folder itself"
-        )
-    return path
 
 
 @dataclass(frozen=True)
@@ -73,9 +53,9 @@ class RunWeights:
 
 def read_run_weights(weights: str) -> RunWeights:
     """The network, classes and preprocessing of the checkpoint or run folder ``weights``."""
-    from transfer_lightning.run.checkpoint import read_checkpoint_and_record  # it imports the models package
+    from transfer_lightning.run.checkpoint import checkpoint_file, read_checkpoint_and_record  # imports models/
 
-    path = run_checkpoint_path(weights).resolve()
+    path = checkpoint_file(weights, "model.weights").resolve()
     checkpoint, record = read_checkpoint_and_record(path)
     state_dict = {
         key.removeprefix(_NET_PREFIX): value

@@ -119,21 +119,22 @@ def read_checkpoint_and_record(path: str | Path) -> tuple[dict[str, Any], ModelR
     return checkpoint, checked_record(raw, keys, str(path))
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """``path`` itself, or the best checkpoint of the run folder ``path`` (said once in the log)."""
+def checkpoint_file(path: str | Path, setting: str = "ckpt_path") -> Path:
+    """``path`` itself, or the best checkpoint of the run folder ``path`` (said once in the log); ``setting``
+    names the key it came from in a refusal (``ckpt_path``, ``model.weights``)."""
     path = Path(path).expanduser()
     if path.is_dir():
         best = path / RUN_CHECKPOINT
         if not best.is_file():
             raise UserError(
-                f"{path} is a folder without {RUN_CHECKPOINT}; give the folder of a run of python -m transfer_lightning "
-                "or one of its .ckpt files"
+                f"{setting}={path} is a folder without {RUN_CHECKPOINT}; give the folder of a run of "
+                "python -m transfer_lightning or one of its .ckpt files"
             )
         log.info("Checkpoint: %s (the run folder's best)", best)
         return best
     if not path.is_file():
         raise UserError(
-            f"checkpoint {path} does not exist; pass ckpt_path=<run folder> or <run folder>/checkpoints/best.ckpt"
+            f"checkpoint {path} does not exist; pass {setting}=<run folder> or <run folder>/checkpoints/best.ckpt"
         )
     return path
 

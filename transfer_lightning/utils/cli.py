@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.utils.config_folder import config_folder
@@ -56,6 +57,24 @@ def run_tool(task: Callable[[DictConfig], Result], cfg: DictConfig) -> Result:
     """A tool's Hydra entry point: progress lines as configured, then ``task(cfg)`` (see ``exit_on_user_error``)."""
     configure_progress((cfg.get("trainer") or {}).get("enable_progress_bar"))
     return exit_on_user_error(task, cfg)
+
+
+def tool_main(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], None]:
+    """A tool's ``main()`` (``python -m transfer_lightning.<tool>``, its console script): the command line
+    checked in its first second, then Hydra composes ``conf/<config_name>.yaml`` and runs ``task``."""
+
+    def run(cfg: DictConfig) -> None:
+        run_tool(task, cfg)
+
+    run.__name__ = config_name  # Hydra names the job after its function
+    composed = hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name=config_name)(run)
+
+    def main() -> None:
+        exit_on_user_error(check_command_line, sys.argv[1:], config_name)
+        composed()
+
+    main.__doc__ = f"python -m transfer_lightning.{config_name} (the console script transfer-lightning-{config_name})"
+    return main
 
 
 def require(cfg: DictConfig, key: str, example: str) -> Any:
