@@ -110,15 +110,10 @@ def trusted_class(target: str, kind: str, source: str, key: str) -> Any:
 
 def refuse_unless_allowed(target: Any, kind: str, source: str, key: str) -> None:
     if not is_allowed(target, kind):
-        vouch = (
-            f"; trusted_classes=[{target}] on your command line builds it if you trust it"
-            if isinstance(target, str)
-            else ""
-        )
         raise UntrustedFile(
             f"{source} is refused: {key} names {target!r}, which is not {_KINDS[kind]} (a file is data: only the "
             "project's own classes, and torch.optim's optimizers and schedulers, are built from one); nothing was "
-            f"imported, created or written{vouch}"
+            "imported, created or written"
         )
 
 
