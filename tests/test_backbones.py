@@ -146,7 +146,7 @@ def test_a_train_step_leaves_frozen_stages_and_their_norm_layers_untouched(famil
     strategy = FreezeStages(frozen_stages="all_but_last", stage_names=backbone.stage_names)
     strategy.apply(backbone)
     backbone.model.train()
-    strategy.set_batchnorm_modes(backbone)
+    strategy.set_train_modes(backbone)
     frozen = backbone.stage_names[:-1]
     before = [t.clone() for t in backbone.frozen_state(len(frozen))]
     last = [p.clone() for p in backbone.stage_parameters(backbone.stage_names[-1])]

@@ -165,21 +165,21 @@ def test_batchnorm_trains_only_in_unfrozen_stages_unless_unfrozen_bn_is_eval() -
     strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=1)
     strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(backbone, epoch=0)
+    strategy.set_train_modes(backbone, epoch=0)
     assert all(_bn_training(backbone, s) == {False} for s in STAGE_NAMES)
     model.train()
-    strategy.set_batchnorm_modes(backbone, epoch=2)
+    strategy.set_train_modes(backbone, epoch=2)
     assert [_bn_training(backbone, s) for s in STAGE_NAMES] == [{False}, {False}, {False}, {True}, {True}]
 
     eval_bn = GradualUnfreeze(head_epochs=1, unfreeze_every=1, unfrozen_bn="eval")
     model.train()
-    eval_bn.set_batchnorm_modes(backbone, epoch=2)
+    eval_bn.set_train_modes(backbone, epoch=2)
     assert all(_bn_training(backbone, s) == {False} for s in STAGE_NAMES)
     assert model.layer4[0].bn1.weight.requires_grad  # affine parameters still train
 
     train_bn = GradualUnfreeze(head_epochs=1, unfreeze_every=1, train_bn=True)
     model.train()
-    train_bn.set_batchnorm_modes(backbone, epoch=0)
+    train_bn.set_train_modes(backbone, epoch=0)
     assert all(_bn_training(backbone, s) == {True} for s in STAGE_NAMES)
 
 

@@ -59,7 +59,7 @@ def test_one_step_changes_trainable_and_keeps_frozen_weights_and_bn_stats_bit_id
     strategy = FreezeStages(frozen_stages=frozen_stages)
     strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(backbone)
+    strategy.set_train_modes(backbone)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.SGD(strategy.param_groups(backbone, lr=0.1), lr=0.1, momentum=0.9)
 
@@ -88,7 +88,7 @@ def test_model_train_keeps_frozen_batchnorm_in_eval_mode() -> None:
     strategy = FreezeStages(frozen_stages=4)
     strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(backbone)
+    strategy.set_train_modes(backbone)
     assert not model.bn1.training and not model.layer3[0].bn1.training
     assert model.layer4[0].bn1.training
 
@@ -99,7 +99,7 @@ def test_train_bn_opts_into_training_batchnorm_of_frozen_stages() -> None:
     strategy = FreezeStages(frozen_stages=5, train_bn=True)
     strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(backbone)
+    strategy.set_train_modes(backbone)
     bn_params = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
     assert _trainable(model) == 5_130 + bn_params
     assert model.layer1[0].bn1.training

@@ -88,9 +88,9 @@ class TransferClassifier(L.LightningModule):
         return self.net(images)
 
     def train(self, mode: bool = True) -> TransferClassifier:
-        # model.train() flips every BatchNorm back to training mode; frozen ones must stay in eval.
+        # model.train() flips every module back to training mode; frozen stages must stay in eval.
         super().train(mode)
-        self.strategy.set_batchnorm_modes(self.backbone, self.current_epoch)
+        self.strategy.set_train_modes(self.backbone, self.current_epoch)
         return self
 
     def parameter_counts(self) -> dict[str, int]:
@@ -146,7 +146,7 @@ class TransferClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
         self.strategy.on_train_epoch_start(self.backbone, self.current_epoch, optimizer)
-        self.strategy.set_batchnorm_modes(self.backbone, self.current_epoch)
+        self.strategy.set_train_modes(self.backbone, self.current_epoch)
 
     # -- per-group learning rates: the strategy derives them from the head's (see FreezingStrategy)
     def on_train_start(self) -> None:

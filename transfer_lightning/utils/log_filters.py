@@ -14,8 +14,9 @@ import warnings
 ADVERTISING_PREFIX = "💡 Tip:"
 PROJECT_LOGGER = "transfer_lightning"  # the parent of every module's logger
 HARMLESS_WARNINGS = (
-    # frozen stages stay in eval mode on purpose: their BatchNorm statistics must not move
-    # (strategies/base.py); Lightning notes any module in eval mode when fit starts
+    # frozen stages stay in eval mode on purpose: their output must not change (no BatchNorm
+    # statistics moving, no dropout or stochastic depth;
+    # strategies/base.py); Lightning notes any module in eval mode when fit starts
     r"Found \d+ module\(s\) in eval mode at the start of training",
     # conf/hydra/launcher/submitit_slurm.yaml extends the plugin's schema of the same name on
     # purpose (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 supports it
