@@ -92,6 +92,7 @@ def check_training_config(cfg: DictConfig) -> FreezingStrategy:
     check_checkpoint_exists(cfg)
     family = backbone_class(cfg.model)
     family.check_name(cfg.model.name)
+    family.check_input_size(cfg.model.name, cfg.data.get("image_size"))  # a ViT takes one size
     return build_strategy(cfg.strategy, family.stage_names_of(cfg.model.name))
 
 
