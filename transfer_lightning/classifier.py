@@ -93,8 +93,12 @@ class TransferClassifier(L.LightningModule):
         self.strategy.set_train_modes(self.backbone, self.current_epoch)
         return self
 
-    def parameter_counts(self) -> dict[str, int]:
-        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+    def parameter_counts(self, epochs: int | None = None) -> dict[str, int]:
+        """Parameters that train in a run of ``epochs`` epochs (None: every epoch), and the rest."""
+        idle = {
+            id(p) for stage in self.strategy.stages_never_trained(epochs) for p in self.backbone.stage_parameters(stage)
+        }
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad and id(p) not in idle)
         total = sum(p.numel() for p in self.net.parameters())
         return {"trainable": trainable, "frozen": total - trainable}
 

@@ -141,6 +141,27 @@ class FreezingStrategy:
         """Stages in the optimizer (``requires_grad=True``) for the whole run, trained now or later."""
         return self.stage_names[self.frozen_stages :]
 
+    def stages_never_trained(self, epochs: int | None) -> tuple[str, ...]:
+        """Stages in the optimizer whose schedule starts only after a run of ``epochs`` epochs (top first).
+
+        ``None`` (no epoch limit): none. They hold still for the whole run, like frozen ones.
+        """
+        if epochs is None:
+            return ()
+        trained = {stage for epoch in range(epochs) for stage in self.trainable_stage_names(epoch)}
+        return tuple(stage for stage in reversed(self.optimized_stage_names()) if stage not in trained)
+
+    def schedule_warning(self, epochs: int | None) -> str | None:
+        """One sentence when the schedule does not fit a run of ``epochs`` epochs, else None."""
+        never = self.stages_never_trained(epochs)
+        if not never:
+            return None
+        return (
+            f"trainer.max_epochs={epochs} ends before the schedule reaches {', '.join(never)}: they never train in "
+            "this run (raise trainer.max_epochs, or unfreeze earlier: strategy.milestones / head_epochs / "
+            "unfreeze_every); the parameter counts are those that train"
+        )
+
     def waiting_stage_names(self, epoch: int) -> tuple[str, ...]:
         """Stages in the optimizer that do not train yet in ``epoch``."""
         return tuple(s for s in self.optimized_stage_names() if s not in self.trainable_stage_names(epoch))
