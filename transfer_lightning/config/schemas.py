@@ -453,6 +453,9 @@ class PathsSchema:
 
 
 # -- the training command's top level ------------------------------------------------------------
+LR_FIND_MIN_STEPS = 20  # tune.num_training's floor: Lightning's suggestion skips the first 10 steps
+
+
 @dataclass
 class TuneSchema:
     lr_find: bool = setting(False, doc="run the learning-rate finder before fit")
@@ -460,7 +463,9 @@ class TuneSchema:
     min_lr: float = setting(1e-6, Range(0, open_low=True), doc="the sweep's first rate")
     max_lr: float = setting(1.0, Range(0, open_low=True, text="a number > 0 (above tune.min_lr)"), doc="its last")
     num_training: int = setting(
-        100, Integer(20, text="an integer >= 20 (the suggestion skips the first 10 steps)"), doc="steps of the sweep"
+        100,
+        Integer(LR_FIND_MIN_STEPS, text=f"an integer >= {LR_FIND_MIN_STEPS} (the suggestion skips the first 10 steps)"),
+        doc="steps of the sweep",
     )
 
 
