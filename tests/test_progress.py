@@ -81,6 +81,35 @@ def test_a_long_phase_is_announced_once_with_its_duration_and_what_makes_it_fast
     assert re.fullmatch(r"Counting sheep, 30 sheep: about \d+ s on this CPU; count fewer sheep", announced[0])
 
 
+class _Clock:
+    """``time.monotonic`` for PhaseProgress, moved by the test: timings without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("seconds_per_image", "announced"), [(0.0004, []), (0.01, ["about 8 min 21 s"])])
+def test_the_first_estimate_comes_from_the_rate_measured_after_the_first_item(
+    caplog, monkeypatch, seconds_per_image: float, announced: list[str]
+) -> None:
+    """CIFAR-10's train folder: the thread pool starts and the first image arrives after 1.2 s, then 2,500 images/s.
+    Extrapolating the first item announced "about 17 h 16 min" for a 21 s phase."""
+    clock = _Clock()
+    monkeypatch.setattr(progress, "time", clock)
+    logged = caplog.at_level(logging.INFO, logger="transfer_lightning.utils.progress")
+    with logged, PhaseProgress("Decoding train", 50_000, interval_s=1e9, where="on this machine") as phase:
+        clock.now = 1.2
+        phase.advance()
+        for _ in range(49_999):
+            clock.now += seconds_per_image
+            phase.advance()
+    said = [re.search(r"about [\w ]+ on this machine", r.getMessage()) for r in caplog.records]
+    assert [found.group(0).removesuffix(" on this machine") for found in said if found] == announced
+
+
 def test_durations_read_as_a_person_plans_with_them() -> None:
     assert [format_duration(s) for s in (4.4, 61, 600, 1679, 3600, 7500)] == [
         "4 s", "1 min 1 s", "10 min", "28 min", "1 h", "2 h 5 min",
