@@ -6,12 +6,15 @@ import json
 import re
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import TINY, compose_config, run_cli
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
+from transfer_lightning.callbacks.graceful_stop import GracefulInterrupt, RunInterrupted
 from transfer_lightning.run.preflight import check_run_folder
 from transfer_lightning.utils.errors import UserError
 
@@ -83,6 +86,27 @@ def test_second_ctrl_c_during_the_checkpoint_write_exits_130_and_names_the_intac
     assert f"Interrupted: {message}" in stderr
     assert summary(run)["status"] == "interrupted" and summary(run)["error"] == message
     assert last.read_bytes() == before and not list(last.parent.glob(".partial-*"))
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["last_ckpt_written", "none_yet"])
+def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tmp_path, written: bool) -> None:
+    """Both signals arrive during a training step (no checkpoint being written): the line names the path."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    if written:
+        last.write_bytes(b"the checkpoint of the previous epoch")
+    trainer = SimpleNamespace(checkpoint_callback=ModelCheckpoint(dirpath=last.parent, save_last=True))
+    stopper = GracefulInterrupt()
+    stopper.on_train_start(trainer, None)  # installs its handlers
+    try:
+        signal.raise_signal(signal.SIGINT)  # the first: stop after this step
+        with pytest.raises(RunInterrupted) as stopped:
+            signal.raise_signal(signal.SIGINT)  # the second: at once
+    finally:
+        stopper.on_fit_end(trainer, None)  # restores the handlers
+    expected = f"{last} is the one before, intact" if written else f"no checkpoint yet ({last})"
+    assert str(stopped.value) == f"stopped at once by a second Ctrl-C; {expected}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_unwritable_output_folder_is_refused_before_the_run_starts(tmp_path) -> None:
