@@ -109,6 +109,20 @@ def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tm
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_an_early_failure_is_in_train_log_in_the_summarys_words_and_said_once_on_the_terminal(tmp_path) -> None:
+    run = tmp_path / "run"
+    tiny = [override for override in TINY if not override.startswith("data=")]
+    result = run_cli(
+        *tiny, "data=image_folder", f"data.root={tmp_path / 'missing'}", f"hydra.run.dir={run}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    assert result.returncode == 2
+    error = summary(run)["error"]
+    assert "data.root=" in error and "does not exist" in error
+    assert f"[ERROR] - Run failed: {error}" in (run / "train.log").read_text()
+    assert (result.stdout + result.stderr).count(error) == 1  # the terminal: the one "Error:" line
+
+
 def test_unwritable_output_folder_is_refused_before_the_run_starts(tmp_path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -8,6 +8,7 @@ settings that shrink memory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from transfer_lightning.run.summary import write_failure_summary
 from transfer_lightning.utils.errors import UserError, first_line
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,3 +97,15 @@ def _record(run_dir: str | Path, record: RunRecord, status: str, reason: str) ->
     if record.trainer is not None and not record.trainer.is_global_zero:
         return  # under DDP every process gets here; rank 0 writes the one summary
     write_failure_summary(Path(run_dir), status, reason, **record.fields, **record.progress())
+    _log_to_files(logging.WARNING if status == "interrupted" else logging.ERROR, f"Run {status}: {reason}")
+
+
+def _log_to_files(level: int, message: str) -> None:
+    """``message`` in the run's log file (``train.log``), the same sentence as ``run_summary.json``'s.
+
+    Only there: the terminal gets it once already, as the command's last line on stderr.
+    """
+    record = log.makeRecord(log.name, level, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and level >= handler.level:
+            handler.handle(record)
