@@ -157,7 +157,7 @@ def test_lr_decay_of_one_and_boundary_values_are_accepted() -> None:
         ({"frozen_stages": 3}, "FreezeStages: 3 of 5 stages frozen; trainable stages: layer3, layer4 + head"),
         (
             {"frozen_stages": 5, "train_bn": True},
-            "FreezeStages: 5 of 5 stages frozen; trainable stages: none + head (+ BatchNorm of frozen stages)",
+            "FreezeStages: 5 of 5 stages frozen; only the head trains (+ BatchNorm of frozen stages)",
         ),
         (
             {"frozen_stages": 3, "lr_decay": 0.5},
@@ -169,7 +169,7 @@ def test_lr_decay_of_one_and_boundary_values_are_accepted() -> None:
             "FreezeStages: 4 of 5 stages frozen; trainable stages: layer4 + head; "
             "lr_decay 0.8 per block: each block x0.8 of the one above; BatchNorm of training stages in eval mode",
         ),
-        ({"frozen_stages": 5, "lr_decay": 0.5}, "FreezeStages: 5 of 5 stages frozen; trainable stages: none + head"),
+        ({"frozen_stages": 5, "lr_decay": 0.5}, "FreezeStages: 5 of 5 stages frozen; only the head trains"),
     ],
 )
 def test_the_logged_description_names_depth_trainable_stages_and_rates(arguments: dict, described: str) -> None:

@@ -127,6 +127,8 @@ def _fit_and_test(
     defaults = family.default_preprocessing(cfg.model.name, cfg.model.weights)  # as the weights were trained
     preprocessing = run_preprocessing(cfg.data, defaults, starting_run, explicit)
     datamodule = build_datamodule(cfg.data, preprocessing=preprocessing)
+    # what the images really go through (a natively stored CIFAR is never resized before the device)
+    log.info("Preprocessing: %s (data.image_size / resize_size / interpolation / mean / std)", datamodule.contract)
     prepare_data_once_per_node(datamodule, trainer)
     datamodule.setup("fit")
     model_record = record_of_config(cfg, datamodule.class_names, datamodule.contract)

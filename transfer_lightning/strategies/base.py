@@ -242,11 +242,12 @@ class FreezingStrategy:
         ]
 
     def describe(self) -> str:
-        trainable = ", ".join(self.trainable_stage_names(0)) or "none"
+        stages = ", ".join(self.trainable_stage_names(0))
+        trains = f"trainable stages: {stages} + head" if stages else "only the head trains"
         extras = " (+ BatchNorm of frozen stages)" if self.train_bn else ""
         return (
             f"{type(self).__name__}: {self.frozen_stages} of {self.num_stages} stages frozen; "
-            f"trainable stages: {trainable} + head{extras}{self._describe_rates()}"
+            f"{trains}{extras}{self._describe_rates()}"
         )
 
     def _describe_rates(self) -> str:

@@ -23,6 +23,11 @@ HARMLESS_WARNINGS = (
     r"[\s\S]*validated against ConfigStore schema with the same name",
     # Lightning's own call of a torch API that torch 2.14 deprecates; nothing a user can change
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # printed by every command on a machine with SLURM's tools, even a predict on a login node; this
+    # project runs on SLURM through hydra/launcher=submitit_slurm (README "Run on a SLURM cluster")
+    r"The `srun` command is available on your system but is not used",
+    # small data: the epoch's metrics are logged anyway (on_epoch), only the per-step points are fewer
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
 
