@@ -142,7 +142,7 @@ def print_report(summary: dict[str, Any], console: Console | None = None) -> Non
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     for name, accuracy in (summary.get("test_per_class_acc") or {}).items():
-        table.add_row(name, f"{100 * accuracy:.2f}%")
+        table.add_row(name, "n/a (no images)" if accuracy is None else f"{100 * accuracy:.2f}%")
     console.print(table)
 
 
