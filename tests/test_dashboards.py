@@ -19,7 +19,8 @@ from transfer_lightning.analysis.examples import ExampleSelector
 from transfer_lightning.callbacks import ConfusionMatrixImage, PredictionGridImage
 from transfer_lightning.data import SyntheticDataModule
 from transfer_lightning.run.dashboard import short_run_name, strategy_label
-from transfer_lightning.sweeps.results import HEATMAP_PNG, LINE_PNG, SUMMARY_CSV
+from transfer_lightning.sweeps import heatmap
+from transfer_lightning.sweeps.results import HEATMAP_PNG, LINE_PNG, SCATTER_PNG, SUMMARY_CSV
 
 FREEZE = "transfer_lightning.strategies.FreezeStages"
 
@@ -218,6 +219,43 @@ def test_a_sweep_of_one_key_gets_a_line_plot(tmp_path: Path) -> None:
     assert sweep_report.main([str(sweep)]) == 0
     assert (sweep / LINE_PNG).read_bytes()[:4] == b"\x89PNG" and not (sweep / HEATMAP_PNG).exists()
     assert f"]({LINE_PNG})" in (sweep / "sweep_report.md").read_text()
+
+
+OPTUNA_DRAWS = [  # three trials of conf/hparams_search/optuna.yaml: continuous values, 16 digits
+    ({"optimizer.lr": "0.0015676677195506068", "optimizer.weight_decay": "0.0007257005721594283",
+      "strategy.frozen_stages": "3"}, _done(0.25, 0.25, 11.4)),
+    ({"optimizer.lr": "0.0015119336467641006", "optimizer.weight_decay": "4.9501595537331986e-05",
+      "strategy.frozen_stages": "3"}, _done(0.5, 0.375, 7.7)),
+    ({"optimizer.lr": "0.0005627932047415167", "optimizer.weight_decay": "0.0036905577292137633",
+      "strategy.frozen_stages": "5"}, {"status": "failed", "error": "boom"}),
+]  # fmt: skip
+
+
+def test_an_optuna_sweep_gets_a_scatter_plot_and_its_values_to_four_significant_digits(tmp_path, capsys) -> None:
+    sweep = _fake_sweep(tmp_path / "sweep", OPTUNA_DRAWS)
+    assert sweep_report.main([str(sweep)]) == 0
+    assert (sweep / SCATTER_PNG).read_bytes()[:4] == b"\x89PNG" and not (sweep / HEATMAP_PNG).exists()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"Sweep {sweep}: 3 jobs, best val accuracy first" and printed.count(printed[0]) == 1
+    assert printed[2].split()[:5] == ["1", "1", "0.001512", "4.95e-05", "3"]
+    report = (sweep / "sweep_report.md").read_text()
+    assert "| 1 | 0.001512 | 4.95e-05 | 3 | completed |" in report and f"]({SCATTER_PNG})" in report
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    assert not any("0.0015119336467641006" in row for row in rows)  # tables round ...
+    assert "optimizer.lr=0.0015119336467641006" in report  # ... the command to re-run the winner does not
+
+
+def test_a_grid_sweep_keeps_its_heatmap_with_short_tick_labels(tmp_path, monkeypatch) -> None:
+    jobs = [({"optimizer.lr": lr, "optimizer.weight_decay": wd}, _done(0.5, 0.5, 1.0))
+            for lr in ("0.00012345678901234", "0.001") for wd in ("1e-06", "0.0001")]  # fmt: skip
+    sweep = _fake_sweep(tmp_path / "sweep", jobs)
+    figures = []
+    monkeypatch.setattr(heatmap.plt, "close", figures.append)
+    assert sweep_report.main([str(sweep)]) == 0
+    assert (sweep / HEATMAP_PNG).is_file() and not (sweep / SCATTER_PNG).exists()
+    axes = figures[0].axes[0]
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["0.0001235", "0.001"]
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["1e-06", "0.0001"]
 
 
 def test_evaluate_on_data_without_a_test_split_names_the_val_split_everywhere(trained_run: Path, tmp_path: Path):
