@@ -58,10 +58,7 @@ def plot_heatmap(
         axes.text(column, row, label, ha="center", va="center", color="white" if value < 0.6 else "black")
     axes.set_title("best val accuracy" + (f" (best over {', '.join(others)})" if others else ""))
     figure.colorbar(image, ax=axes)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_scatter(
@@ -86,10 +83,7 @@ def plot_scatter(
     axes.grid(alpha=0.3)
     axes.set_title("best val accuracy of each job" + (f" (also varying: {', '.join(others)})" if others else ""))
     figure.colorbar(image, ax=axes)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def _positions(jobs: list[JobResult], key: str, axis, set_scale) -> np.ndarray:
@@ -123,6 +117,10 @@ def plot_line(jobs: list[JobResult], key: str, path: Path) -> Path:
     axes.grid(alpha=0.3)
     axes.legend()
     axes.set_title(f"accuracy over {key}")
+    return _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
