@@ -385,7 +385,14 @@ class DeviceReportSchema:
 
 
 @dataclass
+class ImagesProgressBarSchema:
+    _target_: str = "transfer_lightning.callbacks.ImagesProgressBar"
+
+
+@dataclass
 class RichProgressBarSchema:
+    """Lightning's own bar: what run folders written before ``ImagesProgressBar`` name (they still resume)."""
+
     _target_: str = "lightning.pytorch.callbacks.RichProgressBar"
 
 
@@ -577,7 +584,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "confusion_matrix": ConfusionMatrixSchema,
         "prediction_grid": PredictionGridSchema,
         "device_report": DeviceReportSchema,
-        "progress_bar": RichProgressBarSchema,
+        "progress_bar": ImagesProgressBarSchema,
+        "rich_progress_bar": RichProgressBarSchema,
     },
     "logger": {"tensorboard": TensorBoardSchema, "csv": EpochCSVSchema, "mlflow": MLflowSchema, "wandb": WandbSchema},
     "paths": {"paths": PathsSchema},

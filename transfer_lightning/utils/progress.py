@@ -91,6 +91,7 @@ class PhaseProgress:
     ``faster`` says what makes the phase faster (or unnecessary next time); it ends the one line
     announcing a phase that will take more than ``LONG_PHASE_S``. ``where`` names the device.
     ``outcome``, set before the phase ends, closes its end line (an epoch's losses and accuracies).
+    ``already_done`` items were done before this process (a resumed epoch): counted, not timed.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class PhaseProgress:
         faster: str = "",
         where: str = "on this machine",
         interval_s: float | None = None,
+        already_done: int = 0,
     ) -> None:
         self.description = description
         self.total = total
@@ -108,7 +110,7 @@ class PhaseProgress:
         self.faster = faster
         self.where = where
         self.interval_s = plain_interval_s() if interval_s is None else interval_s
-        self.done = 0
+        self.done = self.already_done = already_done
         self.outcome = ""
         self.quiet = _process_rank() != 0  # under DDP every process runs the phase; one reports it
         self._bar: Progress | None = None
@@ -185,7 +187,8 @@ class PhaseProgress:
         return f"{self.done:,}/{self.total:,} {self.unit}{percent}"
 
     def _rate(self, elapsed: float) -> str:
-        return f"{self.done / elapsed:,.1f} {self.unit}/s" if elapsed > 0 and self.done else f"? {self.unit}/s"
+        timed = self.done - self.already_done
+        return f"{timed / elapsed:,.1f} {self.unit}/s" if elapsed > 0 and timed else f"? {self.unit}/s"
 
     def _measured_rate(self, now: float) -> float | None:
         """Items per second since the first item was done, once measured over ``_PROBE_S``; else None.
@@ -199,9 +202,10 @@ class PhaseProgress:
 
     def _time_left(self, now: float) -> float | None:
         elapsed = now - self._started
-        if not self.total or not self.done or elapsed <= 0:
+        timed = self.done - self.already_done
+        if not self.total or not timed or elapsed <= 0:
             return None
-        rate = self._measured_rate(now) or self.done / elapsed  # a plain line 30 s in: the average is measured
+        rate = self._measured_rate(now) or timed / elapsed  # a plain line 30 s in: the average is measured
         return (self.total - self.done) / rate
 
     def _status(self, now: float) -> str:
