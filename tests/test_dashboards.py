@@ -140,6 +140,36 @@ def test_test_figures_name_the_checkpoint_they_come_from_not_the_last_epoch(tmp_
     assert titles["val/confusion_matrix"][-1].endswith("epoch 2")  # val figures: the epoch just run
 
 
+def test_test_figures_name_the_val_split_when_the_data_has_no_test_split(tmp_path: Path, monkeypatch) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.tensorboard import SummaryWriter
+
+    titles: dict[str, str] = {}
+
+    def record_title(writer, tag, figure, global_step=None, close=True) -> None:
+        titles[tag] = figure._suptitle.get_text() if figure._suptitle else figure.axes[0].get_title()
+
+    monkeypatch.setattr(SummaryWriter, "add_figure", record_title)
+    datamodule = SyntheticDataModule(train_size=8, val_size=8, test_size=8, image_size=32, batch_size=8, num_workers=0)
+    datamodule.setup("test")
+    datamodule.splits.notes["test_split"] = "val"  # as an image folder without test/ records it
+    module = classifier_from_dicts(
+        model={"name": "resnet18", "weights": None},
+        strategy={"_target_": FREEZE, "frozen_stages": 5},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+        scheduler=None,
+        class_names=[f"class_{i}" for i in range(4)],
+        preprocessing={"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", logger=TensorBoardLogger(tmp_path), enable_progress_bar=False,
+        callbacks=[ConfusionMatrixImage(), PredictionGridImage(size=8)], enable_model_summary=False,
+    )  # fmt: skip
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    assert titles["test/predictions"].startswith("val, the weights in memory"), titles
+    assert titles["test/confusion_matrix"].startswith("val confusion matrix, the weights in memory"), titles
+
+
 def test_grid_shows_mistakes_first_then_the_most_confident_correct_example_of_each_class() -> None:
     selector = ExampleSelector(size=6)
     # split order: every class-0 image first (all correct), then the others; one mistake at the end
