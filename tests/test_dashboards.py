@@ -17,6 +17,7 @@ from tests.test_image_folder import write_class_folders
 from transfer_lightning import sweep_report
 from transfer_lightning.analysis.examples import ExampleSelector
 from transfer_lightning.callbacks import ConfusionMatrixImage, PredictionGridImage
+from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data import SyntheticDataModule
 from transfer_lightning.run.dashboard import short_run_name, strategy_label
 from transfer_lightning.sweeps import heatmap
@@ -100,6 +101,18 @@ def test_short_run_names_keep_the_swept_keys_only_shortened() -> None:
     assert short_run_name(["data.root=/a/b"], ["data.root"]) == "root=_a_b"  # one folder level, not three
 
 
+def _head_only_module() -> TransferClassifier:
+    """A random-init ResNet-18 of which only the 4-class head trains."""
+    return classifier_from_dicts(
+        model={"name": "resnet18", "weights": None},
+        strategy={"_target_": FREEZE, "frozen_stages": 5},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+        scheduler=None,
+        class_names=[f"class_{i}" for i in range(4)],
+        preprocessing={"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+    )
+
+
 def test_test_figures_name_the_checkpoint_they_come_from_not_the_last_epoch(tmp_path: Path, monkeypatch) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -113,14 +126,7 @@ def test_test_figures_name_the_checkpoint_they_come_from_not_the_last_epoch(tmp_
 
     monkeypatch.setattr(SummaryWriter, "add_figure", record_title)
     datamodule = SyntheticDataModule(train_size=16, val_size=8, test_size=8, image_size=32, batch_size=8, num_workers=0)
-    module = classifier_from_dicts(
-        model={"name": "resnet18", "weights": None},
-        strategy={"_target_": FREEZE, "frozen_stages": 5},
-        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
-        scheduler=None,
-        class_names=[f"class_{i}" for i in range(4)],
-        preprocessing={"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
-    )
+    module = _head_only_module()
     every_epoch = ModelCheckpoint(dirpath=tmp_path, filename="e{epoch}", monitor="val/acc", mode="max", save_top_k=-1)
     trainer = L.Trainer(
         max_epochs=3, accelerator="cpu", logger=TensorBoardLogger(tmp_path), num_sanity_val_steps=0,
@@ -153,14 +159,7 @@ def test_test_figures_name_the_val_split_when_the_data_has_no_test_split(tmp_pat
     datamodule = SyntheticDataModule(train_size=8, val_size=8, test_size=8, image_size=32, batch_size=8, num_workers=0)
     datamodule.setup("test")
     datamodule.splits.notes["test_split"] = "val"  # as an image folder without test/ records it
-    module = classifier_from_dicts(
-        model={"name": "resnet18", "weights": None},
-        strategy={"_target_": FREEZE, "frozen_stages": 5},
-        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
-        scheduler=None,
-        class_names=[f"class_{i}" for i in range(4)],
-        preprocessing={"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
-    )
+    module = _head_only_module()
     trainer = L.Trainer(
         accelerator="cpu", logger=TensorBoardLogger(tmp_path), enable_progress_bar=False,
         callbacks=[ConfusionMatrixImage(), PredictionGridImage(size=8)], enable_model_summary=False,
