@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.conftest import TINY, compose_config, run_cli
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
 from transfer_lightning.callbacks.graceful_stop import GracefulInterrupt, RunInterrupted
+from transfer_lightning.run.outcome import recorded_outcome
 from transfer_lightning.run.preflight import check_run_folder
 from transfer_lightning.utils.errors import UserError
 
@@ -107,6 +108,24 @@ def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tm
     expected = f"{last} is the one before, intact" if written else f"no checkpoint yet ({last})"
     assert str(stopped.value) == f"stopped at once by a second Ctrl-C; {expected}"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["last_ckpt_written", "none_yet"])
+def test_a_ctrl_c_no_step_boundary_caught_names_the_checkpoint_it_leaves(tmp_path, written: bool) -> None:
+    """Ctrl-C outside a training step (GracefulInterrupt not listening yet): the summary names the path too."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    if written:
+        last.write_bytes(b"the checkpoint of the previous epoch")
+    trainer = SimpleNamespace(
+        checkpoint_callback=ModelCheckpoint(dirpath=last.parent, save_last=True), current_epoch=1, global_step=8,
+        is_global_zero=True,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt), recorded_outcome(tmp_path, compose_config(TINY)) as record:
+        record.trainer = trainer
+        raise KeyboardInterrupt
+    expected = f"{last} is the one before, intact" if written else "no checkpoint yet"
+    assert summary(tmp_path)["error"] == f"stopped at once by Ctrl-C; {expected}"
 
 
 def test_an_early_failure_is_in_train_log_in_the_summarys_words_and_said_once_on_the_terminal(tmp_path) -> None:

@@ -41,7 +41,7 @@ class GracefulInterrupt(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning's own SIGTERM handler (registered once fit has started), which it replaces:
         # that one broadcasts from inside the handler and hangs when the signal reaches one rank only
-        self._last = _last_checkpoint_path(trainer)
+        self._last = last_checkpoint_path(trainer)
         if threading.current_thread() is threading.main_thread():
             for signum in _SIGNAL_NAMES:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
@@ -90,7 +90,7 @@ class GracefulInterrupt(Callback):
         return f"{stopped} while last.ckpt was being written; no checkpoint ({self._saving})"
 
     def _save_last(self, trainer: L.Trainer) -> Path | None:
-        path = _last_checkpoint_path(trainer)
+        path = last_checkpoint_path(trainer)
         if path is None:
             return None
         checkpoint = trainer.checkpoint_callback
@@ -107,7 +107,7 @@ class GracefulInterrupt(Callback):
         return path
 
 
-def _last_checkpoint_path(trainer: L.Trainer) -> Path | None:
+def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
     """Where the run's ``last.ckpt`` is written, or None when the run writes none."""
     checkpoint = trainer.checkpoint_callback
     keeps_last = getattr(checkpoint, "keeps_last", getattr(checkpoint, "save_last", False))  # RunCheckpoint's own
