@@ -89,13 +89,19 @@ def test_second_ctrl_c_during_the_checkpoint_write_exits_130_and_names_the_intac
     assert last.read_bytes() == before and not list(last.parent.glob(".partial-*"))
 
 
-@pytest.mark.parametrize("written", [True, False], ids=["last_ckpt_written", "none_yet"])
-def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tmp_path, written: bool) -> None:
-    """Both signals arrive during a training step (no checkpoint being written): the line names the path."""
-    last = tmp_path / "checkpoints" / "last.ckpt"
+def _last_checkpoint(folder: Path, written: bool) -> Path:
+    """``<folder>/checkpoints/last.ckpt``, written (a previous epoch's) or not yet."""
+    last = folder / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
     if written:
         last.write_bytes(b"the checkpoint of the previous epoch")
+    return last
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["last_ckpt_written", "none_yet"])
+def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tmp_path, written: bool) -> None:
+    """Both signals arrive during a training step (no checkpoint being written): the line names the path."""
+    last = _last_checkpoint(tmp_path, written)
     trainer = SimpleNamespace(checkpoint_callback=ModelCheckpoint(dirpath=last.parent, save_last=True))
     stopper = GracefulInterrupt()
     stopper.on_train_start(trainer, None)  # installs its handlers
@@ -113,10 +119,7 @@ def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tm
 @pytest.mark.parametrize("written", [True, False], ids=["last_ckpt_written", "none_yet"])
 def test_a_ctrl_c_no_step_boundary_caught_names_the_checkpoint_it_leaves(tmp_path, written: bool) -> None:
     """Ctrl-C outside a training step (GracefulInterrupt not listening yet): the summary names the path too."""
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    last.parent.mkdir()
-    if written:
-        last.write_bytes(b"the checkpoint of the previous epoch")
+    last = _last_checkpoint(tmp_path, written)
     trainer = SimpleNamespace(
         checkpoint_callback=ModelCheckpoint(dirpath=last.parent, save_last=True), current_epoch=1, global_step=8,
         is_global_zero=True,
