@@ -14,11 +14,11 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, classifier_from_dicts, compose_config
 from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.data import SyntheticDataModule
-from transfer_lightning.run.builders import build_classifier, build_trainer
+from transfer_lightning.run.builders import build_trainer, classifier_for
 
 CONVNEXT = {"name": "convnext_tiny", "weights": None}
 GRADUAL = {"_target_": "transfer_lightning.strategies.GradualUnfreeze", "head_epochs": 1, "unfreeze_every": 1}
@@ -48,7 +48,9 @@ def test_every_module_of_a_frozen_or_waiting_stage_is_in_eval_mode_in_every_epoc
     datamodule.prepare_data()
     datamodule.setup("fit")
     optimizer = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01}
-    module = TransferClassifier(CONVNEXT, strategy, optimizer, None, datamodule.class_names, datamodule.preprocessing)
+    module = classifier_from_dicts(
+        CONVNEXT, strategy, optimizer, None, datamodule.class_names, datamodule.preprocessing
+    )
     depths = [m.p for m in module.net.modules() if type(m).__name__ == "StochasticDepth"]
     assert depths and max(depths) > 0, "the test needs a backbone with stochastic depth"
     recorder = _ModeRecorder()
@@ -76,7 +78,7 @@ def test_cached_features_equal_the_live_frozen_stages_and_give_the_same_logits_i
     L.seed_everything(0, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
+    module = classifier_for(cfg, datamodule)
     with torch.no_grad():  # random init scales residual branches by 1e-6; trained weights do not hide them
         for block in module.net.modules():
             if hasattr(block, "layer_scale"):
