@@ -17,7 +17,7 @@ from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
 from torchvision.models.regnet import BlockParams
 from torchvision.models.resnet import BasicBlock
 
-from tests.conftest import classifier_from_dicts, compose_config
+from tests.conftest import TINY, classifier_from_dicts, compose_config, run_cli
 from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
 from transfer_lightning.export import export_checked
@@ -146,7 +146,7 @@ def test_a_train_step_leaves_frozen_stages_and_their_norm_layers_untouched(famil
     strategy = FreezeStages(frozen_stages="all_but_last", stage_names=backbone.stage_names)
     strategy.apply(backbone)
     backbone.model.train()
-    strategy.set_batchnorm_modes(backbone)
+    strategy.set_train_modes(backbone)
     frozen = backbone.stage_names[:-1]
     before = [t.clone() for t in backbone.frozen_state(len(frozen))]
     last = [p.clone() for p in backbone.stage_parameters(backbone.stage_names[-1])]
@@ -294,6 +294,44 @@ def test_an_unset_data_image_size_takes_the_weights_size_and_a_set_one_wins(
     assert datamodule.image_size == expected[0]
 
 
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [(["model=vit_b_16"], "Wrong image height! Expected 224 but got 32"),
+     (["model=timm", "model.name=vit_base_patch16_224"], "Input height (32) doesn't match model (224)"),
+     (["model=timm", "model.name=swin_tiny_patch4_window7_224"], "Input height (32) doesn't match model (224)")],
+    ids=["torchvision_vit", "timm_vit", "timm_swin"],
+)  # fmt: skip
+def test_a_backbone_of_one_fixed_input_size_refuses_another_image_size_before_any_data(model, expected) -> None:
+    cfg = compose_config([*TINY, *model, "data.image_size=32"])
+    with pytest.raises(UserError) as raised:
+        check_training_config(cfg)
+    message = str(raised.value)
+    assert f"does not take data.image_size=32 ({expected}" in message and "\n" not in message
+    assert "set data.image_size=224 or null (the weights' size)" in message
+
+
+@pytest.mark.parametrize(
+    "model", [["model=swin_t"], ["model=convnext_tiny"], ["model=timm", "model.name=test_vit"]], ids=str
+)
+def test_backbones_that_take_any_size_accept_a_small_image_size(model: list[str]) -> None:
+    check_training_config(compose_config([*TINY, *model, "data.image_size=32"]))  # raises nothing
+
+
+def test_the_command_line_refuses_a_vit_at_32_px_in_one_line_before_the_data_is_read(tmp_path: Path) -> None:
+    root = tmp_path / "no-data"
+    result = run_cli(
+        *TINY, "model=vit_b_16", "data=cifar10", "data.image_size=32", f"data.root={root}",
+        f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: model.name=vit_b_16 does not take data.image_size=32 (Wrong image height! Expected 224 but got 32!); "
+        "set data.image_size=224 or null (the weights' size), or choose a backbone that takes any size "
+        "(e.g. model=convnext_tiny)"
+    )
+    assert not root.exists()  # refused before the data was touched (CIFAR-10 would download into it)
+
+
 def test_frozen_stages_range_is_the_chosen_backbones_stage_count() -> None:
     cfg = compose_config(["model=efficientnet_b0", "strategy.frozen_stages=8"])
     check_training_config(cfg)  # efficientnet_b0 has 8 stages
@@ -413,7 +451,7 @@ def test_a_timm_vit_run_evaluates_predicts_and_exports_through_the_command_line(
     same val files (its CSV right on exactly as many images) -> export with the parity check."""
     import json
 
-    from tests.conftest import TINY, predict_class_folders, run_cli
+    from tests.conftest import predict_class_folders
     from tests.contract_images import write_colour_folder
 
     root = tmp_path / "photos"

@@ -6,12 +6,16 @@ import json
 import re
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import TINY, compose_config, run_cli
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
+from transfer_lightning.callbacks.graceful_stop import GracefulInterrupt, RunInterrupted
+from transfer_lightning.run.outcome import recorded_outcome
 from transfer_lightning.run.preflight import check_run_folder
 from transfer_lightning.utils.errors import UserError
 
@@ -83,6 +87,62 @@ def test_second_ctrl_c_during_the_checkpoint_write_exits_130_and_names_the_intac
     assert f"Interrupted: {message}" in stderr
     assert summary(run)["status"] == "interrupted" and summary(run)["error"] == message
     assert last.read_bytes() == before and not list(last.parent.glob(".partial-*"))
+
+
+def _last_checkpoint(folder: Path, written: bool) -> Path:
+    """``<folder>/checkpoints/last.ckpt``, written (a previous epoch's) or not yet."""
+    last = folder / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    if written:
+        last.write_bytes(b"the checkpoint of the previous epoch")
+    return last
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["last_ckpt_written", "none_yet"])
+def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tmp_path, written: bool) -> None:
+    """Both signals arrive during a training step (no checkpoint being written): the line names the path."""
+    last = _last_checkpoint(tmp_path, written)
+    trainer = SimpleNamespace(checkpoint_callback=ModelCheckpoint(dirpath=last.parent, save_last=True))
+    stopper = GracefulInterrupt()
+    stopper.on_train_start(trainer, None)  # installs its handlers
+    try:
+        signal.raise_signal(signal.SIGINT)  # the first: stop after this step
+        with pytest.raises(RunInterrupted) as stopped:
+            signal.raise_signal(signal.SIGINT)  # the second: at once
+    finally:
+        stopper.on_fit_end(trainer, None)  # restores the handlers
+    expected = f"{last} is the one before, intact" if written else f"no checkpoint yet ({last})"
+    assert str(stopped.value) == f"stopped at once by a second Ctrl-C; {expected}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["last_ckpt_written", "none_yet"])
+def test_a_ctrl_c_no_step_boundary_caught_names_the_checkpoint_it_leaves(tmp_path, written: bool) -> None:
+    """Ctrl-C outside a training step (GracefulInterrupt not listening yet): the summary names the path too."""
+    last = _last_checkpoint(tmp_path, written)
+    trainer = SimpleNamespace(
+        checkpoint_callback=ModelCheckpoint(dirpath=last.parent, save_last=True), current_epoch=1, global_step=8,
+        is_global_zero=True,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt), recorded_outcome(tmp_path, compose_config(TINY)) as record:
+        record.trainer = trainer
+        raise KeyboardInterrupt
+    expected = f"{last} is the one before, intact" if written else "no checkpoint yet"
+    assert summary(tmp_path)["error"] == f"stopped at once by Ctrl-C; {expected}"
+
+
+def test_an_early_failure_is_in_train_log_in_the_summarys_words_and_said_once_on_the_terminal(tmp_path) -> None:
+    run = tmp_path / "run"
+    tiny = [override for override in TINY if not override.startswith("data=")]
+    result = run_cli(
+        *tiny, "data=image_folder", f"data.root={tmp_path / 'missing'}", f"hydra.run.dir={run}",
+        f"paths.data_dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    assert result.returncode == 2
+    error = summary(run)["error"]
+    assert "data.root=" in error and "does not exist" in error
+    assert f"[ERROR] - Run failed: {error}" in (run / "train.log").read_text()
+    assert (result.stdout + result.stderr).count(error) == 1  # the terminal: the one "Error:" line
 
 
 def test_unwritable_output_folder_is_refused_before_the_run_starts(tmp_path) -> None:

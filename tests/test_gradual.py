@@ -165,21 +165,21 @@ def test_batchnorm_trains_only_in_unfrozen_stages_unless_unfrozen_bn_is_eval() -
     strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=1)
     strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(backbone, epoch=0)
+    strategy.set_train_modes(backbone, epoch=0)
     assert all(_bn_training(backbone, s) == {False} for s in STAGE_NAMES)
     model.train()
-    strategy.set_batchnorm_modes(backbone, epoch=2)
+    strategy.set_train_modes(backbone, epoch=2)
     assert [_bn_training(backbone, s) for s in STAGE_NAMES] == [{False}, {False}, {False}, {True}, {True}]
 
     eval_bn = GradualUnfreeze(head_epochs=1, unfreeze_every=1, unfrozen_bn="eval")
     model.train()
-    eval_bn.set_batchnorm_modes(backbone, epoch=2)
+    eval_bn.set_train_modes(backbone, epoch=2)
     assert all(_bn_training(backbone, s) == {False} for s in STAGE_NAMES)
     assert model.layer4[0].bn1.weight.requires_grad  # affine parameters still train
 
     train_bn = GradualUnfreeze(head_epochs=1, unfreeze_every=1, train_bn=True)
     model.train()
-    train_bn.set_batchnorm_modes(backbone, epoch=0)
+    train_bn.set_train_modes(backbone, epoch=0)
     assert all(_bn_training(backbone, s) == {True} for s in STAGE_NAMES)
 
 
@@ -498,3 +498,33 @@ def test_milestones_are_whole_epochs_one_per_stage_from_the_top(milestones: list
         f"strategy.milestones={milestones!r} is not allowed; give 3 non-decreasing epochs >= 0 "
         "(one per stage from the top down: layer4, layer3, layer2)"
     )
+
+
+def test_stages_whose_schedule_starts_after_the_last_epoch_are_named_and_nothing_else() -> None:
+    strategy = GradualUnfreeze(head_epochs=1, unfreeze_every=2)  # layer4 1, layer3 3, layer2 5, layer1 7, stem 9
+    assert strategy.stages_never_trained(3) == ("layer3", "layer2", "layer1", "stem")
+    assert strategy.stages_never_trained(4) == ("layer2", "layer1", "stem")
+    assert strategy.stages_never_trained(10) == () == strategy.stages_never_trained(None)
+    assert strategy.schedule_warning(10) is None and FreezeStages(frozen_stages=3).schedule_warning(1) is None
+    assert strategy.schedule_warning(4).startswith(
+        "trainer.max_epochs=4 ends before the schedule reaches layer2, layer1, stem: they never train in this run"
+    )
+
+
+def test_a_schedule_longer_than_the_run_is_warned_about_and_only_what_trains_is_counted(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = run_cli(
+        *TINY, *SMALL_DATA, "strategy=gradual", "trainer.max_epochs=3", "data.batch_size=16",
+        f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    warned = [line for line in log.splitlines() if "ends before the schedule reaches" in line]
+    assert len(warned) == 1 and "max_epochs=3 ends before the schedule reaches layer2, layer1, stem" in warned[0]
+
+    backbone = _resnet18(num_classes=4)
+    trained = sum(p.numel() for stage in ("head", "layer4", "layer3") for p in backbone.stage_parameters(stage))
+    total = sum(p.numel() for p in backbone.model.parameters())
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["params"] == {"trainable": trained, "frozen": total - trained}
+    assert f"Parameters: {trained:,} trainable, {total - trained:,} frozen" in log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import classifier_from_dicts, run_cli
+from tests.conftest import TINY, classifier_from_dicts, compose_config, run_cli
 from transfer_lightning.classifier import TransferClassifier
+from transfer_lightning.config.check import check_config
 from transfer_lightning.data import SyntheticDataModule
 from transfer_lightning.run.tuning import PLOT_FILE, find_learning_rate
 from transfer_lightning.utils.errors import UserError
@@ -53,8 +55,12 @@ def test_lr_find_writes_its_plot_and_sets_optimizer_lr_to_the_suggestion(tiny_ru
     assert "LR finder: optimizer.lr" in result.stderr + result.stdout + (run / "train.log").read_text()
 
 
-def _setup(tmp_path: Path, strategy: dict) -> tuple[L.Trainer, TransferClassifier, SyntheticDataModule]:
-    datamodule = SyntheticDataModule(train_size=40, val_size=4, test_size=4, image_size=32, batch_size=2, num_workers=0)
+def _setup(
+    tmp_path: Path, strategy: dict, train_size: int = 40, max_epochs: int = 1
+) -> tuple[L.Trainer, TransferClassifier, SyntheticDataModule]:
+    datamodule = SyntheticDataModule(
+        train_size=train_size, val_size=4, test_size=4, image_size=32, batch_size=2, num_workers=0
+    )
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = classifier_from_dicts(
@@ -66,7 +72,7 @@ def _setup(tmp_path: Path, strategy: dict) -> tuple[L.Trainer, TransferClassifie
         preprocessing=datamodule.preprocessing,
     )
     trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+        max_epochs=max_epochs, accelerator="cpu", default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
     return trainer, module, datamodule
@@ -134,3 +140,23 @@ def test_the_training_entry_point_switches_off_tqdm_bars_that_do_not_ask_for_the
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.parametrize(("train_size", "advice"), [(12, "trainer.max_epochs=4"), (44, "tune.num_training=22")])
+def test_the_advice_for_too_few_steps_is_one_the_checks_accept(tmp_path: Path, train_size: int, advice: str) -> None:
+    """6 steps per epoch: fewer than the 20 the finder may be set to, so the advice is more epochs, not
+    tune.num_training=6; 22 steps: either fix works. The advice given is then taken and accepted."""
+    strategy = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 5}
+    trainer, module, datamodule = _setup(tmp_path, strategy, train_size=train_size)  # batches of 2
+    tune = _tune_config(apply=False)
+    tune.tune.num_training = 24
+    with pytest.raises(UserError) as refused:
+        find_learning_rate(tune, trainer, module, datamodule, tmp_path)
+    offered = re.findall(r"set (\S+)=(\d+)", str(refused.value))
+    assert f"set {advice} or more" in str(refused.value) or f"set {advice} or less" in str(refused.value)
+    for key, value in offered:
+        config = compose_config([*TINY, "tune.num_training=24", f"{key}={value}"])
+        check_config(config)  # the check every command runs accepts it
+        tune.tune.num_training = config.tune.num_training
+        trainer, module, datamodule = _setup(tmp_path, strategy, train_size, config.trainer.max_epochs)
+        assert find_learning_rate(tune, trainer, module, datamodule, tmp_path)["steps"] >= 1  # and the run does

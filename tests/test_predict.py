@@ -43,7 +43,8 @@ def test_predict_folder_writes_top_k_csv_and_lists_unreadable_files(trained_run:
     assert set(rows) == {"photo_0.jpg", "photo_1.jpg", "photo_2.jpg", "gray.png", "broken.jpg"}
     assert rows["broken.jpg"]["error"] and not rows["broken.jpg"]["top1"]
     assert "broken.jpg" in result.stderr + result.stdout
-    assert "top5" not in rows["photo_0.jpg"]  # top_k=10 is capped at the 4 classes
+    assert "top5" not in rows["photo_0.jpg"]  # top_k=10 is capped at the 4 classes, and says so once
+    assert (result.stdout + result.stderr).count("top_k=10 is more than the model's 4 classes: showing all 4") == 1
     module = load_classifier(checkpoint)
     contract = Preprocessing.from_dict(module.record.preprocessing.to_dict())
     for name in ("photo_0.jpg", "photo_2.jpg", "gray.png"):

@@ -7,13 +7,23 @@ import os
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
 from omegaconf import OmegaConf
 from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, compose_config, run_cli
+from transfer_lightning.callbacks import ImagesProgressBar
+from transfer_lightning.callbacks.loop_progress import LoopProgress
+from transfer_lightning.callbacks.progress_bar import ImagesPerSecond
+from transfer_lightning.run.builders import build_callbacks
 from transfer_lightning.sweeps.progress import count_jobs, job_start_line, note_sweep_start
 from transfer_lightning.utils import progress
 from transfer_lightning.utils.progress import INTERVAL_VARIABLE, PhaseProgress, configure_progress, format_duration
@@ -79,6 +89,89 @@ def test_a_long_phase_is_announced_once_with_its_duration_and_what_makes_it_fast
     announced = [record.getMessage() for record in caplog.records if "about" in record.getMessage()]
     assert len(announced) == 1, announced
     assert re.fullmatch(r"Counting sheep, 30 sheep: about \d+ s on this CPU; count fewer sheep", announced[0])
+
+
+class _Clock:
+    """``time.monotonic`` for PhaseProgress, moved by the test: timings without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("seconds_per_image", "announced"), [(0.0004, []), (0.01, ["about 8 min 21 s"])])
+def test_the_first_estimate_comes_from_the_rate_measured_after_the_first_item(
+    caplog, monkeypatch, seconds_per_image: float, announced: list[str]
+) -> None:
+    """CIFAR-10's train folder: the thread pool starts and the first image arrives after 1.2 s, then 2,500 images/s.
+    Extrapolating the first item announced "about 17 h 16 min" for a 21 s phase."""
+    clock = _Clock()
+    monkeypatch.setattr(progress, "time", clock)
+    logged = caplog.at_level(logging.INFO, logger="transfer_lightning.utils.progress")
+    with logged, PhaseProgress("Decoding train", 50_000, interval_s=1e9, where="on this machine") as phase:
+        clock.now = 1.2
+        phase.advance()
+        for _ in range(49_999):
+            clock.now += seconds_per_image
+            phase.advance()
+    said = [re.search(r"about [\w ]+ on this machine", r.getMessage()) for r in caplog.records]
+    assert [found.group(0).removesuffix(" on this machine") for found in said if found] == announced
+
+
+class _Linear(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.layer(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _StopAtStep(Callback):
+    """Writes a checkpoint after training step ``step`` and stops there, mid-epoch (as Ctrl-C does)."""
+
+    def __init__(self, path: Path, step: int) -> None:
+        self.path, self.step = path, step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+            raise _Stopped
+
+
+def test_a_run_resumed_mid_epoch_says_where_it_continues_and_shows_the_rest_of_that_epoch(tmp_path, caplog) -> None:
+    loader = DataLoader(TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16,))), batch_size=4)  # 4 steps
+    options = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+               "enable_model_summary": False, "max_epochs": 3}  # fmt: skip
+    checkpoint = tmp_path / "last.ckpt"
+    with pytest.raises(_Stopped):
+        L.Trainer(callbacks=[_StopAtStep(checkpoint, 6)], **options).fit(_Linear(), loader)  # epoch 1: 2 of 4 done
+    with caplog.at_level(logging.INFO, logger="transfer_lightning"):
+        L.Trainer(callbacks=[LoopProgress()], **options).fit(_Linear(), loader, ckpt_path=checkpoint)
+    lines = [record.getMessage() for record in caplog.records]
+    assert f"Continuing from {checkpoint}: epoch 1 (0-based) after 2 of its 4 batches, global step 6" in lines
+    assert "Epoch 1 (resumed): 2/4 batches (50%)" in lines
+    assert any(line.startswith("Epoch 1 (resumed): 4/4 batches (100%) in ") for line in lines), lines
+    assert "Epoch 2: 0/4 batches (0%)" in lines
+
+
+def test_the_terminal_bar_counts_images_per_second_not_iterations() -> None:
+    cfg = compose_config(["trainer.accelerator=cpu"])
+    bar = next(c for c in build_callbacks(cfg.callbacks) if isinstance(c, ProgressBar))
+    assert isinstance(bar, ImagesProgressBar)
+    columns = bar.configure_columns(SimpleNamespace(datamodule=SimpleNamespace(batch_size=16)))
+    rates = [column for column in columns if isinstance(column, ImagesPerSecond)]
+    assert len(rates) == 1 and not any(isinstance(column, ProcessingSpeedColumn) for column in columns)
+    assert rates[0].render(SimpleNamespace(finished_speed=None, speed=2.5)).plain == "40.0 images/s"
 
 
 def test_durations_read_as_a_person_plans_with_them() -> None:

@@ -59,7 +59,7 @@ def test_one_step_changes_trainable_and_keeps_frozen_weights_and_bn_stats_bit_id
     strategy = FreezeStages(frozen_stages=frozen_stages)
     strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(backbone)
+    strategy.set_train_modes(backbone)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.SGD(strategy.param_groups(backbone, lr=0.1), lr=0.1, momentum=0.9)
 
@@ -88,7 +88,7 @@ def test_model_train_keeps_frozen_batchnorm_in_eval_mode() -> None:
     strategy = FreezeStages(frozen_stages=4)
     strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(backbone)
+    strategy.set_train_modes(backbone)
     assert not model.bn1.training and not model.layer3[0].bn1.training
     assert model.layer4[0].bn1.training
 
@@ -99,7 +99,7 @@ def test_train_bn_opts_into_training_batchnorm_of_frozen_stages() -> None:
     strategy = FreezeStages(frozen_stages=5, train_bn=True)
     strategy.apply(backbone)
     model.train()
-    strategy.set_batchnorm_modes(backbone)
+    strategy.set_train_modes(backbone)
     bn_params = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
     assert _trainable(model) == 5_130 + bn_params
     assert model.layer1[0].bn1.training
@@ -157,7 +157,7 @@ def test_lr_decay_of_one_and_boundary_values_are_accepted() -> None:
         ({"frozen_stages": 3}, "FreezeStages: 3 of 5 stages frozen; trainable stages: layer3, layer4 + head"),
         (
             {"frozen_stages": 5, "train_bn": True},
-            "FreezeStages: 5 of 5 stages frozen; trainable stages: none + head (+ BatchNorm of frozen stages)",
+            "FreezeStages: 5 of 5 stages frozen; only the head trains (+ BatchNorm of frozen stages)",
         ),
         (
             {"frozen_stages": 3, "lr_decay": 0.5},
@@ -169,7 +169,7 @@ def test_lr_decay_of_one_and_boundary_values_are_accepted() -> None:
             "FreezeStages: 4 of 5 stages frozen; trainable stages: layer4 + head; "
             "lr_decay 0.8 per block: each block x0.8 of the one above; BatchNorm of training stages in eval mode",
         ),
-        ({"frozen_stages": 5, "lr_decay": 0.5}, "FreezeStages: 5 of 5 stages frozen; trainable stages: none + head"),
+        ({"frozen_stages": 5, "lr_decay": 0.5}, "FreezeStages: 5 of 5 stages frozen; only the head trains"),
     ],
 )
 def test_the_logged_description_names_depth_trainable_stages_and_rates(arguments: dict, described: str) -> None:

@@ -88,13 +88,17 @@ class TransferClassifier(L.LightningModule):
         return self.net(images)
 
     def train(self, mode: bool = True) -> TransferClassifier:
-        # model.train() flips every BatchNorm back to training mode; frozen ones must stay in eval.
+        # model.train() flips every module back to training mode; frozen stages must stay in eval.
         super().train(mode)
-        self.strategy.set_batchnorm_modes(self.backbone, self.current_epoch)
+        self.strategy.set_train_modes(self.backbone, self.current_epoch)
         return self
 
-    def parameter_counts(self) -> dict[str, int]:
-        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+    def parameter_counts(self, epochs: int | None = None) -> dict[str, int]:
+        """Parameters that train in a run of ``epochs`` epochs (None: every epoch), and the rest."""
+        idle = {
+            id(p) for stage in self.strategy.stages_never_trained(epochs) for p in self.backbone.stage_parameters(stage)
+        }
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad and id(p) not in idle)
         total = sum(p.numel() for p in self.net.parameters())
         return {"trainable": trainable, "frozen": total - trainable}
 
@@ -146,7 +150,7 @@ class TransferClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
         self.strategy.on_train_epoch_start(self.backbone, self.current_epoch, optimizer)
-        self.strategy.set_batchnorm_modes(self.backbone, self.current_epoch)
+        self.strategy.set_train_modes(self.backbone, self.current_epoch)
 
     # -- per-group learning rates: the strategy derives them from the head's (see FreezingStrategy)
     def on_train_start(self) -> None:

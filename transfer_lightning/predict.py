@@ -40,6 +40,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     files = list_image_files(inputs)
     module = load_classifier(checkpoint)
     top_k = min(cfg.top_k, len(module.class_names))
+    if top_k < cfg.top_k:
+        log.info("top_k=%d is more than the model's %d classes: showing all %d", cfg.top_k, top_k, top_k)
 
     contract = module.record.preprocessing
     dataset = ImageFileDataset(files, contract)

@@ -46,7 +46,14 @@ from transfer_lightning.run.resume import (
     restore_weights,
 )
 from transfer_lightning.run.speed import tune_for_device
-from transfer_lightning.run.summary import describe_model, print_report, run_summary, test_best, write_summary
+from transfer_lightning.run.summary import (
+    describe_model,
+    planned_epochs,
+    print_report,
+    run_summary,
+    test_best,
+    write_summary,
+)
 from transfer_lightning.run.tuning import find_learning_rate, keep_found_learning_rate
 from transfer_lightning.strategies import FreezingStrategy
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
@@ -92,6 +99,7 @@ def check_training_config(cfg: DictConfig) -> FreezingStrategy:
     check_checkpoint_exists(cfg)
     family = backbone_class(cfg.model)
     family.check_name(cfg.model.name)
+    family.check_input_size(cfg.model.name, cfg.data.get("image_size"))  # a ViT takes one size
     return build_strategy(cfg.strategy, family.stage_names_of(cfg.model.name))
 
 
@@ -119,11 +127,14 @@ def _fit_and_test(
     defaults = family.default_preprocessing(cfg.model.name, cfg.model.weights)  # as the weights were trained
     preprocessing = run_preprocessing(cfg.data, defaults, starting_run, explicit)
     datamodule = build_datamodule(cfg.data, preprocessing=preprocessing)
+    # what the images really go through (a natively stored CIFAR is never resized before the device)
+    log.info("Preprocessing: %s (data.image_size / resize_size / interpolation / mean / std)", datamodule.contract)
     prepare_data_once_per_node(datamodule, trainer)
     datamodule.setup("fit")
     model_record = record_of_config(cfg, datamodule.class_names, datamodule.contract)
     module = build_classifier(model_record, pretrained=not resumed_from, strategy=strategy)
-    describe_model(module)
+    epochs = planned_epochs(cfg)  # a schedule longer than the run: the counts are what trains in it
+    describe_model(module, epochs)
     if resumed_from:
         state_keys = [callback.state_key for callback in trainer.callbacks]
         checkpoint_dir = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
@@ -133,7 +144,7 @@ def _fit_and_test(
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
     feature_cache = use_feature_cache(datamodule, module, trainer)
     lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
-    trainable = module.parameter_counts()["trainable"]
+    trainable = module.parameter_counts(epochs)["trainable"]
     hparams = hparams_columns(cfg, _choices(), overrides, trainable, module.backbone.num_stages, datamodule.image_size)
     publish_run_start(trainer.loggers, hparams, module.weights_lineage, run_dir)  # loggers/: params, lineage tags
 

@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import Callback
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from transfer_lightning.analysis.figures import ConfusionMatrixPlot
-from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_weights
+from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_split, tested_weights
 
 
 class ConfusionMatrixImage(Callback):
@@ -62,5 +62,6 @@ class ConfusionMatrixImage(Callback):
             if plot is None or plot.class_names != list(pl_module.class_names):
                 plot = self.plots[split] = ConfusionMatrixPlot(pl_module.class_names)
             source = self.tested if split == "test" else f"epoch {trainer.current_epoch}"
-            title = f"{split} confusion matrix, {source}"
+            shown = tested_split(trainer) if split == "test" else split  # data without a test split: val
+            title = f"{shown} confusion matrix, {source}"
             log_figure(trainer, f"{split}/confusion_matrix", plot.show(matrix, title))

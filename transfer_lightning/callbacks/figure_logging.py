@@ -22,6 +22,12 @@ def has_figure_logger(trainer: L.Trainer) -> bool:
     return trainer.is_global_zero and sinks.takes_figures(trainer.loggers)
 
 
+def tested_split(trainer: L.Trainer) -> str:
+    """The split a test pass runs on: ``test``, or ``val`` for data without a test split (its data notes)."""
+    splits = getattr(trainer.datamodule, "splits", None)
+    return (getattr(splits, "notes", None) or {}).get("test_split", "test")
+
+
 def tested_weights(trainer: L.Trainer) -> str:
     """Which weights the current test/validate pass runs: the loaded checkpoint (epoch, score) or the live ones."""
     if trainer.ckpt_path:

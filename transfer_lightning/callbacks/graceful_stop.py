@@ -34,12 +34,14 @@ class GracefulInterrupt(Callback):
     def __init__(self) -> None:
         self.requested: str | None = None  # the signal's name once one arrived
         self._saving: Path | None = None
-        self._forced = False  # a second signal came
+        self._last: Path | None = None  # the run's last.ckpt, named when a second signal stops at once
+        self._forced: str | None = None  # the second signal's name, once it came
         self._previous: dict[int, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning's own SIGTERM handler (registered once fit has started), which it replaces:
         # that one broadcasts from inside the handler and hangs when the signal reaches one rank only
+        self._last = last_checkpoint_path(trainer)
         if threading.current_thread() is threading.main_thread():
             for signum in _SIGNAL_NAMES:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
@@ -52,7 +54,7 @@ class GracefulInterrupt(Callback):
                 self.requested,
             )
             return
-        self._forced = True
+        self._forced = _SIGNAL_NAMES.get(signum, f"signal {signum}")
         raise RunInterrupted(self._stopped_at_once())
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
@@ -76,18 +78,22 @@ class GracefulInterrupt(Callback):
         self._previous = {}
 
     def _stopped_at_once(self) -> str:
+        stopped = f"stopped at once by a second {self._forced}"
         if self._saving is None:
-            return "stopped at once by a second signal (Ctrl-C); last.ckpt is the one before"
+            if self._last is None:
+                return f"{stopped}; no checkpoint (checkpoints are off)"
+            if self._last.is_file():
+                return f"{stopped}; {self._last} is the one before, intact"
+            return f"{stopped}; no checkpoint yet ({self._last})"
         if self._saving.is_file():
-            return f"stopped at once by a second Ctrl-C while last.ckpt was being written; {self._saving} is intact"
-        return f"stopped at once by a second Ctrl-C while last.ckpt was being written; no checkpoint ({self._saving})"
+            return f"{stopped} while last.ckpt was being written; {self._saving} is intact"
+        return f"{stopped} while last.ckpt was being written; no checkpoint ({self._saving})"
 
     def _save_last(self, trainer: L.Trainer) -> Path | None:
-        checkpoint = trainer.checkpoint_callback
-        keeps_last = getattr(checkpoint, "keeps_last", getattr(checkpoint, "save_last", False))  # RunCheckpoint's own
-        if checkpoint is None or not keeps_last or not checkpoint.dirpath:
+        path = last_checkpoint_path(trainer)
+        if path is None:
             return None
-        path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+        checkpoint = trainer.checkpoint_callback
         self._saving = path
         try:
             trainer.save_checkpoint(path, weights_only=False)  # said explicitly: Lightning logs its default
@@ -99,3 +105,12 @@ class GracefulInterrupt(Callback):
             self._saving = None
         checkpoint.last_model_path = str(path)
         return path
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
+    """Where the run's ``last.ckpt`` is written, or None when the run writes none."""
+    checkpoint = trainer.checkpoint_callback
+    keeps_last = getattr(checkpoint, "keeps_last", getattr(checkpoint, "save_last", False))  # RunCheckpoint's own
+    if checkpoint is None or not keeps_last or not checkpoint.dirpath:
+        return None
+    return Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"

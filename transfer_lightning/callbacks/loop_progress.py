@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -9,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from transfer_lightning.utils.progress import PhaseProgress
 
+log = logging.getLogger(__name__)
 _FASTER = "a GPU (trainer.accelerator=auto takes one when present) or a larger batch_size"
 
 
@@ -25,9 +27,19 @@ class LoopProgress(Callback):
         self._loop = ""  # the loop whose batches advance the progress: train, validate, test, predict
         self._validated = False  # whether this epoch ran validation (its val numbers are this epoch's)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log_resume_point(trainer)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._validated = False
         self._start("train", f"Epoch {trainer.current_epoch}", _finite(trainer.num_training_batches))
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._progress is None or self._loop != "train":  # resumed mid-epoch: Lightning starts no epoch
+            total = _finite(trainer.num_training_batches)
+            self._start("train", f"Epoch {trainer.current_epoch} (resumed)", total, already_done=batch_idx)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         self._advance("train")
@@ -68,10 +80,11 @@ class LoopProgress(Callback):
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish()
 
-    def _start(self, loop: str, description: str, total: int | None) -> None:
+    def _start(self, loop: str, description: str, total: int | None, already_done: int = 0) -> None:
         self._finish()
         self._loop = loop
-        self._progress = PhaseProgress(description, total, unit="batches", faster=_FASTER).__enter__()
+        progress = PhaseProgress(description, total, unit="batches", faster=_FASTER, already_done=already_done)
+        self._progress = progress.__enter__()
 
     def _advance(self, loop: str) -> None:
         if self._progress is not None and loop == self._loop:
@@ -114,6 +127,24 @@ def _loss_and_accuracy(split: str, metrics: dict[str, Any]) -> str:
 
 def _percent(value: Any) -> str:
     return f"{100 * float(value):.2f}%"
+
+
+def log_resume_point(trainer: L.Trainer) -> None:
+    """Where a resumed run continues: ``Continuing from <ckpt>: epoch 1 (0-based) after 2 of its 4 batches,
+    global step 6``. Nothing for a run that starts afresh."""
+    if not trainer.ckpt_path or not trainer.is_global_zero:
+        return
+    epoch_loop = trainer.fit_loop.epoch_loop  # restarting: the checkpoint was written inside an epoch
+    done = epoch_loop.batch_progress.current.ready if epoch_loop.restarting else 0
+    total = _finite(trainer.num_training_batches)
+    where = f"after {done}{f' of its {total}' if total else ''} batches" if done else "from its start"
+    log.info(
+        "Continuing from %s: epoch %d (0-based) %s, global step %d",
+        trainer.ckpt_path,
+        trainer.current_epoch,
+        where,
+        trainer.global_step,
+    )
 
 
 def _finite(batches: float | int) -> int | None:

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import Callback
 
 from transfer_lightning.analysis.examples import ExampleSelector
 from transfer_lightning.analysis.figures import prediction_grid_figure
-from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_weights
+from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_split, tested_weights
 from transfer_lightning.data.contract import preprocessor_for
 
 
@@ -23,11 +23,11 @@ class PredictionGridImage(Callback):
 
     def __init__(self, size: int = 32) -> None:
         self.selector = ExampleSelector(size)
-        self.tested = ""  # the checkpoint the test runs on, named in the grid's title
+        self.tested = ""  # the split and checkpoint the test runs on, named in the grid's title
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.selector.reset()
-        self.tested = tested_weights(trainer) if has_figure_logger(trainer) else ""
+        self.tested = f"{tested_split(trainer)}, {tested_weights(trainer)}" if has_figure_logger(trainer) else ""
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not (isinstance(outputs, dict) and "logits" in outputs and has_figure_logger(trainer)):
@@ -43,7 +43,7 @@ class PredictionGridImage(Callback):
         if not len(examples) or not has_figure_logger(trainer):
             return
         examples.images = preprocessor_for(pl_module.record.preprocessing).unnormalize(examples.images)
-        figure = prediction_grid_figure(examples, pl_module.class_names, f"test, {self.tested}")
+        figure = prediction_grid_figure(examples, pl_module.class_names, self.tested)
         log_figure(trainer, "test/predictions", figure)
         self.selector.reset()
 

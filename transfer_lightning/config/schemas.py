@@ -385,7 +385,14 @@ class DeviceReportSchema:
 
 
 @dataclass
+class ImagesProgressBarSchema:
+    _target_: str = "transfer_lightning.callbacks.ImagesProgressBar"
+
+
+@dataclass
 class RichProgressBarSchema:
+    """Lightning's own bar: what run folders written before ``ImagesProgressBar`` name (they still resume)."""
+
     _target_: str = "lightning.pytorch.callbacks.RichProgressBar"
 
 
@@ -453,6 +460,9 @@ class PathsSchema:
 
 
 # -- the training command's top level ------------------------------------------------------------
+LR_FIND_MIN_STEPS = 20  # tune.num_training's floor: Lightning's suggestion skips the first 10 steps
+
+
 @dataclass
 class TuneSchema:
     lr_find: bool = setting(False, doc="run the learning-rate finder before fit")
@@ -460,7 +470,9 @@ class TuneSchema:
     min_lr: float = setting(1e-6, Range(0, open_low=True), doc="the sweep's first rate")
     max_lr: float = setting(1.0, Range(0, open_low=True, text="a number > 0 (above tune.min_lr)"), doc="its last")
     num_training: int = setting(
-        100, Integer(20, text="an integer >= 20 (the suggestion skips the first 10 steps)"), doc="steps of the sweep"
+        100,
+        Integer(LR_FIND_MIN_STEPS, text=f"an integer >= {LR_FIND_MIN_STEPS} (the suggestion skips the first 10 steps)"),
+        doc="steps of the sweep",
     )
 
 
@@ -572,7 +584,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "confusion_matrix": ConfusionMatrixSchema,
         "prediction_grid": PredictionGridSchema,
         "device_report": DeviceReportSchema,
-        "progress_bar": RichProgressBarSchema,
+        "progress_bar": ImagesProgressBarSchema,
+        "rich_progress_bar": RichProgressBarSchema,
     },
     "logger": {"tensorboard": TensorBoardSchema, "csv": EpochCSVSchema, "mlflow": MLflowSchema, "wandb": WandbSchema},
     "paths": {"paths": PathsSchema},

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from transfer_lightning.data.contract import Preprocessing
-from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.errors import UserError, first_line
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
@@ -110,11 +110,37 @@ class Backbone:
     @classmethod
     def stage_names_of(cls, name: str) -> tuple[str, ...]:
         """The stage names of ``name``, built on the meta device (no memory) where the architecture allows."""
+        return cls(cls._architecture(name), name).stage_names
+
+    @classmethod
+    def check_input_size(cls, name: str, image_size: int | None) -> None:
+        """Refuse a ``data.image_size`` the architecture cannot take (a ViT's fixed position embedding):
+        one sentence before any data is read, not an assertion in the first training step.
+
+        Asked of the model itself: one forward pass of an empty image, on the meta device where the
+        architecture allows (no memory, no arithmetic). ``None`` is the weights' own size, always taken.
+        """
+        if image_size is None:
+            return
+        model = cls._architecture(name).eval()
+        refused = _refusal(model, image_size)
+        if refused is None:
+            return
+        own = cls.default_preprocessing(name, None).image_size
+        fix = f"data.image_size={own} or null (the weights' size)" if _refusal(model, own) is None else "another size"
+        raise UserError(
+            f"model.name={name} does not take data.image_size={image_size} ({first_line(refused)}); set {fix}, "
+            "or choose a backbone that takes any size (e.g. model=convnext_tiny)"
+        )
+
+    @classmethod
+    def _architecture(cls, name: str) -> nn.Module:
+        """``create(name)`` on the meta device, or on the CPU where building needs real tensors."""
         try:
             with torch.device("meta"):
-                return cls(cls.create(name), name).stage_names
+                return cls.create(name)
         except NotImplementedError:  # e.g. RegNet computes its widths from tensors while building
-            return cls(cls.create(name), name).stage_names
+            return cls.create(name)
 
     @classmethod
     def ensure_weights(cls, name: str, weights: str | None) -> Any:
@@ -221,6 +247,19 @@ class Backbone:
 
     def describe(self) -> str:
         return f"{self.name} ({self.family}): {self.num_stages} stages {', '.join(self.stage_names)} + head"
+
+
+def _refusal(model: nn.Module, image_size: int) -> Exception | None:
+    """The error ``model`` raises on a ``image_size`` square image, or None when it takes it."""
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    except NotImplementedError:  # an operation without a meta kernel: the model cannot be asked this way
+        return None
+    except (AssertionError, RuntimeError, ValueError) as error:  # what a shape check raises
+        return error
+    return None
 
 
 def _unique(parameters: list[nn.Parameter]) -> list[nn.Parameter]:

@@ -8,6 +8,7 @@ settings that shrink memory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from transfer_lightning.callbacks.graceful_stop import RunInterrupted
+from transfer_lightning.callbacks.graceful_stop import RunInterrupted, last_checkpoint_path
 from transfer_lightning.run.resume import ResumeRefused
 from transfer_lightning.run.summary import write_failure_summary
 from transfer_lightning.utils.errors import UserError, first_line
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,11 +57,11 @@ def recorded_outcome(run_dir: str | Path, cfg: DictConfig) -> Iterator[RunRecord
         _record(run_dir, record, "interrupted", str(error))
         raise
     except KeyboardInterrupt:
-        _record(run_dir, record, "interrupted", "stopped at once by Ctrl-C; last.ckpt is the one before")
+        _record(run_dir, record, "interrupted", _stopped_at_once(record))
         raise
     except SystemExit:  # Lightning turns a second Ctrl-C during fit into sys.exit(1)
         if record.trainer is not None and record.trainer.interrupted:
-            _record(run_dir, record, "interrupted", "stopped at once by Ctrl-C; last.ckpt is the one before")
+            _record(run_dir, record, "interrupted", _stopped_at_once(record))
         raise
     except ResumeRefused:
         raise  # nothing ran: the resumed run's own record stays as it was
@@ -73,6 +75,14 @@ def recorded_outcome(run_dir: str | Path, cfg: DictConfig) -> Iterator[RunRecord
             raise user_error from error
         _record(run_dir, record, "failed", f"{type(error).__name__}: {first_line(error)}")
         raise
+
+
+def _stopped_at_once(record: RunRecord) -> str:
+    """A Ctrl-C that no step boundary caught (before training, or Lightning's own): the checkpoint it leaves."""
+    last = last_checkpoint_path(record.trainer) if record.trainer is not None else None
+    if last is not None and last.is_file():
+        return f"stopped at once by Ctrl-C; {last} is the one before, intact"
+    return "stopped at once by Ctrl-C; no checkpoint yet"
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -95,3 +105,15 @@ def _record(run_dir: str | Path, record: RunRecord, status: str, reason: str) ->
     if record.trainer is not None and not record.trainer.is_global_zero:
         return  # under DDP every process gets here; rank 0 writes the one summary
     write_failure_summary(Path(run_dir), status, reason, **record.fields, **record.progress())
+    _log_to_files(logging.WARNING if status == "interrupted" else logging.ERROR, f"Run {status}: {reason}")
+
+
+def _log_to_files(level: int, message: str) -> None:
+    """``message`` in the run's log file (``train.log``), the same sentence as ``run_summary.json``'s.
+
+    Only there: the terminal gets it once already, as the command's last line on stderr.
+    """
+    record = log.makeRecord(log.name, level, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and level >= handler.level:
+            handler.handle(record)

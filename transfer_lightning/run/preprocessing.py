@@ -14,7 +14,6 @@ Without a starting run, 3 is empty and 1, 2 and 4 are simply the composed ``data
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import Any
 
@@ -23,8 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from transfer_lightning.data.contract import OVERRIDABLE, Preprocessing, resolve_preprocessing
 from transfer_lightning.models.lineage import RunWeights, preprocessing_from_run
 
-log = logging.getLogger("transfer_lightning")
-
 
 def run_preprocessing(
     data: DictConfig, defaults: Preprocessing, starting_run: RunWeights | None, explicit: set[str]
@@ -32,9 +29,7 @@ def run_preprocessing(
     """The contract of a run whose data config is ``data``; ``explicit``: the ``data.*`` keys set by the command
     line or the experiment preset (``explicit_data_keys``)."""
     if starting_run is None:
-        preprocessing = resolve_preprocessing(data, defaults)
-        log.info("Preprocessing: %s (data.image_size / resize_size / interpolation / mean / std)", preprocessing)
-        return preprocessing
+        return resolve_preprocessing(data, defaults)
     overrides = {key: data.get(key) for key in OVERRIDABLE if key in explicit}
     inherited = preprocessing_from_run(starting_run, overrides)
     if inherited.crop_size is not None:  # the starting run's images were stored natively (CIFAR): not a rule for files

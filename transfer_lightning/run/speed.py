@@ -33,5 +33,6 @@ def tune_for_device(
         # in place: parameter names (and so checkpoints) keep their keys, unlike torch.compile(net)
         module.net.compile()
         applied.append("torch.compile")
-    log.info("Speed settings: %s (compile)", ", ".join(applied))
+    compiled = " (compile=true)" if compile_net else "; torch.compile off (compile=false)"
+    log.info("Speed settings: %s%s", ", ".join(applied), compiled)
     return applied

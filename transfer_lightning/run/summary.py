@@ -27,14 +27,23 @@ class TestResult:
     per_class: dict[str, float]
 
 
-def describe_model(module: Any) -> None:
-    """The model's lines in the log: backbone, weights, strategy, parameter counts."""
+def planned_epochs(cfg: Any) -> int | None:
+    """``trainer.max_epochs``, or None where it sets no limit (-1, null)."""
+    epochs = cfg.trainer.get("max_epochs")
+    return epochs if isinstance(epochs, int) and epochs >= 1 else None
+
+
+def describe_model(module: Any, epochs: int | None = None) -> None:
+    """The model's lines in the log: backbone, weights, strategy (and a schedule longer than the ``epochs``
+    of the run), parameter counts (what trains within them)."""
     from transfer_lightning.models.lineage import describe_lineage
 
-    params = module.parameter_counts()
+    params = module.parameter_counts(epochs)
     log.info("Backbone %s (model.name)", module.backbone.describe())
     log.info("Weights: %s (model.weights)", describe_lineage(module.weights_lineage))
     log.info("Strategy %s", module.strategy.describe())
+    if warning := module.strategy.schedule_warning(epochs):
+        log.warning(warning)
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
 
 
@@ -75,7 +84,7 @@ def run_summary(
         "strategy": strategy_label,
         "frozen_stages": module.strategy.frozen_stages,
         "stages": list(module.backbone.stage_names),
-        "params": module.parameter_counts(),
+        "params": module.parameter_counts(planned_epochs(cfg)),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "best_val_acc": None,  # the caller's: read before the test pass
@@ -133,7 +142,7 @@ def print_report(summary: dict[str, Any], console: Console | None = None) -> Non
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     for name, accuracy in (summary.get("test_per_class_acc") or {}).items():
-        table.add_row(name, f"{100 * accuracy:.2f}%")
+        table.add_row(name, "n/a (no images)" if accuracy is None else f"{100 * accuracy:.2f}%")
     console.print(table)
 
 

@@ -12,6 +12,7 @@ optimizer from a temporary ``.lr_find_*.ckpt`` in the run folder, outside ``chec
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torchmetrics import Metric
 
 from transfer_lightning.callbacks.figure_logging import log_figure
+from transfer_lightning.config.schemas import LR_FIND_MIN_STEPS
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.model_record import read_model_record
 from transfer_lightning.utils.errors import UserError
@@ -137,11 +139,15 @@ def _check_steps_fit(num_training: int, trainer: L.Trainer, datamodule: L.Lightn
         batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
     available = batches * trainer.max_epochs
     if available < num_training:
+        # every fix offered passes the checks: tune.num_training has a floor (run/validation.py)
+        fixes = [f"set tune.num_training={available} or less (at least {LR_FIND_MIN_STEPS})"]
+        fixes = fixes if available >= LR_FIND_MIN_STEPS else []
+        fixes += [f"set trainer.max_epochs={math.ceil(num_training / batches)} or more"] if batches else []
         raise UserError(
             f"the LR finder needs tune.num_training={num_training} training steps, but this run has only "
             f"{available} ({batches} batches per epoch x trainer.max_epochs={trainer.max_epochs}), so it would stop "
-            f"early, before reaching tune.max_lr; set tune.num_training={available} or less, or give an epoch more "
-            "batches (a smaller data.batch_size)"
+            f"early, before reaching tune.max_lr; {', or '.join(fixes + ['give an epoch more batches'])} "
+            "(a smaller data.batch_size)"
         )
 
 

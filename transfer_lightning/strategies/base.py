@@ -26,9 +26,10 @@ class FreezingStrategy:
     ResNet's five when not given). ``frozen_stages`` is 0..N, or ``all`` (only the head
     trains) / ``all_but_last`` (the last stage and the head train), the same on every backbone.
 
-    Frozen means frozen: ``requires_grad=False``, not handed to the optimizer, and BatchNorm
-    layers kept in eval mode so their running statistics do not move (``train_bn=True`` opts
-    into training the BatchNorm layers of frozen stages: affine parameters and running stats).
+    Frozen means frozen: ``requires_grad=False``, not handed to the optimizer, and the whole stage
+    kept in eval mode, so BatchNorm statistics do not move and dropout / stochastic depth do not
+    apply (``train_bn=True`` opts into training the BatchNorm layers of frozen stages: affine
+    parameters and running stats).
     ``unfrozen_bn="eval"`` keeps the BatchNorm layers of *training* stages in eval mode too
     (pretrained statistics, affine parameters still train): the choice for small batches.
 
@@ -41,8 +42,8 @@ class FreezingStrategy:
 
     Schedules (``GradualUnfreeze``) override ``frozen_stages_at(epoch)``: the stages between
     ``frozen_stages`` and ``frozen_stages_at(epoch)`` are *waiting* — in the optimizer from the
-    start (so DDP and schedulers see a fixed set of parameters), with learning rate 0, BatchNorm
-    in eval mode and their gradients dropped before every optimizer step. ``lr_gate`` may ramp
+    start (so DDP and schedulers see a fixed set of parameters), with learning rate 0, in eval
+    mode and their gradients dropped before every optimizer step. ``lr_gate`` may ramp
     a stage's rate in after it starts training. Stateful strategies implement
     ``state_dict``/``load_state_dict`` so resume restores them.
 
@@ -140,12 +141,33 @@ class FreezingStrategy:
         """Stages in the optimizer (``requires_grad=True``) for the whole run, trained now or later."""
         return self.stage_names[self.frozen_stages :]
 
+    def stages_never_trained(self, epochs: int | None) -> tuple[str, ...]:
+        """Stages in the optimizer whose schedule starts only after a run of ``epochs`` epochs (top first).
+
+        ``None`` (no epoch limit): none. They hold still for the whole run, like frozen ones.
+        """
+        if epochs is None:
+            return ()
+        trained = {stage for epoch in range(epochs) for stage in self.trainable_stage_names(epoch)}
+        return tuple(stage for stage in reversed(self.optimized_stage_names()) if stage not in trained)
+
+    def schedule_warning(self, epochs: int | None) -> str | None:
+        """One sentence when the schedule does not fit a run of ``epochs`` epochs, else None."""
+        never = self.stages_never_trained(epochs)
+        if not never:
+            return None
+        return (
+            f"trainer.max_epochs={epochs} ends before the schedule reaches {', '.join(never)}: they never train in "
+            "this run (raise trainer.max_epochs, or unfreeze earlier: strategy.milestones / head_epochs / "
+            "unfreeze_every); the parameter counts are those that train"
+        )
+
     def waiting_stage_names(self, epoch: int) -> tuple[str, ...]:
         """Stages in the optimizer that do not train yet in ``epoch``."""
         return tuple(s for s in self.optimized_stage_names() if s not in self.trainable_stage_names(epoch))
 
     def apply(self, backbone: Backbone, epoch: int = 0) -> None:
-        """Set ``requires_grad`` of every parameter and the BatchNorm modes for ``epoch``.
+        """Set ``requires_grad`` of every parameter and the stages' train/eval modes for ``epoch``.
 
         ``requires_grad`` does not change during a run (DDP registers a fixed set of parameters
         with gradients); a waiting stage is held still by ``lr_gate`` and ``on_before_optimizer_step``.
@@ -162,19 +184,25 @@ class FreezingStrategy:
         if self.train_bn:
             for parameter in self._frozen_bn_parameters(backbone):
                 parameter.requires_grad_(True)
-        self.set_batchnorm_modes(backbone, epoch)
+        self.set_train_modes(backbone, epoch)
 
-    def set_batchnorm_modes(self, backbone: Backbone, epoch: int = 0) -> None:
-        """BatchNorm per stage for ``epoch`` (call after ``model.train()``; eval mode is left alone).
+    def set_train_modes(self, backbone: Backbone, epoch: int = 0) -> None:
+        """Train/eval mode per stage for ``epoch`` (call after ``model.train()``; eval mode is left alone).
 
-        Stages that train: train mode (``unfrozen_bn="train"``) or eval (``"eval"``). Stages that
-        do not train (frozen or waiting): eval mode, or train mode with ``train_bn=True``.
+        Stages that do not train (frozen or waiting) run in eval mode as a whole: dropout,
+        stochastic depth and BatchNorm alike, so their output is a fixed function of the image,
+        the same live as from the feature cache; ``train_bn=True`` puts only their BatchNorm layers
+        back in train mode. Stages that train run in train mode, their BatchNorm layers as
+        ``unfrozen_bn`` says (``"eval"``: pretrained statistics).
         """
         if not backbone.model.training:
             return
         training = set(self.trainable_stage_names(epoch))
         for stage in self.stage_names:
-            bn_trains = self.unfrozen_bn == "train" if stage in training else self.train_bn
+            trains = stage in training
+            for module in backbone.stage_modules(stage):
+                module.train(trains)
+            bn_trains = self.unfrozen_bn == "train" if trains else self.train_bn
             for layer in _batchnorm_layers(backbone, stage):
                 layer.train(bn_trains)
 
@@ -214,11 +242,12 @@ class FreezingStrategy:
         ]
 
     def describe(self) -> str:
-        trainable = ", ".join(self.trainable_stage_names(0)) or "none"
+        stages = ", ".join(self.trainable_stage_names(0))
+        trains = f"trainable stages: {stages} + head" if stages else "only the head trains"
         extras = " (+ BatchNorm of frozen stages)" if self.train_bn else ""
         return (
             f"{type(self).__name__}: {self.frozen_stages} of {self.num_stages} stages frozen; "
-            f"trainable stages: {trainable} + head{extras}{self._describe_rates()}"
+            f"{trains}{extras}{self._describe_rates()}"
         )
 
     def _describe_rates(self) -> str:

@@ -1,4 +1,4 @@
-"""Best validation accuracy over a sweep's swept keys: a heatmap for two, a line for one."""
+"""Best validation accuracy over a sweep's swept keys: a heatmap (or a scatter plot) for two, a line for one."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # files only; works without a display and inside launcher
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from transfer_lightning.sweeps.results import shown_value  # noqa: E402
+
 if TYPE_CHECKING:
     from transfer_lightning.sweeps.results import JobResult
 
@@ -21,6 +23,15 @@ def _sorted_values(values: set[str]) -> list[str]:
         return sorted(values, key=float)
     except ValueError:
         return sorted(values)
+
+
+def forms_a_grid(jobs: list[JobResult], row_key: str, column_key: str) -> bool:
+    """Whether at least half the cells of the ``row_key`` x ``column_key`` grid hold a job: a grid search does,
+    a search that draws continuous values (Optuna) does not, and its heatmap would be mostly empty."""
+    rows = {job.values.get(row_key, "") for job in jobs}
+    columns = {job.values.get(column_key, "") for job in jobs}
+    cells = {(job.values.get(row_key, ""), job.values.get(column_key, "")) for job in jobs}
+    return 2 * len(cells) >= len(rows) * len(columns)
 
 
 def plot_heatmap(
@@ -38,8 +49,8 @@ def plot_heatmap(
 
     figure, axes = plt.subplots(figsize=(1.4 * len(columns) + 2.5, 0.9 * len(rows) + 2))
     image = axes.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    axes.set_xticks(range(len(columns)), columns)
-    axes.set_yticks(range(len(rows)), rows)
+    axes.set_xticks(range(len(columns)), [shown_value(value) for value in columns])
+    axes.set_yticks(range(len(rows)), [shown_value(value) for value in rows])
     axes.set_xlabel(column_key)
     axes.set_ylabel(row_key)
     for (row, column), value in np.ndenumerate(grid):
@@ -47,10 +58,47 @@ def plot_heatmap(
         axes.text(column, row, label, ha="center", va="center", color="white" if value < 0.6 else "black")
     axes.set_title("best val accuracy" + (f" (best over {', '.join(others)})" if others else ""))
     figure.colorbar(image, ax=axes)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
+
+
+def plot_scatter(
+    jobs: list[JobResult], x_key: str, y_key: str, path: Path, others: list[str] | tuple[str, ...] = ()
+) -> Path:
+    """One point per job at its (``x_key``, ``y_key``) values, coloured and labelled by its best val accuracy;
+    a job without one is a grey cross. Numbers on numeric axes (logarithmic across two decades or more)."""
+    figure, axes = plt.subplots(figsize=(7, 5))
+    x = _positions(jobs, x_key, axes.xaxis, axes.set_xscale)
+    y = _positions(jobs, y_key, axes.yaxis, axes.set_yscale)
+    measured = [index for index, job in enumerate(jobs) if job.best_val_acc is not None]
+    missing = [index for index, job in enumerate(jobs) if job.best_val_acc is None]
+    accuracy = [jobs[index].best_val_acc for index in measured]
+    image = axes.scatter(x[measured], y[measured], c=accuracy, cmap="viridis", vmin=0.0, vmax=1.0, s=60)
+    if missing:
+        axes.scatter(x[missing], y[missing], marker="x", color="grey", label="no val accuracy")
+        axes.legend()
+    for index, value in zip(measured, accuracy, strict=True):
+        axes.annotate(f"{100 * value:.1f}%", (x[index], y[index]), textcoords="offset points", xytext=(5, 5))
+    axes.set_xlabel(x_key)
+    axes.set_ylabel(y_key)
+    axes.grid(alpha=0.3)
+    axes.set_title("best val accuracy of each job" + (f" (also varying: {', '.join(others)})" if others else ""))
+    figure.colorbar(image, ax=axes)
+    return _save(figure, path)
+
+
+def _positions(jobs: list[JobResult], key: str, axis, set_scale) -> np.ndarray:
+    """Each job's coordinate for ``key``: its number where every value is one, else the index of its value
+    among the sorted values (ticks labelled with the values)."""
+    values = [job.values.get(key, "") for job in jobs]
+    try:
+        numbers = np.array([float(value) for value in values])
+    except ValueError:
+        names = _sorted_values(set(values))
+        axis.set_ticks(range(len(names)), [shown_value(name) for name in names])
+        return np.array([names.index(value) for value in values], dtype=float)
+    if numbers.min() > 0 and numbers.max() >= 100 * numbers.min():
+        set_scale("log")
+    return numbers
 
 
 def plot_line(jobs: list[JobResult], key: str, path: Path) -> Path:
@@ -62,13 +110,17 @@ def plot_line(jobs: list[JobResult], key: str, path: Path) -> Path:
         if points:
             points.sort()
             axes.plot([x for x, _ in points], [100 * y for _, y in points], marker="o", label=label)
-    axes.set_xticks(range(len(values)), values)
+    axes.set_xticks(range(len(values)), [shown_value(value) for value in values])
     axes.set_xlabel(key)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
     axes.grid(alpha=0.3)
     axes.legend()
     axes.set_title(f"accuracy over {key}")
+    return _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -73,5 +73,5 @@ class OptunaSearch(Sweeper):
         best = study.best_trial
         results = {"best_value": best.value, "best_params": best.params, "storage": self.storage}
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
-        log.info("Best val acc %s with %s", best.value, best.params)
+        log.info("Optuna's best trial: %s", sweep_dir / "optimization_results.yaml")  # the ranking below shows it
         return results

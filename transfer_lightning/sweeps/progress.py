@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from transfer_lightning.run.summary import SUMMARY_FILE
-from transfer_lightning.sweeps.results import job_overrides
+from transfer_lightning.sweeps.results import job_overrides, shown_value
 from transfer_lightning.sweeps.resume import swept_overrides
 from transfer_lightning.utils.progress import format_duration
 
@@ -52,11 +52,18 @@ def note_sweep_start(config: DictConfig) -> None:
     os.environ[STARTED_VARIABLE] = repr(time.time())
 
 
+def _shown_override(override: str) -> str:
+    """``optimizer.lr=0.0003421`` for Optuna's ``optimizer.lr=0.00034212345678901``."""
+    key, equals, value = override.partition("=")
+    return f"{key}={shown_value(value)}" if equals else override
+
+
 def job_start_line(config: DictConfig, now: float | None = None) -> str:
     """``Sweep job 3 of 15 (optimizer.lr=0.001, ...); about 24 min left for the sweep (2 jobs in 9 min 40 s)``."""
     number = int(config.hydra.job.num) + 1
     jobs = int(os.environ[JOBS_VARIABLE]) if os.environ.get(JOBS_VARIABLE) else None
-    values = ", ".join(swept_overrides(job_overrides(list(config.hydra.overrides.task)))) or "the defaults"
+    swept = swept_overrides(job_overrides(list(config.hydra.overrides.task)))
+    values = ", ".join(_shown_override(override) for override in swept) or "the defaults"
     line = f"Sweep job {number}{f' of {jobs}' if jobs else ''} ({values})"
     started = float(os.environ.get(STARTED_VARIABLE) or 0)
     if not jobs or not started:

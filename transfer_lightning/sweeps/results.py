@@ -21,8 +21,10 @@ from transfer_lightning.utils.files import atomic_write_text
 SUMMARY_CSV = "sweep_summary.csv"
 REPORT_MD = "sweep_report.md"
 HEATMAP_PNG = "sweep_heatmap.png"
+SCATTER_PNG = "sweep_scatter.png"
 LINE_PNG = "sweep_line.png"
 ACCURACY_DIGITS = 4  # significant digits: what a test set of thousands of images can measure
+VALUE_DIGITS = 4  # significant digits of a swept number in tables and plots (Optuna draws 16)
 # overrides that say how to run a sweep, not what a job is
 IGNORED_KEYS = ("resume",)
 CSV_COLUMNS = (
@@ -150,6 +152,16 @@ def swept_keys(jobs: list[JobResult]) -> list[str]:
     return [key for key in keys if len({job.values.get(key) for job in jobs}) > 1]
 
 
+def shown_value(value: str) -> str:
+    """A swept value as tables and plots show it: a decimal number to ``VALUE_DIGITS`` significant digits
+    (``0.0003421``, not ``0.00034212345678901``); integers and words as they are. Commands keep it whole."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if value.lstrip("+-").isdigit() else f"{number:.{VALUE_DIGITS}g}"
+
+
 def ranked(jobs: list[JobResult]) -> list[JobResult]:
     """Best validation accuracy first; jobs without one (failed, incomplete) last."""
     return sorted(jobs, key=lambda job: (job.best_val_acc is None, -(job.best_val_acc or 0.0), job.number))
@@ -168,7 +180,8 @@ def rerun_command(job: JobResult) -> str:
 def write_sweep_report(sweep_dir: Path) -> list[Path]:
     """Write the CSV, the markdown report and the plot; returns the files written.
 
-    The plot: a heatmap over the first two swept keys (best over any others), a line over one.
+    The plot: a heatmap over the first two swept keys (best over any others) where the jobs form a grid,
+    a scatter plot of the jobs where they do not (Optuna's draws of continuous values), a line over one key.
     """
     sweep_dir = Path(sweep_dir)
     jobs = collect_jobs(sweep_dir)
@@ -177,10 +190,12 @@ def write_sweep_report(sweep_dir: Path) -> list[Path]:
     axes = swept_keys(jobs)
     plot = None
     if axes and any(job.best_val_acc is not None for job in jobs):
-        from transfer_lightning.sweeps.heatmap import plot_heatmap, plot_line
+        from transfer_lightning.sweeps.heatmap import forms_a_grid, plot_heatmap, plot_line, plot_scatter
 
-        if len(axes) >= 2:
+        if len(axes) >= 2 and forms_a_grid(jobs, axes[0], axes[1]):
             plot = plot_heatmap(jobs, axes[0], axes[1], sweep_dir / HEATMAP_PNG, others=axes[2:])
+        elif len(axes) >= 2:
+            plot = plot_scatter(jobs, axes[0], axes[1], sweep_dir / SCATTER_PNG, others=axes[2:])
         else:
             plot = plot_line(jobs, axes[0], sweep_dir / LINE_PNG)
         written.append(plot)
@@ -199,7 +214,7 @@ def ranking_lines(jobs: list[JobResult]) -> list[str]:
         rows.append([
             str(rank) if job.best_val_acc is not None else "-",
             str(job.number),
-            *(job.values.get(key, "") for key in axes),
+            *(shown_value(job.values.get(key, "")) for key in axes),
             _percent(job.best_val_acc),
             _percent(job.summary.get("test_acc")),
             "" if row["epochs"] is None else str(row["epochs"]),
@@ -275,7 +290,7 @@ def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: li
     ]  # fmt: skip
     for job in jobs:
         row = {key: "" if value is None else value for key, value in job.row().items()}
-        swept = "".join(f"{job.values.get(key, '')} | " for key in axes)
+        swept = "".join(f"{shown_value(job.values.get(key, ''))} | " for key in axes)
         lines.append(
             f"| {job.number} | {swept}{job.status} | {_percent(job.best_val_acc)} | {_percent(job.summary.get('test_acc'))} "
             f"| {row['epochs']} | {row['wall_time_s']} | {row['trainable_params']} |"

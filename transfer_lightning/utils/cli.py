@@ -55,6 +55,9 @@ def check_once(cfg: DictConfig) -> None:
 
 def run_tool(task: Callable[[DictConfig], Result], cfg: DictConfig) -> Result:
     """A tool's Hydra entry point: progress lines as configured, then ``task(cfg)`` (see ``exit_on_user_error``)."""
+    from transfer_lightning.utils.log_filters import install_log_filters  # torch and Lightning are loaded by now
+
+    install_log_filters()  # evaluate, predict, export: the same filters as training
     configure_progress((cfg.get("trainer") or {}).get("enable_progress_bar"))
     return exit_on_user_error(task, cfg)
 

@@ -14,14 +14,20 @@ import warnings
 ADVERTISING_PREFIX = "💡 Tip:"
 PROJECT_LOGGER = "transfer_lightning"  # the parent of every module's logger
 HARMLESS_WARNINGS = (
-    # frozen stages stay in eval mode on purpose: their BatchNorm statistics must not move
-    # (strategies/base.py); Lightning notes any module in eval mode when fit starts
+    # frozen stages stay in eval mode on purpose: their output must not change (no BatchNorm
+    # statistics moving, no dropout or stochastic depth;
+    # strategies/base.py); Lightning notes any module in eval mode when fit starts
     r"Found \d+ module\(s\) in eval mode at the start of training",
     # conf/hydra/launcher/submitit_slurm.yaml extends the plugin's schema of the same name on
     # purpose (so `hydra/launcher=submitit_slurm` gives this project's defaults); Hydra 1.3 supports it
     r"[\s\S]*validated against ConfigStore schema with the same name",
     # Lightning's own call of a torch API that torch 2.14 deprecates; nothing a user can change
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # printed by every command on a machine with SLURM's tools, even a predict on a login node; this
+    # project runs on SLURM through hydra/launcher=submitit_slurm (README "Run on a SLURM cluster")
+    r"The `srun` command is available on your system but is not used",
+    # small data: the epoch's metrics are logged anyway (on_epoch), only the per-step points are fewer
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
 
 

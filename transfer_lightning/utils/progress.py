@@ -5,8 +5,9 @@ and the test pass. On a terminal with the progress bar on, ``PhaseProgress`` dra
 style of the training bar (done/total, rate, time left). In a log file, under SLURM or with
 ``trainer.enable_progress_bar=false`` it writes no control characters: one plain log line at the
 start, at most one every ``TRANSFER_LIGHTNING_PROGRESS_INTERVAL_S`` seconds (30) with the count, the
-rate and the time left, and one at the end (logged below a finished bar too). A phase whose first batches say it will take more
-than a minute gets one line up front: what it is, about how long, and what makes it faster.
+rate and the time left, and one at the end (logged below a finished bar too). A phase whose rate, measured
+from its first item on, says it will take more than a minute gets one line up front: what it is, about how
+long, and what makes it faster.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 INTERVAL_VARIABLE = "TRANSFER_LIGHTNING_PROGRESS_INTERVAL_S"
 DEFAULT_INTERVAL_S = 30.0
 LONG_PHASE_S = 60.0  # a phase expected to take longer gets the "about how long" line
-_PROBE_S = 1.0  # time the first batches this long before estimating the whole phase
+_PROBE_S = 1.0  # measure the rate this long after the first item before estimating the whole phase
 _settings = {"bar": True}
 
 
@@ -90,6 +91,7 @@ class PhaseProgress:
     ``faster`` says what makes the phase faster (or unnecessary next time); it ends the one line
     announcing a phase that will take more than ``LONG_PHASE_S``. ``where`` names the device.
     ``outcome``, set before the phase ends, closes its end line (an epoch's losses and accuracies).
+    ``already_done`` items were done before this process (a resumed epoch): counted, not timed.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class PhaseProgress:
         faster: str = "",
         where: str = "on this machine",
         interval_s: float | None = None,
+        already_done: int = 0,
     ) -> None:
         self.description = description
         self.total = total
@@ -107,16 +110,18 @@ class PhaseProgress:
         self.faster = faster
         self.where = where
         self.interval_s = plain_interval_s() if interval_s is None else interval_s
-        self.done = 0
+        self.done = self.already_done = already_done
         self.outcome = ""
         self.quiet = _process_rank() != 0  # under DDP every process runs the phase; one reports it
         self._bar: Progress | None = None
         self._task = None
         self._announced = False
         self._started = self._last_line = time.monotonic()
+        self._first: tuple[float, int] | None = None  # time and count at the first item: rates are measured from it
 
     def __enter__(self) -> PhaseProgress:
         self._started = self._last_line = time.monotonic()
+        self._first = None
         if self.quiet:
             return self
         if live_bar_allowed():
@@ -142,13 +147,15 @@ class PhaseProgress:
         if self.quiet:
             return
         now = time.monotonic()
-        if not self._announced and now - self._started >= _PROBE_S:
-            self._announce(now - self._started)
+        if self._first is None:
+            self._first = (now, self.done)
+        if not self._announced and self._measured_rate(now) is not None:
+            self._announce(now)
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done)
         elif now - self._last_line >= self.interval_s and self.done != self.total:  # the end line follows
             self._last_line = now
-            log.info("%s: %s", self.description, self._status(now - self._started))
+            log.info("%s: %s", self.description, self._status(now))
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
@@ -180,22 +187,36 @@ class PhaseProgress:
         return f"{self.done:,}/{self.total:,} {self.unit}{percent}"
 
     def _rate(self, elapsed: float) -> str:
-        return f"{self.done / elapsed:,.1f} {self.unit}/s" if elapsed > 0 and self.done else f"? {self.unit}/s"
+        timed = self.done - self.already_done
+        return f"{timed / elapsed:,.1f} {self.unit}/s" if elapsed > 0 and timed else f"? {self.unit}/s"
 
-    def _time_left(self, elapsed: float) -> float | None:
-        if not self.total or not self.done or elapsed <= 0:
+    def _measured_rate(self, now: float) -> float | None:
+        """Items per second since the first item was done, once measured over ``_PROBE_S``; else None.
+
+        Not from the start: the wait for the first item (a thread pool starting, a first batch warming
+        up the device) says nothing of the rest, and extrapolated it made 20 s look like 17 h.
+        """
+        if self._first is None or now - self._first[0] < _PROBE_S or self.done <= self._first[1]:
             return None
-        return (self.total - self.done) * elapsed / self.done
+        return (self.done - self._first[1]) / (now - self._first[0])
 
-    def _status(self, elapsed: float) -> str:
-        left = self._time_left(elapsed)
+    def _time_left(self, now: float) -> float | None:
+        elapsed = now - self._started
+        timed = self.done - self.already_done
+        if not self.total or not timed or elapsed <= 0:
+            return None
+        rate = self._measured_rate(now) or timed / elapsed  # a plain line 30 s in: the average is measured
+        return (self.total - self.done) / rate
+
+    def _status(self, now: float) -> str:
+        left = self._time_left(now)
         eta = f"ETA {format_duration(left)}" if left is not None else "ETA unknown"
-        return f"{self._count()}, {self._rate(elapsed)}, {eta}"
+        return f"{self._count()}, {self._rate(now - self._started)}, {eta}"
 
-    def _announce(self, elapsed: float) -> None:
+    def _announce(self, now: float) -> None:
         self._announced = True
-        left = self._time_left(elapsed)
-        if left is None or elapsed + left < LONG_PHASE_S:
+        elapsed, left = now - self._started, self._time_left(now)
+        if not left or elapsed + left < LONG_PHASE_S:  # nothing left: too late to announce
             return
         line = f"{self.description}, {self.total:,} {self.unit}: about {format_duration(elapsed + left)} {self.where}"
         line += f"; {self.faster}" if self.faster else ""
