@@ -378,29 +378,37 @@ def compare_runs(folder, work, sizes, device, classes, full: bool) -> Row:
 def compare_sweeps(folder, work, sizes, device, classes) -> Row:
     """(2): the sweep as four plain runs, and as four ``train(cfg)`` jobs sharing one cache."""
     datasets = plain_datasets(folder, sizes.image_size, sizes.val_per_class * classes)
-    plain_times, framework_times, hits = [], [], []
+    plain_times, framework_times, hits, job_times = [], [], [], []
+    plain_cpu, framework_cpu = [], []
     for rep in range(sizes.sweep_reps):
+        cpu = time.process_time()
         seconds, _ = timed(lambda: [
             plain_run(datasets, classes, False, lr, sizes.sweep_epochs, torch.device(device), sizes.batch_size) for lr in sizes.sweep_lrs
         ])  # fmt: skip
         plain_times.append(seconds)
+        plain_cpu.append(time.process_time() - cpu)
         shared = work / f"sweep-{rep}"  # one cache folder for the whole sweep, cold at its start
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for job, lr in enumerate(sizes.sweep_lrs):
+            job_started = time.perf_counter()
             cfg = framework_config(
                 folder, shared, f"job{job}", sizes, device, "strategy=feature_extract", "optimizer=adam",
                 f"optimizer.lr={lr}", f"trainer.max_epochs={sizes.sweep_epochs}",
             )  # fmt: skip
             hits.append(len(framework_run(cfg)["feature_cache"]["hits"]))
+            job_times.append(time.perf_counter() - job_started)
         framework_times.append(time.perf_counter() - started)
+        framework_cpu.append(time.process_time() - cpu)
     plain, framework = median(plain_times), median(framework_times)
+    jobs = ", ".join(f"{seconds:.1f}" for seconds in job_times[: len(sizes.sweep_lrs)])
     return Row(
         f"(2) sweep {len(sizes.sweep_lrs)} lr x {sizes.sweep_epochs} epochs: wall s",
         f"{plain:.1f}",
         f"{framework:.1f}",
         plain / framework,
         ">= 15x",
-        f"cache hits per job: {hits[: len(sizes.sweep_lrs)]}",
+        f"cache hits per job: {hits[: len(sizes.sweep_lrs)]}; each job's wall s: {jobs}; CPU s: plain "
+        f"{median(plain_cpu):.1f}, framework {median(framework_cpu):.1f} ({median(plain_cpu) / median(framework_cpu):.2f}x)",
     )
 
 
