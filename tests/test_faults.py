@@ -16,8 +16,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.conftest import TINY, compose_config, run_cli
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
 from transfer_lightning.callbacks.graceful_stop import GracefulInterrupt, RunInterrupted
-from transfer_lightning.run.outcome import recorded_outcome
 from transfer_lightning.callbacks.nan_guard import NonFiniteLossGuard, TrainingDiverged
+from transfer_lightning.run.outcome import recorded_outcome
 from transfer_lightning.run.preflight import check_run_folder
 from transfer_lightning.utils.errors import UserError
 
