@@ -1,6 +1,6 @@
 """``make bench``: the book's plain PyTorch loop against the framework, side by side, same data.
 
-Four measurements, all in this one process on the same image files (a fixed subset of
+Five measurements, in this one process (and one child process in (5)) on the same image files (a fixed subset of
 ``../shared/data/cifar10-jpeg`` when present, else generated 32x32 JPEGs of the same shape):
 
 1. the plain loop (ImageFolder, PIL ``Resize`` + ``ToTensor`` + ``Normalize`` per image, batch
@@ -12,7 +12,10 @@ Four measurements, all in this one process on the same image files (a fixed subs
    inference-mode, channels_last forward on pre-loaded, pre-resized tensors: the ratio, for
    resnet18 and for one non-ResNet backbone (convnext_tiny);
 4. the framework's full fine-tuning step throughput against a bare training step on pre-loaded
-   tensors: the ratio (the cost of everything that is not the model).
+   tensors: the ratio (the cost of everything that is not the model);
+5. the fixed cost of one job of (2)'s sweep once the cache holds its features (1 epoch): the
+   command line run inside this process (its imports done), with and without its figures, and as
+   a process of its own; and where that time goes, phase by phase (CPU and wall seconds).
 
 Timings are medians of ``--reps`` repetitions (the sweep: ``--sweep-reps``). Writes the table
 and the machine's description to ``BENCHMARKS.md`` (``--output``). ``--tiny`` runs every path
@@ -23,13 +26,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import importlib
 import io
 import logging
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,7 +65,7 @@ from torchvision import transforms  # noqa: E402
 from transfer_lightning.cache import use_feature_cache  # noqa: E402
 from transfer_lightning.data.base import seeded_split  # noqa: E402
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from transfer_lightning.run.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
+from transfer_lightning.run.builders import build_callbacks, build_logger, build_trainer, classifier_for  # noqa: E402
 from transfer_lightning.run.speed import tune_for_device  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
 from transfer_lightning.utils.config_folder import config_folder  # noqa: E402
@@ -66,6 +73,12 @@ from transfer_lightning.utils.config_folder import config_folder  # noqa: E402
 CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 SPLIT_SEED = 42
 GPU_HEADING = "## GPU (`make gpu-check`)"
+KEPT_HEADINGS = ("## Issue 31", GPU_HEADING)  # sections written by hand, kept when the bench rewrites the file
+PROFILE_HEADING = "Where the time of one cache-hit job (5) goes:"
+PROFILE_NOTE = (
+    "one more job of (5), each phase the CPU and wall seconds spent in the functions that do it "
+    "(`JOB_PHASES` in `benchmarks/bench.py`, timed per call); CPU counts every thread of the process."
+)
 
 
 @dataclass
@@ -224,7 +237,7 @@ def framework_parts(cfg, extra_callbacks=()):
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
+    module = classifier_for(cfg, datamodule)
     callbacks = [*build_callbacks(cfg.get("callbacks")), *extra_callbacks]
     trainer = build_trainer(cfg, callbacks, build_logger(cfg.get("logger")))
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False))
@@ -365,29 +378,37 @@ def compare_runs(folder, work, sizes, device, classes, full: bool) -> Row:
 def compare_sweeps(folder, work, sizes, device, classes) -> Row:
     """(2): the sweep as four plain runs, and as four ``train(cfg)`` jobs sharing one cache."""
     datasets = plain_datasets(folder, sizes.image_size, sizes.val_per_class * classes)
-    plain_times, framework_times, hits = [], [], []
+    plain_times, framework_times, hits, job_times = [], [], [], []
+    plain_cpu, framework_cpu = [], []
     for rep in range(sizes.sweep_reps):
+        cpu = time.process_time()
         seconds, _ = timed(lambda: [
             plain_run(datasets, classes, False, lr, sizes.sweep_epochs, torch.device(device), sizes.batch_size) for lr in sizes.sweep_lrs
         ])  # fmt: skip
         plain_times.append(seconds)
+        plain_cpu.append(time.process_time() - cpu)
         shared = work / f"sweep-{rep}"  # one cache folder for the whole sweep, cold at its start
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for job, lr in enumerate(sizes.sweep_lrs):
+            job_started = time.perf_counter()
             cfg = framework_config(
                 folder, shared, f"job{job}", sizes, device, "strategy=feature_extract", "optimizer=adam",
                 f"optimizer.lr={lr}", f"trainer.max_epochs={sizes.sweep_epochs}",
             )  # fmt: skip
             hits.append(len(framework_run(cfg)["feature_cache"]["hits"]))
+            job_times.append(time.perf_counter() - job_started)
         framework_times.append(time.perf_counter() - started)
+        framework_cpu.append(time.process_time() - cpu)
     plain, framework = median(plain_times), median(framework_times)
+    jobs = ", ".join(f"{seconds:.1f}" for seconds in job_times[: len(sizes.sweep_lrs)])
     return Row(
         f"(2) sweep {len(sizes.sweep_lrs)} lr x {sizes.sweep_epochs} epochs: wall s",
         f"{plain:.1f}",
         f"{framework:.1f}",
         plain / framework,
-        ">= 10x",
-        f"cache hits per job: {hits[: len(sizes.sweep_lrs)]}",
+        ">= 15x",
+        f"cache hits per job: {hits[: len(sizes.sweep_lrs)]}; each job's wall s: {jobs}; CPU s: plain "
+        f"{median(plain_cpu):.1f}, framework {median(framework_cpu):.1f} ({median(plain_cpu) / median(framework_cpu):.2f}x)",
     )
 
 
@@ -444,6 +465,205 @@ def compare_steps(folder, work, sizes, device, classes) -> Row:
     )
 
 
+@dataclass(frozen=True)
+class Phase:
+    """A phase of one job: the time spent in ``functions``, less that in ``minus`` (timed on their own).
+
+    A function is ``(module, attribute)``, where the job's code looks it up (``train.py`` imports most
+    of them by name). ``part``: a part of the phase above it, shown under it, not added to the total.
+    """
+
+    label: str
+    functions: tuple[tuple[str, str], ...]
+    minus: tuple[tuple[str, str], ...] = ()
+    part: bool = False
+
+
+TRAIN = "transfer_lightning.train"
+TRAINER = ("lightning.pytorch", "Trainer")
+JOB_PHASES = (
+    Phase("command line composed and checked (before Hydra starts)", (("transfer_lightning.__main__", "check_command_line"),)),
+    Phase("Hydra: the job's config composed, run folder, logging", (("<job>", ""),),
+          minus=(("transfer_lightning.__main__", "check_command_line"), (TRAIN, "train"))),
+    Phase("config checks (resume, schemas, strategy, run folder)",
+          ((TRAIN, "prepare_resume"), (TRAIN, "check_training_config"), (TRAIN, "check_run_folder"))),
+    Phase("callbacks, loggers, Trainer built", ((TRAIN, "build_callbacks"), (TRAIN, "build_logger"), (TRAIN, "build_trainer"))),
+    Phase("data: images listed, decoded, split", (
+        (TRAIN, "build_datamodule"), (TRAIN, "prepare_data_once_per_node"),
+        ("transfer_lightning.data.base", "ClassificationDataModule.setup"))),
+    Phase("model built (backbone, head, strategy, optimizer)",
+          ((TRAIN, "build_classifier"), (TRAIN, "describe_model"), (TRAIN, "tune_for_device"))),
+    Phase("feature cache: plan, key, 3 entries loaded", ((TRAIN, "use_feature_cache"),)),
+    Phase("hyperparameters and lineage to the loggers", ((TRAIN, "hparams_columns"), (TRAIN, "publish_run_start"))),
+    Phase("fit: 1 epoch on cached features", ((TRAINER[0], "Trainer.fit"),)),
+    Phase("of which: val confusion-matrix figure",
+          (("transfer_lightning.callbacks", "ConfusionMatrixImage.on_validation_epoch_end"),), part=True),
+    Phase("of which: checkpoints written", ((TRAINER[0], "Trainer.save_checkpoint"),), part=True),
+    Phase("test on best.ckpt", ((TRAIN, "test_best"),)),
+    Phase("of which: test confusion matrix and prediction grid", (
+        ("transfer_lightning.callbacks", "ConfusionMatrixImage.on_test_epoch_end"),
+        ("transfer_lightning.callbacks", "PredictionGridImage.on_test_batch_end"),
+        ("transfer_lightning.callbacks", "PredictionGridImage.on_test_epoch_end")), part=True),
+    Phase("summary: HPARAMS, run_summary.json, report", (
+        (TRAIN, "run_summary"), (TRAIN, "write_hparams"), (TRAIN, "write_summary"), (TRAIN, "publish_run_end"),
+        (TRAIN, "print_report"))),
+)  # fmt: skip
+JOB = ("<job>", "")  # the whole job, timed by the caller
+
+
+class PhaseClock:
+    """CPU and wall seconds spent in each function of ``JOB_PHASES`` while ``installed()``: each is
+    wrapped where the job looks it up (a timer per call, no profiler: a profiler's overhead falls
+    unevenly and more than doubled the config's composing, which is many small Python calls)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[tuple[str, str], list[float]] = {}  # function -> [CPU, wall]
+        self._depth: dict[tuple[str, str], int] = {}
+
+    @contextlib.contextmanager
+    def installed(self):
+        replaced = []
+        functions = {function for phase in JOB_PHASES for function in (*phase.functions, *phase.minus)} - {JOB}
+        for function in sorted(functions):
+            module, attribute = function
+            owner = importlib.import_module(module)
+            *path, name = attribute.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            original = vars(owner)[name]
+            setattr(owner, name, self._timed(function, original))
+            replaced.append((owner, name, original))
+        try:
+            yield self
+        finally:
+            for owner, name, original in reversed(replaced):
+                setattr(owner, name, original)
+
+    def time_job(self, job: Callable[[], object]) -> None:
+        self._timed(JOB, job)()
+
+    def _timed(self, function: tuple[str, str], original: Callable) -> Callable:
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            depth = self._depth.get(function, 0)
+            if depth:  # a call within a call of the same function: counted once
+                return original(*args, **kwargs)
+            self._depth[function] = 1
+            cpu, wall = time.process_time(), time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = self.seconds.setdefault(function, [0.0, 0.0])
+                spent[0] += time.process_time() - cpu
+                spent[1] += time.perf_counter() - wall
+                self._depth[function] = 0
+
+        return timed
+
+    def spent(self, functions: tuple[tuple[str, str], ...]) -> tuple[float, float]:
+        found = [self.seconds.get(function, [0.0, 0.0]) for function in functions]
+        return sum(cpu for cpu, _ in found), sum(wall for _, wall in found)
+
+    def table(self) -> str:
+        """The job's CPU and wall seconds per phase, the rest and the total, as a Markdown table."""
+        total_cpu, total_wall = self.spent((JOB,))
+        lines = ["| phase | CPU s | wall s |", "| --- | --- | --- |"]
+        counted_cpu = counted_wall = 0.0
+        for phase in JOB_PHASES:
+            cpu, wall = self.spent(phase.functions)
+            minus_cpu, minus_wall = self.spent(phase.minus)
+            cpu, wall = cpu - minus_cpu, wall - minus_wall
+            if not phase.part:
+                counted_cpu, counted_wall = counted_cpu + cpu, counted_wall + wall
+            label = f"&nbsp;&nbsp;{phase.label}" if phase.part else phase.label
+            lines.append(f"| {label} | {cpu:.2f} | {wall:.2f} |")
+        lines.append(f"| everything else (Lightning's loops, logging, teardown) | {total_cpu - counted_cpu:.2f} | "
+                     f"{total_wall - counted_wall:.2f} |")  # fmt: skip
+        lines.append(f"| **the whole job, in the process** | **{total_cpu:.2f}** | **{total_wall:.2f}** |")
+        return "\n".join(lines)
+
+
+def cli_arguments(folder: Path, work: Path, sizes: Sizes, device: str, name: str, *overrides: str) -> list[str]:
+    """The command line of one feature-extraction job on ``folder`` (as the sweep row's jobs), run in ``work/name``."""
+    return [
+        f"hydra.run.dir={work / 'runs' / name}",
+        f"paths.data_dir={work / 'data'}",
+        f"data.root={folder}",
+        "data.download=false",
+        f"data.val_size={sizes.val_per_class * num_classes(folder)}",
+        f"data.image_size={sizes.image_size}",
+        f"data.batch_size={sizes.batch_size}",
+        "model.weights=null",
+        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "~callbacks.progress_bar",
+        "strategy=feature_extract",
+        "optimizer=adam",
+        "trainer.max_epochs=1",
+        *overrides,
+    ]
+
+
+def run_command_line(arguments: list[str]) -> None:
+    """``python -m transfer_lightning ARGUMENTS`` inside this process (its imports already done)."""
+    from transfer_lightning.__main__ import main as command_line
+
+    saved, sys.argv = sys.argv, ["transfer_lightning", *arguments]
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            command_line()
+    except SystemExit as error:
+        if error.code:
+            raise RuntimeError(f"the job failed ({error.code}): {output.getvalue()[-2000:]}") from None
+    finally:
+        sys.argv = saved
+
+
+def process_times() -> tuple[float, float]:
+    """(wall, CPU) seconds so far: this process's CPU time and its finished children's."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter(), time.process_time() + children.ru_utime + children.ru_stime
+
+
+def cache_hit_job(folder, work, sizes, device) -> tuple[Row, str]:
+    """(5): one job of a cached sweep through the command line, cache hits for every split: its time in
+    this process (imports done), without its figures, and as a process of its own; and where it goes."""
+    job = lambda name, *extra: cli_arguments(folder, work, sizes, device, name, *extra)  # noqa: E731
+    run_command_line(job("fill"))  # fills the feature cache and imports what a job needs
+    walls, cpus, bare_walls = [], [], []
+    for rep in range(sizes.reps):
+        wall, cpu = process_times()
+        run_command_line(job(f"hit-{rep}", f"optimizer.lr={1e-3 + rep * 1e-4}"))
+        now = process_times()
+        walls.append(now[0] - wall)
+        cpus.append(now[1] - cpu)
+        started = time.perf_counter()
+        run_command_line(job(f"bare-{rep}", "~callbacks.confusion_matrix", "~callbacks.prediction_grid"))
+        bare_walls.append(time.perf_counter() - started)
+    clock = PhaseClock()
+    with clock.installed():
+        clock.time_job(lambda: run_command_line(job("timed")))
+    command = [sys.executable, "-m", "transfer_lightning", *job("process")]
+    wall, cpu = process_times()
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if finished.returncode:
+        raise RuntimeError(f"python -m transfer_lightning failed: {finished.stderr[-2000:]}")
+    now = process_times()
+    images = sum(1 for _ in (folder / "train").rglob("*.jpg"))
+    row = Row(
+        f"(5) one cache-hit job, {images} images, 1 epoch: s",
+        f"{now[0] - wall:.2f} (whole process, wall; CPU {now[1] - cpu:.2f})",
+        f"{median(walls):.2f} (in the process; CPU {median(cpus):.2f})",
+        None,
+        "< 1 s in the process",
+        f"the command line in this process once the first job imported everything; without the two figures "
+        f"(~callbacks.confusion_matrix ~callbacks.prediction_grid): {median(bare_walls):.2f} s",
+    )
+    return row, clock.table()
+
+
 # -- report ----------------------------------------------------------------------------------
 def machine() -> dict[str, str]:
     cpu = platform.processor() or "unknown"
@@ -462,7 +682,9 @@ def machine() -> dict[str, str]:
     }
 
 
-def render(rows: list[Row], info: dict[str, str], sizes: Sizes, data: str, device: str, total: float) -> str:
+def render(
+    rows: list[Row], info: dict[str, str], sizes: Sizes, data: str, device: str, total: float, profile: str
+) -> str:
     lines = [
         "| measurement | plain loop / bare | framework | ratio | target | notes |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -478,7 +700,8 @@ def render(rows: list[Row], info: dict[str, str], sizes: Sizes, data: str, devic
         f"{sizes.train_per_class} for (1) feature extraction and (3), {sizes.full_train_per_class} for (1) full "
         f"fine-tuning ({sizes.full_reps} run each way), {sizes.sweep_train_per_class} for (2), plus "
         f"{sizes.test_per_class} test; "
-        f"benchmark wall time {total:.0f}s.\n\n" + "\n".join(lines) + f"\n\nMachine:\n{described}\n"
+        f"benchmark wall time {total:.0f}s.\n\n" + "\n".join(lines) + f"\n\n{PROFILE_HEADING}\n\n{PROFILE_NOTE}\n\n"
+        f"{profile}\n\nMachine:\n{described}\n"
     )
 
 
@@ -490,6 +713,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--train-per-class", type=int, default=None)
+    parser.add_argument("--rows", default="12345", help="the measurements to run, e.g. 25 (the file then holds those)")
     return parser.parse_args(argv)
 
 
@@ -528,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         make_subset(work / "subset-full", source, sizes, sizes.full_train_per_class)
         make_subset(work / "subset-sweep", source, sizes, sizes.sweep_train_per_class)
         classes = num_classes(work / "subset")
-        rows = []
+        rows, profile = [], ""
         for label, measure in (
             ("(1) feature extraction", lambda: compare_runs(work / "subset", work / "r1", sizes, args.device, classes, False)),
             ("(1) full fine-tuning", lambda: compare_runs(work / "subset-full", work / "r1f", sizes, args.device, classes, True)),
@@ -536,15 +760,21 @@ def main(argv: list[str] | None = None) -> int:
             ("(3) feature pass", lambda: compare_feature_pass(work / "subset", work / "r3", sizes, args.device, classes)),
             ("(3) feature pass, convnext_tiny", lambda: compare_feature_pass(work / "subset", work / "r3c", sizes, args.device, classes, "convnext_tiny")),
             ("(4) training step", lambda: compare_steps(steps_folder, work / "r4", sizes, args.device, classes)),
+            ("(5) cache-hit job", lambda: cache_hit_job(work / "subset-sweep", work / "r5", sizes, args.device)),
         ):  # fmt: skip
+            if label[1] not in args.rows:
+                continue
             step_started = time.perf_counter()
-            rows.append(measure())
+            row = measure()
+            row, profile = row if isinstance(row, tuple) else (row, profile)
+            rows.append(row)
             print(f"{label}: done in {time.perf_counter() - step_started:.0f}s", file=sys.stderr, flush=True)
-    report = render(rows, machine(), sizes, data, args.device, time.perf_counter() - started)
+    report = render(rows, machine(), sizes, data, args.device, time.perf_counter() - started, profile)
     print(report)
     output = Path(args.output)
     earlier = output.read_text() if output.is_file() else ""
-    kept = earlier[earlier.index(GPU_HEADING) :] if GPU_HEADING in earlier else ""  # make gpu-check's table stays
+    starts = [earlier.index(heading) for heading in KEPT_HEADINGS if heading in earlier]
+    kept = earlier[min(starts) :] if starts else ""  # the hand-written sections (make gpu-check's table) stay
     output.write_text("# Benchmarks (`make bench`)\n\n" + report + (f"\n{kept}" if kept else ""))
     print(f"Written to {output}", file=sys.stderr)
     return 0

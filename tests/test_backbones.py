@@ -18,6 +18,7 @@ from torchvision.models.regnet import BlockParams
 from torchvision.models.resnet import BasicBlock
 
 from tests.conftest import TINY, classifier_from_dicts, compose_config, run_cli
+from transfer_lightning.cache.plan import feature_shape
 from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.contract import Preprocessing, resolve_preprocessing
 from transfer_lightning.export import export_checked
@@ -138,6 +139,24 @@ def test_cached_features_give_the_live_logits_for_every_split_point(family: str)
             cached = backbone.forward_from(backbone.frozen_features(images, k), k)
             torch.testing.assert_close(cached, live, rtol=1e-4, atol=1e-5, msg=f"split after {k} stages")
     assert splits == list(range(backbone.num_stages + 1))  # timm's too: traced chains (a ViT's tokens included)
+
+
+@pytest.mark.parametrize("family", FAMILIES + TIMM)
+def test_the_cache_plans_feature_shape_is_the_shape_of_the_frozen_stages_output(family: str) -> None:
+    backbone = _tiny(family)
+    backbone.model.eval()  # one image: BatchNorm in training mode cannot take a 1x1 map of one image
+    with torch.no_grad():
+        for k in range(backbone.num_stages + 1):
+            assert feature_shape(backbone, k, SIZE) == backbone.frozen_features(_images(1), k).shape[1:], k
+
+
+def test_the_feature_shape_is_found_on_meta_tensors_without_computing_on_the_weights() -> None:
+    backbone = _tiny("resnet")
+    seen = []
+    backbone.model.conv1.register_forward_pre_hook(lambda module, inputs: seen.append((module.weight, inputs[0])))
+    assert feature_shape(backbone, 5, 224) == (512,)
+    assert [(weight.device.type, image.device.type) for weight, image in seen] == [("meta", "meta")]
+    assert backbone.model.conv1.weight.device.type == "cpu"  # the network's own weights are back in place
 
 
 @pytest.mark.parametrize("family", FAMILIES + TIMM)

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -15,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tests.conftest import TINY, compose_config, run_cli
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
 from transfer_lightning.callbacks.graceful_stop import GracefulInterrupt, RunInterrupted
+from transfer_lightning.callbacks.nan_guard import NonFiniteLossGuard, TrainingDiverged
 from transfer_lightning.run.outcome import recorded_outcome
 from transfer_lightning.run.preflight import check_run_folder
 from transfer_lightning.utils.errors import UserError
@@ -37,6 +39,32 @@ def test_nan_loss_stops_with_epoch_step_and_cause_and_keeps_the_last_good_checkp
     last = checkpoint(run / "checkpoints" / "last.ckpt")
     assert last["epoch"] == 0  # written after epoch 1 (index 0); the diverged epoch wrote nothing
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values() if t.is_floating_point())
+
+
+def _guarded_save(module: L.LightningModule, optimized: list[torch.nn.Parameter]) -> None:
+    """``NonFiniteLossGuard``'s hook on a checkpoint of ``module``, with one optimizer over ``optimized``."""
+    trainer = SimpleNamespace(
+        optimizers=[torch.optim.SGD(optimized, lr=0.1)], current_epoch=0, global_step=3, checkpoint_callback=None
+    )
+    NonFiniteLossGuard().on_save_checkpoint(trainer, module, {"state_dict": module.state_dict()})
+
+
+def test_checkpoint_guard_refuses_non_finite_trained_weights_and_buffers_and_skips_frozen_stages() -> None:
+    module = L.LightningModule()
+    module.net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    frozen, head = module.net[0], module.net[2]
+    with torch.no_grad():
+        frozen.weight.fill_(float("nan"))  # what was loaded: not read at every save (the optimizer never changes it)
+    _guarded_save(module, list(head.parameters()))
+    with torch.no_grad():
+        head.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match=r"weights became NaN or infinite .*first: net\.2\.weight"):
+        _guarded_save(module, list(head.parameters()))
+    with torch.no_grad():
+        head.weight[0, 0] = 0.0
+        module.net[1].running_var[0] = float("nan")  # a buffer changes without an optimizer
+    with pytest.raises(TrainingDiverged, match=r"first: net\.1\.running_var"):
+        _guarded_save(module, list(head.parameters()))
 
 
 def test_gpu_out_of_memory_names_batch_size_and_image_size(tmp_path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from transfer_lightning.models import Backbone
 from transfer_lightning.models.backbone import eval_mode
@@ -68,9 +69,38 @@ def cache_plan(
 
 
 def feature_shape(network: Backbone, num_stages: int, image_size: int) -> tuple[int, ...]:
-    """Shape of one image's output of the first ``num_stages`` stages (found with a dry run)."""
-    device = next(network.model.parameters()).device
+    """Shape of one image's output of the first ``num_stages`` stages.
+
+    Found by running the network's own modules with meta tensors in place of its weights and of the image
+    (``torch.func.functional_call``): the shapes of a real run without its arithmetic (a real dry run of a
+    ResNet-18 at 224 px cost about 0.4 s CPU in every job). A module that computes with a tensor it does
+    not register cannot run on meta tensors: then one real image is run, which is exact too.
+    """
     with eval_mode(network.model), torch.inference_mode():
+        try:
+            return _shape_on_meta(network, num_stages, image_size)
+        except Exception:  # noqa: BLE001 - any operation meta tensors cannot take: the real dry run below
+            pass
+        device = next(network.model.parameters()).device
         images = torch.zeros(1, 3, image_size, image_size, device=device)
-        shape = network.frozen_features(images, num_stages).shape
-    return tuple(shape[1:])
+        return tuple(network.frozen_features(images, num_stages).shape[1:])
+
+
+class _FrozenStages(nn.Module):
+    """The first ``num_stages`` stages of ``network`` as a module (its weights are ``model.*``)."""
+
+    def __init__(self, network: Backbone, num_stages: int) -> None:
+        super().__init__()
+        self.model = network.model
+        self.network, self.num_stages = network, num_stages
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network.frozen_features(images, self.num_stages)
+
+
+def _shape_on_meta(network: Backbone, num_stages: int, image_size: int) -> tuple[int, ...]:
+    stages = _FrozenStages(network, num_stages)
+    tensors = {**dict(stages.named_parameters()), **dict(stages.named_buffers())}
+    on_meta = {name: torch.empty_like(tensor, device="meta") for name, tensor in tensors.items()}
+    images = torch.zeros(1, 3, image_size, image_size, device="meta")
+    return tuple(torch.func.functional_call(stages, on_meta, (images,)).shape[1:])

@@ -21,7 +21,8 @@ class NonFiniteLossGuard(Callback):
 
     Checking before backward means the optimizer never applies that step, so the weights in memory
     and on disk stay the last finite ones. As a second line, a checkpoint whose weights are not
-    finite (a finite loss with an infinite gradient) is refused instead of overwriting ``last.ckpt``.
+    finite (a finite loss with an infinite gradient) is refused instead of overwriting ``last.ckpt``:
+    the weights an optimizer changes and the buffers are checked, not the frozen stages.
     """
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
@@ -42,8 +43,11 @@ class NonFiniteLossGuard(Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # the network's weights and buffers only: metric states (e.g. MaxMetric's -inf start) may be infinite
+        changing = _changing_tensor_names(trainer, pl_module)
         broken = [
-            name for name, value in checkpoint["state_dict"].items() if name.startswith("net.") and _non_finite(value)
+            name
+            for name, value in checkpoint["state_dict"].items()
+            if name.startswith("net.") and (changing is None or name in changing) and _non_finite(value)
         ]
         if broken:
             raise TrainingDiverged(
@@ -51,6 +55,18 @@ class NonFiniteLossGuard(Callback):
                 f"{trainer.global_step} (first: {broken[0]}), so no checkpoint was written; the learning rate "
                 f"is probably too high ({_learning_rates(trainer)}): lower optimizer.lr{_kept(trainer)}"
             )
+
+
+def _changing_tensor_names(trainer: L.Trainer, pl_module: L.LightningModule) -> set[str] | None:
+    """The state-dict names of what training can change: the parameters an optimizer holds and every buffer
+    (BatchNorm statistics). A parameter no optimizer holds (a frozen stage) is the one that was loaded, and
+    reading a whole frozen backbone at every save cost more than the rest of an epoch on cached features.
+    ``None`` (check everything) when there is no optimizer."""
+    optimized = {id(p) for optimizer in trainer.optimizers for group in optimizer.param_groups for p in group["params"]}
+    if not optimized:
+        return None
+    parameters = {name for name, p in pl_module.named_parameters(remove_duplicate=False) if id(p) in optimized}
+    return parameters | {name for name, _ in pl_module.named_buffers(remove_duplicate=False)}
 
 
 def _non_finite(value: Any) -> bool:
