@@ -11,7 +11,7 @@ ARGS ?=
 CIFAR_LOCAL ?= ../shared/data/cifar10-jpeg
 DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LOCAL)),)
 
-.PHONY: install train test test-all test-slurm test-mlflow lint format bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
+.PHONY: install train test test-all test-slurm test-mlflow lint format docs bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link, a missing page or a
+# docstring that does not parse fails. The configuration reference is generated from the config schemas.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 bench: install
 	$(PY) benchmarks/bench.py
 
@@ -68,7 +73,7 @@ MODULES ?=
 mutation: install
 	$(PY) tools/mutation.py $(MODULES)
 
-# On the lent GPU machine (device tool), carrying .whl and .gpudata: tests marked gpu + the speed table (README "GPU check")
+# On the lent GPU machine (device tool), carrying .whl and .gpudata: tests marked gpu + the speed table (CONTRIBUTING.md "GPU check")
 gpu-check:
 	bash benchmarks/gpu_check.sh
 
@@ -84,4 +89,4 @@ dashboard-shots: install
 	$(PY) scripts/dashboard_shots.py
 
 clean:
-	rm -rf .pytest_cache .ruff_cache
+	rm -rf .pytest_cache .ruff_cache site

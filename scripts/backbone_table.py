@@ -1,4 +1,4 @@
-"""Print the README's backbone table from the code: stages, trainable parameters per preset, preprocessing.
+"""Print the backbone table of docs/backbones.md from the code: stages, trainable parameters per preset, preprocessing.
 
 ``python scripts/backbone_table.py`` builds every torchvision model (and a few timm ones) on the
 meta device (no memory, no weights), applies each preset's ``FreezeStages`` and counts what trains.

@@ -68,7 +68,7 @@ def test_tensorboard_holds_the_named_scalars(tiny_run_args, tmp_path) -> None:
         assert tag in tags, (tag, sorted(tags))
 
 
-# README "When things go wrong": exit status 1 for Hydra's own errors (unknown key or option), 2 for our checks
+# docs/reliability.md: exit status 1 for Hydra's own errors (unknown key or option), 2 for our checks
 @pytest.mark.parametrize(
     ("override", "expected", "status"),
     [

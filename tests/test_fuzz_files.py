@@ -4,7 +4,7 @@ result, never a traceback and never a file written outside the reader's own outp
 
 The copies are made by ``mutate``: a value of the wrong type, a deleted key, a huge or negative
 number, a string where a dictionary belongs, a dictionary naming a class (``_target_``) at any depth,
-or the file cut short. ``test_fuzz_count_is_the_one_the_readme_states`` keeps the README's count true.
+or the file cut short. ``test_fuzz_count_is_the_one_the_docs_state`` keeps the count in docs/reliability.md true.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ SEED = 2026
 CHECKPOINT_COPIES = 160
 RUN_FOLDER_COPIES = 60
 SWEEP_FOLDER_COPIES = 30
-README_COUNT = "250 damaged copies"
-SWEPT = ["optimizer.lr=1e-2,1e-3"]  # the README's reliability section says it
+DOCS_COUNT = "250 damaged copies"
+SWEPT = ["optimizer.lr=1e-2,1e-3"]
 
 
 def payload(canary: Path) -> dict[str, Any]:
@@ -211,6 +211,6 @@ def test_damaged_checkpoints_run_folders_and_sweep_folders_get_one_sentence_or_a
     assert outcomes.findings == [], "\n".join(outcomes.findings[:20])
 
 
-def test_fuzz_count_is_the_one_the_readme_states() -> None:
+def test_fuzz_count_is_the_one_the_docs_state() -> None:
     total = CHECKPOINT_COPIES + RUN_FOLDER_COPIES + SWEEP_FOLDER_COPIES
-    assert f"{total} damaged copies" == README_COUNT and README_COUNT in (ROOT / "README.md").read_text()
+    assert f"{total} damaged copies" == DOCS_COUNT and DOCS_COUNT in (ROOT / "docs" / "reliability.md").read_text()

@@ -27,7 +27,7 @@ CONSOLE_SCRIPTS = {
     "transfer-lightning-export": "transfer_lightning.export:main",
     "transfer-lightning-sweep-report": "transfer_lightning.sweep_report:main",
 }
-# a user's own preset, kept outside the package (README "Your own configs")
+# a user's own preset, kept outside the package (docs/recipes.md "Your own presets")
 MINE = """\
 # @package _global_
 defaults:

@@ -147,7 +147,7 @@ def test_run_killed_after_a_mid_epoch_step_checkpoint_resumes_from_that_step(tmp
     expected = json.loads((reference_dir / "run_summary.json").read_text())
     got = json.loads((killed_dir / "run_summary.json").read_text())
     assert got["resumed_from"] == str(last.resolve()) and got["status"] == "completed"
-    # the rest of epoch 2 is its last 2 steps, not a replay of all 4 (README: it sees other batches)
+    # the rest of epoch 2 is its last 2 steps, not a replay of all 4 (docs/reliability.md: it sees other batches)
     assert (got["epochs"], got["global_step"]) == (expected["epochs"], expected["global_step"]) == (3, 12)
     final = checkpoint(last)
     assert (final["epoch"], final["global_step"]) == (2, 12)

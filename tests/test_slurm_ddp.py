@@ -36,7 +36,7 @@ STOPPED_AT = re.compile(r"^Interrupted: stopped .* at epoch (\d+) \(0-based\), g
 
 
 def submit_two_task_job(folder: Path, overrides: list[str]) -> str:
-    """``sbatch`` a job whose two tasks ``srun`` this checkout's CLI in ``folder`` (the README's sbatch
+    """``sbatch`` a job whose two tasks ``srun`` this checkout's CLI in ``folder`` (docs/distributed.md's sbatch
     script, on the CPU); its output, across restarts, goes to ``folder/job.out``. Returns the job id."""
     script = folder / "job.sh"
     script.write_text(

@@ -149,7 +149,7 @@ def _plain_constructor(model: dict[str, Any]) -> str:
 
 # -- formats: save(network, example, path) and load(path, model config, num_classes) -> callable on a float batch
 def _save_torchscript(network: nn.Module, example: torch.Tensor, path: Path) -> None:
-    # torch.jit is deprecated upstream in favour of torch.export but still works; say so once (README)
+    # torch.jit is deprecated upstream in favour of torch.export but still works; say so once (docs/evaluate-predict-export.md)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
         torch.jit.trace(network, example).save(str(path))

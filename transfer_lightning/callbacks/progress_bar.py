@@ -27,8 +27,8 @@ class ImagesPerSecond(ProgressColumn):
 
 
 class ImagesProgressBar(RichProgressBar):
-    """``RichProgressBar`` whose rate column counts images, as the plain progress lines do (README
-    "Progress and time left"), and which says where a resumed run continues."""
+    """``RichProgressBar`` whose rate column counts images, as the plain progress lines do (docs/dashboards-loggers.md,
+    "Progress lines and the log of a batch job"), and which says where a resumed run continues."""
 
     def configure_columns(self, trainer: L.Trainer) -> list:
         batch_size = getattr(trainer.datamodule, "batch_size", None)

@@ -1,4 +1,4 @@
-"""ResNet, ResNeXt and Wide ResNet: ``stem`` (conv1 + bn1, relu, maxpool), ``layer1`` .. ``layer4``; head ``fc``."""
+"""ResNet, ResNeXt and Wide ResNet: ``stem`` (conv1 + bn1 + relu + maxpool), ``layer1`` .. ``layer4``; head ``fc``."""
 
 from __future__ import annotations
 

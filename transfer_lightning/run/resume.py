@@ -40,7 +40,7 @@ SAVED_CONFIG = Path(".hydra") / "config.yaml"
 RESUMED_SUBDIR = ".hydra/resumed"  # + -<time>: the resuming command's own config
 SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
-# Settings a resumed run may change; listed in the README ("When things go wrong").
+# Settings a resumed run may change; listed in docs/reliability.md.
 ALLOWED_ON_RESUME: tuple[str, ...] = (
     "trainer.max_epochs",
     "trainer.max_steps",

@@ -1,4 +1,4 @@
-"""Device-feeding settings applied to a built module and trainer (see README "Speed")."""
+"""Device-feeding settings applied to a built module and trainer (see docs/speed.md)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ class GradualUnfreeze(FreezingStrategy):
     its epoch (DDP-safe, scheduler-safe; see ``FreezingStrategy``). A newly unfrozen stage gets
     ``lr_decay ** depth`` of the head's rate, ramped in linearly over ``unfreeze_warmup_epochs``.
     The schedule (stage -> first epoch) is saved in checkpoints; resuming with other ``strategy.*``
-    settings is refused (README "When things go wrong"), so a resumed run follows the same schedule.
+    settings is refused (docs/reliability.md), so a resumed run follows the same schedule.
 
     Example::
 

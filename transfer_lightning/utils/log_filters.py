@@ -24,7 +24,7 @@ HARMLESS_WARNINGS = (
     # Lightning's own call of a torch API that torch 2.14 deprecates; nothing a user can change
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     # printed by every command on a machine with SLURM's tools, even a predict on a login node; this
-    # project runs on SLURM through hydra/launcher=submitit_slurm (README "Run on a SLURM cluster")
+    # project runs on SLURM through hydra/launcher=submitit_slurm (docs/distributed.md)
     r"The `srun` command is available on your system but is not used",
     # small data: the epoch's metrics are logged anyway (on_epoch), only the per-step points are fewer
     r"The number of training batches \(\d+\) is smaller than the logging interval",
