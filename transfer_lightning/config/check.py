@@ -59,6 +59,19 @@ def field_default(field: Field) -> Any:
     return field.default_factory() if field.default_factory is not MISSING else None
 
 
+def closest(word: str, candidates: list[str]) -> str | None:
+    """The candidate a user most likely meant by ``word``: an abbreviation of the words of one
+    (``learning_rate`` for ``lr``, ``wd`` for ``weight_decay``), else the closest spelling, else none."""
+    initials = "".join(part[:1] for part in word.split("_"))
+    for candidate in candidates:
+        if "_" in word and candidate == initials:
+            return candidate
+        if "_" in candidate and word == "".join(part[:1] for part in candidate.split("_")):
+            return candidate
+    guess = difflib.get_close_matches(word, candidates, n=1)
+    return guess[0] if guess else None
+
+
 def owner_of(node: DictConfig, path: str) -> str:
     """What a node configures, for a sentence: its class (``torch.optim.Adam``) or its key."""
     target = node.get("_target_") if "_target_" in node else None
@@ -72,15 +85,15 @@ def value_sentence(key: str, value: Any, allowed: Allowed) -> str:
     shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
     sentence = f"{key}={shown!r} is not allowed; expected {allowed.text}"
     words = [str(choice) for choice in allowed.choices() if isinstance(choice, str)]
-    guess = difflib.get_close_matches(str(shown), words, n=1) if isinstance(shown, str) else []
-    return f"{sentence} (did you mean {guess[0]}?)" if guess else sentence
+    guess = closest(shown, words) if isinstance(shown, str) else None
+    return f"{sentence} (did you mean {guess}?)" if guess else sentence
 
 
 def unknown_key_sentence(key: str, owner: str, known: list[str]) -> str:
     """``optimizer.learning_rate is not a setting of torch.optim.Adam; allowed: ...; did you mean lr?``"""
     settings = [name for name in known if name not in _HYDRA_KEYS]
-    guess = difflib.get_close_matches(key.rsplit(".", 1)[-1], settings, n=1)
-    hint = f"; did you mean {guess[0]}?" if guess else ""
+    guess = closest(key.rsplit(".", 1)[-1], settings)
+    hint = f"; did you mean {guess}?" if guess else ""
     return f"{key} is not a setting of {owner}; allowed: {', '.join(settings)}{hint}"
 
 
@@ -88,8 +101,8 @@ def top_level_key_sentence(typed: str, value: Any, known: list[str]) -> str:
     """``+seeed=3 adds a key that is not a setting of this project; did you mean seed=3? (settings: ...)``;
     ``typed`` is the key as typed (``+seeed``, ``seeed``)."""
     key = typed.lstrip("+~")
-    guess = difflib.get_close_matches(key, known, n=1)
+    guess = closest(key, known)
     shown = "..." if OmegaConf.is_config(value) or isinstance(value, (dict, list)) else value
     verb = "adds" if typed.startswith("+") else "sets"
-    hint = f"; did you mean {guess[0]}={shown}?" if guess else ""
+    hint = f"; did you mean {guess}={shown}?" if guess else ""
     return f"{typed}={shown} {verb} a key that is not a setting of this project{hint} (settings: {', '.join(known)})"

@@ -7,7 +7,6 @@ range is one sentence with a did-you-mean and exit status 2.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import transfer_lightning.config  # noqa: F401 - registers the schemas
 from transfer_lightning.config.check import (
     allowed_for,
     check_config,
+    closest,
     schema_fields,
     top_level_key_sentence,
     unknown_key_sentence,
@@ -116,8 +116,8 @@ def _missing_option(config_dir: Path, overrides: list[str]) -> str | None:
         options = sorted(path.stem for path in folder.glob("*.yaml"))
         for value in _values(override):
             if value is not None and str(value) not in options:
-                guess = difflib.get_close_matches(str(value), options, n=1)
-                hint = f"; did you mean {guess[0]}?" if guess else ""
+                guess = closest(str(value), options)
+                hint = f"; did you mean {guess}?" if guess else ""
                 return f"{group}={value} is not an option of {group}{hint} (options: {', '.join(options)})"
     return None
 
@@ -153,5 +153,5 @@ def _parsed_value(typed: str) -> Any:
 
 def _with_guess(sentence: str, value: str, allowed: Allowed | None) -> str:
     words = [str(choice) for choice in allowed.choices()] if allowed else []
-    guess = difflib.get_close_matches(value, words, n=1)
-    return f"{sentence} (did you mean {guess[0]}?)" if guess else sentence
+    guess = closest(value, words)
+    return f"{sentence} (did you mean {guess}?)" if guess else sentence

@@ -12,7 +12,6 @@ the new command's composed config goes to ``.hydra/resumed-<time>/`` so the orig
 
 from __future__ import annotations
 
-import difflib
 import logging
 import shutil
 import time
@@ -25,6 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transfer_lightning.config.check import closest
 from transfer_lightning.config.trust import check_recorded
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.loggers.nodes import SINGLE, logger_nodes
@@ -164,8 +164,8 @@ def check_resume_overrides(saved: DictConfig, values: dict[str, Any], texts: dic
             continue
         current = OmegaConf.select(saved, key, default=_ABSENT)
         if current is _ABSENT:
-            guess = difflib.get_close_matches(key, _dotted_keys(saved))
-            hint = f" (did you mean {guess[0]}?)" if guess else ""
+            guess = closest(key, _dotted_keys(saved))
+            hint = f" (did you mean {guess}?)" if guess else ""
             raise UserError(f"resume={resume}: {text} is not a setting of that run{hint}; {allowed}")
         shown = "" if OmegaConf.is_config(current) else f" ({current!r} in that run)"
         raise UserError(
