@@ -18,7 +18,10 @@ from PIL import Image
 
 from tests.conftest import CONFIG_DIR, ROOT, TINY, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
+from transfer_lightning.data.contract import Preprocessing
+from transfer_lightning.run.builders import record_of_config
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
+from transfer_lightning.run.model_record import RECORD_KEY
 from transfer_lightning.run.resume import ResumeRefused, check_checkpoint_fits, check_resume_command
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_torch_save
@@ -161,8 +164,11 @@ def _saved_run(folder: Path, *overrides: str) -> Path:
     """A run folder as training leaves it: ``.hydra/config.yaml`` (interpolations kept) and a last.ckpt."""
     (folder / ".hydra").mkdir(parents=True)
     (folder / "checkpoints").mkdir()
-    OmegaConf.save(compose_config([*TINY, *overrides]), folder / ".hydra" / "config.yaml")
-    torch.save({}, folder / "checkpoints" / "last.ckpt")
+    cfg = compose_config([*TINY, *overrides])
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+    classes = [f"class_{index}" for index in range(cfg.data.num_classes)]
+    record = record_of_config(cfg, classes, Preprocessing(cfg.data.image_size, cfg.data.image_size))
+    torch.save({RECORD_KEY: record.to_dict({}, {})}, folder / "checkpoints" / "last.ckpt")  # its record, no weights
     return folder
 
 

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from tests.conftest import TINY, compose_config
 from tests.test_resume import _hparams, _saved_run
 from transfer_lightning.run import resume
+from transfer_lightning.run.model_record import RECORD_KEY
 from transfer_lightning.utils.errors import UserError
 
 
@@ -155,7 +156,8 @@ def test_restored_weights_and_lineage_come_from_the_checkpoint(tmp_path: Path) -
     module = torch.nn.Linear(2, 2)
     saved = torch.nn.Linear(2, 2)
     path = tmp_path / "last.ckpt"
-    torch.save({"state_dict": saved.state_dict(), "weights_lineage": {"source": "file"}}, path)
+    record = torch.load(_saved_run(tmp_path / "run") / "checkpoints" / "last.ckpt", weights_only=True)[RECORD_KEY]
+    torch.save({"state_dict": saved.state_dict(), RECORD_KEY: {**record, "lineage": {"source": "file"}}}, path)
     resume.restore_weights(module, path)
     assert torch.equal(module.weight, saved.weight) and module.weights_lineage == {"source": "file"}
     assert (
@@ -336,14 +338,18 @@ def test_a_config_as_the_run_passes_it_is_compared_resolved(tmp_path: Path) -> N
 
 
 def test_what_old_checkpoints_left_implicit_is_filled_in_only_where_it_is_missing() -> None:
-    assert resume._comparable("preprocessing", None) is None and resume._comparable("model", None) is None
+    def comparable(**nodes):
+        return resume._comparable({key: nodes.get(key) for key in resume._MUST_MATCH})
+
+    assert comparable()["preprocessing"] is None and comparable()["model"] is None
     stated = {"name": "resnet18", "backbone": "my.own.Backbone"}
-    assert resume._comparable("model", stated) == stated  # stated: kept as it is
-    assert resume._comparable("strategy", {"name": "resnet18"}) == {"name": "resnet18"}  # only the model's
-    assert resume._comparable("model", {"name": "resnet18"}) == {
+    assert comparable(model=stated)["model"] == stated  # stated: kept as it is
+    assert comparable(strategy={"name": "resnet18"})["strategy"] == {"name": "resnet18"}  # only the model's
+    assert comparable(model={"name": "resnet18"})["model"] == {
         "name": "resnet18",
         "backbone": "transfer_lightning.models.resnet.ResNet",
     }
+    assert comparable(preprocessing={"image_size": 32})["preprocessing"]["interpolation"] == "bilinear"
 
 
 def test_callback_state_is_refused_only_when_no_callback_of_this_run_would_restore_it(tmp_path: Path) -> None:
