@@ -126,7 +126,7 @@ def test_predict_lists_a_zero_byte_file_with_trainings_reason_and_skips_junk(tra
     (images / "empty.jpg").write_bytes(b"")
     result = run_cli(
         f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"inputs={images}", "trainer.accelerator=cpu",
-        f"hydra.run.dir={tmp_path / 'run'}", module="transfer_lightning.predict",
+        f"output_dir={tmp_path / 'run'}", module="transfer_lightning.predict",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {Path(row["path"]).name: row for row in csv.DictReader((tmp_path / "run" / "predictions.csv").open())}

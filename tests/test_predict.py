@@ -34,7 +34,7 @@ def test_predict_folder_writes_top_k_csv_and_lists_unreadable_files(trained_run:
     checkpoint = trained_run / "checkpoints" / "best.ckpt"
     result = run_cli(
         f"ckpt_path={checkpoint}", f"inputs={images}", "top_k=10", "batch_size=2", "trainer.accelerator=cpu",
-        f"hydra.run.dir={tmp_path / 'run'}", module="transfer_lightning.predict",
+        f"output_dir={tmp_path / 'run'}", module="transfer_lightning.predict",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     csv_path = tmp_path / "run" / "predictions.csv"
@@ -64,7 +64,7 @@ def test_predict_on_a_folder_without_images_is_one_line_and_exit_2(trained_run: 
     empty.mkdir()
     (empty / "readme.txt").write_text("no pictures here")
     result = run_cli(
-        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"inputs={empty}", f"hydra.run.dir={tmp_path / 'run'}",
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"inputs={empty}", f"output_dir={tmp_path / 'run'}",
         module="transfer_lightning.predict",
     )  # fmt: skip
     assert result.returncode == 2

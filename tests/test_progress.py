@@ -259,6 +259,6 @@ def test_feature_pass_lr_finder_epochs_test_evaluate_and_predict_print_plain_pro
 
     predicted = run_cli(
         f"ckpt_path={checkpoint}", f"inputs={folder}", "batch_size=4", "num_workers=0", "trainer.accelerator=cpu",
-        f"hydra.run.dir={tmp_path / 'predict'}", module="transfer_lightning.predict", env=env,
+        f"output_dir={tmp_path / 'predict'}", module="transfer_lightning.predict", env=env,
     )  # fmt: skip
     _assert_plain(predicted, "Predict")

@@ -391,7 +391,7 @@ def test_lr_find_run_resumes_offline_and_its_checkpoint_evaluates_predicts_expor
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (40, 30), (200, 30, 30)).save(images / "red.png")
-    rows = predict(_compose_tool("predict", [*tool, f"inputs={images}"]))
+    rows = predict(_compose_tool("predict", [*tool, f"inputs={images}", f"output_dir={tmp_path / 'predict'}"]))
     assert len(rows) == 1 and not rows[0]["error"]
     contract = export(_compose_tool("export", [f"ckpt_path={best}", "format=torchscript", f"output_dir={tmp_path}"]))
     assert (tmp_path / contract["file"]).is_file()
