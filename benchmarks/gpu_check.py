@@ -60,7 +60,7 @@ from torchvision import transforms  # noqa: E402
 from transfer_lightning.cache import use_feature_cache  # noqa: E402
 from transfer_lightning.data.base import ClassificationDataModule, Splits, TensorImageDataset  # noqa: E402
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from transfer_lightning.run.builders import build_callbacks, build_classifier, build_logger, build_trainer  # noqa: E402
+from transfer_lightning.run.builders import build_callbacks, build_logger, build_trainer, classifier_for  # noqa: E402
 from transfer_lightning.run.speed import tune_for_device  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
 from transfer_lightning.utils.config_folder import config_folder  # noqa: E402
@@ -198,7 +198,7 @@ def fit_steps(cfg, datamodule: ClassificationDataModule, compile_net: bool = Fal
     """Train through Lightning (the framework's module, callbacks and trainer) and time every step."""
     timer = StepTimes()
     datamodule.setup("fit")
-    module = build_classifier(cfg, datamodule)
+    module = classifier_for(cfg, datamodule)
     callbacks = [*build_callbacks(cfg.get("callbacks"), progress_bar=False), timer]
     trainer = build_trainer(cfg, callbacks, build_logger(cfg.get("logger")))
     tune_for_device(module, trainer, compile_net=compile_net)
@@ -321,7 +321,7 @@ def measure(args: argparse.Namespace, sizes: Sizes, work: Path) -> list[Result]:
     pass_data = ArrayDataModule(images[: sizes.pass_images], labels[: sizes.pass_images], classes,
                                 **{**common, "feature_cache": "auto"})  # fmt: skip
     pass_data.setup("fit")
-    module = build_classifier(pass_cfg, pass_data)
+    module = classifier_for(pass_cfg, pass_data)
     trainer = build_trainer(pass_cfg, [], False)
     tune_for_device(module, trainer)
     report = use_feature_cache(pass_data, module, trainer)
@@ -331,7 +331,7 @@ def measure(args: argparse.Namespace, sizes: Sizes, work: Path) -> list[Result]:
     results.append(ratio_result("(e) feature-cache pass / bare inference forward", framework_pass, bare_pass, 0.9,
                                 f"{framework_pass:.0f} vs {bare_pass:.0f} images/s; misses {report.misses}"))  # fmt: skip
     if not results[-1].met:
-        profile(lambda: use_feature_cache(pass_data, build_classifier(pass_cfg, pass_data), trainer),
+        profile(lambda: use_feature_cache(pass_data, classifier_for(pass_cfg, pass_data), trainer),
                 out / "profile_e.txt", device)  # fmt: skip
     return results
 

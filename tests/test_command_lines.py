@@ -62,7 +62,8 @@ def test_the_tools_take_a_run_folder_say_which_checkpoint_and_write_only_where_t
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "export"]  # no outputs/evaluate|export
     for module in TOOLS:
-        failed = run_cli(f"ckpt_path={tmp_path / 'no-such-run'}", "inputs=x.png", module=module, cwd=tmp_path)
+        inputs = ["inputs=x.png"] if module.endswith("predict") else []
+        failed = run_cli(f"ckpt_path={tmp_path / 'no-such-run'}", *inputs, module=module, cwd=tmp_path)
         assert failed.returncode == 2 and "does not exist" in failed.stderr, failed.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "export"]  # a failed call left nothing
 

@@ -15,6 +15,7 @@ from transfer_lightning.cache import FeatureCache, cache_key, data_fingerprint, 
 from transfer_lightning.cache.key import frozen_weights_fingerprint
 from transfer_lightning.classifier import TransferClassifier
 from transfer_lightning.run.builders import build_trainer, classifier_for
+from transfer_lightning.run.checkpoint import load_classifier
 
 SMALL = ["data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8"]
 
@@ -288,7 +289,7 @@ def test_cli_run_with_cache_records_misses_and_its_checkpoint_tests_the_same_liv
     assert "Feature cache miss: train" in result.stderr + result.stdout
 
     # the best checkpoint is a normal full model: tested live on images it gives the same result
-    model = TransferClassifier.load_from_checkpoint(summary["best_ckpt"], load_pretrained=False)
+    model = load_classifier(summary["best_ckpt"])
     assert model.input_stage == 0
     datamodule, _, _ = _build(tmp_path)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
@@ -324,7 +325,7 @@ def test_the_feature_pass_reports_each_split_and_says_what_would_make_it_faster(
     monkeypatch.setattr(progress, "LONG_PHASE_S", 0.0)  # every phase counts as long: it is announced
     monkeypatch.setattr(progress, "_PROBE_S", 0.0)
     monkeypatch.setattr(progress, "live_bar_allowed", lambda: False)  # plain lines, as in a log file
-    datamodule, module, trainer = _build(tmp_path)
+    datamodule, module, trainer = _build(tmp_path, "data.batch_size=4")  # a rate is measured from the 2nd batch
     with caplog.at_level("INFO", logger=progress.log.name):
         use_feature_cache(datamodule, module, trainer)
     for split, size in (("train", 32), ("val", 16), ("test", 16)):
