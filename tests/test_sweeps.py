@@ -115,9 +115,9 @@ def test_killed_sweep_resumes_skips_finished_jobs_and_records_a_failed_one(tmp_p
     rows = {row["job"]: row for row in read_csv(first_sweep / "sweep_summary.csv")}
     assert rows["0"]["status"] == "completed" and rows["1"]["status"] == "completed"
     assert rows["2"]["status"] == "failed"
-    assert "strategy.frozen_stages=9 is not allowed" in rows["2"]["error"]
+    assert "strategy.frozen_stages=9 is out of range for this backbone's 5 stages" in rows["2"]["error"]
     report = (first_sweep / "sweep_report.md").read_text()
-    assert "job 2 (failed): strategy.frozen_stages=9 is not allowed" in report
+    assert "job 2 (failed): strategy.frozen_stages=9 is out of range" in report
 
 
 @pytest.mark.slow  # fast cover: test_killed_sweep_resumes_skips_finished_jobs_and_records_a_failed_one
