@@ -20,10 +20,10 @@ TOOLS = ("transfer_lightning.evaluate", "transfer_lightning.predict", "transfer_
         (["sed=3"], "sed=3 sets a key that is not a setting of this project; did you mean seed=3?"),
         (["data.roots=/x"], "data.roots is not a setting of transfer_lightning.data.CIFAR10DataModule; allowed: "),
         (["strategy=finetuen"], "strategy=finetuen is not an option of strategy; did you mean finetune? (options: "
-         "feature_extract, finetune, full, gradual)"),
+         "feature_extract, fine_tune, finetune, full, gradual, lp_ft)"),
         (["+optimizer.learning_rate=0.1"], "optimizer.learning_rate is not a setting of torch.optim.Adam"),
-        (["data.augment=standrd"], "data.augment='standrd' is not allowed; expected none | standard (did you mean "
-         "standard?)"),
+        (["data.augment=standrd"], "data.augment='standrd' is not allowed; expected none | standard | trivial | "
+         "randaugment | augmix | aug_transforms (did you mean standard?)"),
         (["-m", "strategy=full,finetuen"], "strategy=finetuen is not an option of strategy; did you mean finetune?"),
     ],
 )  # fmt: skip

@@ -19,7 +19,6 @@ from PIL import Image
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from transfer_lightning.data import ImageFolderDataModule
 from transfer_lightning.data.decode import decode_square, decoder_version, open_rgb
-from transfer_lightning.data.transforms import BatchPreprocessor, random_resized_crop_and_flip
 from transfer_lightning.train import check_training_config
 from transfer_lightning.utils.errors import UserError
 
@@ -358,18 +357,13 @@ def test_image_folder_without_a_root_is_refused_by_the_config_rules() -> None:
 
 
 # -- training-time augmentation -----------------------------------------------------------------
-def test_random_resized_crop_covers_the_image_at_full_scale_and_varies_otherwise() -> None:
+def test_photos_are_augmented_with_random_resized_crops_and_evaluated_without() -> None:
     torch.manual_seed(0)
-    images = torch.rand(6, 3, 32, 32)
-    whole = random_resized_crop_and_flip(images, 32, scale=(1.0, 1.0), ratio=(1.0, 1.0))
-    for original, cropped in zip(images, whole, strict=True):
-        assert torch.allclose(cropped, original, atol=1e-5) or torch.allclose(cropped, original.flip(-1), atol=1e-5)
-    crops = random_resized_crop_and_flip(images, 48)
-    assert crops.shape == (6, 3, 48, 48)
-    assert not torch.allclose(crops, torch.nn.functional.interpolate(images, size=48, mode="bilinear"))
-    preprocessor = BatchPreprocessor(32, augment="standard", train_crop="random_resized")
-    batch = (images * 255).to(torch.uint8)
+    preprocessor = ImageFolderDataModule(root="unused", image_size=32, augment="standard").preprocessor
+    assert preprocessor.augmentation.settings.train_crop == "random_resized"  # photos: not CIFAR's padded crop
+    batch = (torch.rand(6, 3, 32, 32) * 255).to(torch.uint8)
     assert preprocessor(batch, train=True).shape == (6, 3, 32, 32)
+    assert not torch.equal(preprocessor(batch, train=True), preprocessor(batch, train=False))
     assert torch.equal(preprocessor(batch, train=False), preprocessor(batch, train=False))
 
 

@@ -57,12 +57,15 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, once_per_run: bool = False) -> DataLoader:
         dataset = TensorDataset(*self.features[split])
+        sampler = each_item_once_per_run(dataset) if once_per_run else None
+        if split == "train":  # data.sampler=balanced draws the cached rows as it draws the images
+            sampler = self.source.train_sampler(self.features[split][1])
         # in memory: indexing a tensor needs no worker processes
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=each_item_once_per_run(dataset) if once_per_run else None,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=0,
             pin_memory=torch.cuda.is_available(),
         )

@@ -31,11 +31,15 @@ def cache_plan(
     image_size: int,
     num_images: int,
     max_gb: float,
+    mixup: bool = False,
 ) -> CachePlan:
     """Decide from the settings alone, before any feature is computed.
 
     The frozen stages' output is a pure function of the image only when every split reaches
-    them unaugmented: validation and test always, training only with ``augment == "none"``.
+    them unaugmented: validation and test always, training only with ``augment == "none"`` and no
+    mixup or CutMix (``mixup``): those mix images, before the frozen stages. Mixing the cached
+    features instead would be another regulariser (mixup of hidden features), not image mixup, so
+    the cache is off then.
     The whole cache is held in memory, so its size (``num_images`` x feature size x 4 bytes)
     must stay within ``max_gb``.
     """
@@ -47,6 +51,11 @@ def cache_plan(
         return CachePlan(
             0, f"off: data.augment={augment} changes the training images every epoch, so the frozen output is not fixed"
         )
+    if mixup:
+        return CachePlan(
+            0, "off: mixup / CutMix (data.mixup_alpha, data.cutmix_alpha) mixes the training images before the frozen "
+            "stages, so their output is not fixed (cached features are never mixed in their place)",
+        )  # fmt: skip
     if not network.supports_forward_from(frozen_stages):
         return CachePlan(
             0,

@@ -22,7 +22,11 @@ from transfer_lightning.config.settings import Either, Integer, ListOf, Mapping,
 
 ALL_STAGES, ALL_BUT_LAST = "all", "all_but_last"
 INTERPOLATIONS = ("bilinear", "bicubic")
-AUGMENTATIONS = ("none", "standard")
+# data.augment: recipes/augment.py (kornia, every image its own draw); aug_transforms is fastai's
+AUGMENTATIONS = ("none", "standard", "trivial", "randaugment", "augmix", "aug_transforms")
+TRAIN_CROPS = ("pad", "random_resized")
+RANDAUGMENT_OPS = 15  # kornia's RandAugment policy
+TTA_MODES = ("none", "flip")
 PRECISIONS = ("auto", "64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 MAX_IMAGE_SIZE = 4096  # far above any backbone's input; bounds what a recorded contract may ask to allocate
@@ -78,6 +82,18 @@ class FreezeStagesSchema:
         "train",
         OneOf("train", "eval"),
         doc="BatchNorm of the stages that train: train, or eval (keep the pretrained statistics; small batches)",
+    )
+
+
+@dataclass
+class LinearProbeFinetuneSchema(FreezeStagesSchema):
+    _target_: str = "transfer_lightning.strategies.LinearProbeFinetune"
+    probe_max_iter: int = setting(
+        500, Integer(0), doc="L-BFGS iterations of the head on the frozen (cached) features, at most; 0 = no probe"
+    )
+    probe_weight_decay: float = setting(1e-4, Range(0), doc="L2 penalty of the probe (logistic regression)")
+    finetune_lr_scale: float = setting(
+        0.1, Range(0, 1, open_low=True), doc="after the probe every group trains at optimizer.lr x this"
     )
 
 
@@ -150,7 +166,34 @@ class CosineSchema:
         5, Integer(1, text="an integer >= 1 (set trainer.max_epochs)"), doc="the schedule's length"
     )
     warmup_epochs: int = setting(0, Integer(0), doc="linear warm-up epochs")
+    warmup_steps: int = setting(
+        0, Integer(0), doc="linear warm-up in optimizer steps instead (then the whole schedule steps per batch)"
+    )
     min_lr_ratio: float = setting(0.0, Range(0, 1), doc="the last epoch's rate as a fraction of the first")
+
+
+@dataclass
+class OneCycleSchema:
+    _target_: str = "transfer_lightning.optim.schedulers.one_cycle"
+    _partial_: bool = True
+    max_epochs: int = setting(
+        5, Integer(1, text="an integer >= 1 (set trainer.max_epochs)"), doc="the cycle's length (the whole run)"
+    )
+    pct_start: float = setting(
+        0.3, Range(0, 1, open_low=True, open_high=True), doc="the rising part, as a fraction of the run"
+    )
+    warmup_epochs: int | None = setting(
+        None, Integer(1), optional=True, doc="the rising part in epochs instead of pct_start"
+    )
+    warmup_steps: int | None = setting(
+        None, Integer(1), optional=True, doc="the rising part in optimizer steps instead of pct_start"
+    )
+    div_factor: float = setting(5.0, Range(1), doc="the first rate is optimizer.lr / div_factor")
+    final_div_factor: float = setting(1e5, Range(1), doc="the last rate is the first / final_div_factor")
+    anneal_strategy: str = setting("cos", OneOf("cos", "linear"), doc="the shape of both parts")
+    cycle_momentum: bool = setting(True, doc="momentum (Adam's beta1) falls while the rate rises, and back")
+    base_momentum: float = setting(0.85, Range(0, 1), doc="the momentum at the peak rate")
+    max_momentum: float = setting(0.95, Range(0, 1), doc="the momentum at the start and the end")
 
 
 @dataclass
@@ -184,9 +227,41 @@ class DataSchema:
     mean: list[float] | None = setting(None, MEAN, optional=True, doc="per-channel mean; null = the weights'")
     std: list[float] | None = setting(None, STD, optional=True, doc="per-channel std; null = the weights'")
     augment: str = setting(
-        "none", OneOf(*AUGMENTATIONS), doc="none | standard (random crop + horizontal flip, colour jitter)"
+        "none",
+        OneOf(*AUGMENTATIONS),
+        doc="training augmentation, every image its own draw: standard (crop + flip), trivial (+ TrivialAugment), "
+        "randaugment (+ RandAugment), augmix (+ AugMix), aug_transforms (fastai's: flip, rotate, zoom, warp, lighting)",
+    )
+    train_crop: str = setting(
+        "pad", OneOf(*TRAIN_CROPS), doc="the augmented crop: pad (padded random crop) | random_resized"
+    )
+    crop_scale: list[float] = setting(
+        [0.08, 1.0],
+        ListOf(Range(0, 1, open_low=True), length=2, sorted_=True, text="[low, high] fractions of the image in (0, 1]"),
+        doc="area range of the random resized crop (train_crop=random_resized)",
     )
     color_jitter: float = setting(0.0, Range(0, 1, open_high=True), doc="colour jitter strength with augment")
+    randaugment_ops: int = setting(
+        2, Integer(1, RANDAUGMENT_OPS), doc="RandAugment's operations per image (augment=randaugment)"
+    )
+    randaugment_magnitude: int = setting(
+        9, Integer(1, 29), doc="RandAugment's magnitude of 30 (torchvision's scale; timm's m9 of 10 is 27)"
+    )
+    augmix_severity: int = setting(3, Integer(1, 9), doc="AugMix's operation strength (augment=augmix)")
+    augmix_width: int = setting(3, Integer(1, 10), doc="AugMix's chains mixed per image")
+    aug_transforms_mult: float = setting(
+        1.0, Range(0, open_low=True), doc="fastai's mult: scales rotation, warp and lighting (augment=aug_transforms)"
+    )
+    mixup_alpha: float = setting(0.0, Range(0), doc="mixup's Beta(alpha, alpha); > 0 turns mixup on (timm's Mixup)")
+    cutmix_alpha: float = setting(0.0, Range(0), doc="CutMix's Beta(alpha, alpha); > 0 turns CutMix on")
+    mixup_prob: float = setting(1.0, Range(0, 1), doc="probability that a batch (or image) is mixed")
+    mixup_switch_prob: float = setting(0.5, Range(0, 1), doc="probability of CutMix instead of mixup when both are on")
+    mixup_mode: str = setting(
+        "batch", OneOf("batch", "pair", "elem"), doc="one mixing weight per batch, per pair, or per image"
+    )
+    sampler: str = setting(
+        "none", OneOf("none", "balanced"), doc="balanced: every class drawn equally often in training"
+    )
     batch_size: int = setting(32, Integer(1), doc="images per batch and device")
     num_workers: Any = setting(
         "auto",
@@ -227,7 +302,7 @@ class ImageFolderSchema(DataSchema):
     )
     split_seed: int = setting(42, Integer(), doc="the seed of the carved splits")
     on_bad_file: str = setting("skip", OneOf("skip", "error"), doc="broken files: skip (listed) | error (stop)")
-    balance: str = setting("none", OneOf("none", "weighted_sampler"), doc="draw every class equally often")
+    balance: str = setting("none", OneOf("none", "weighted_sampler"), doc="the earlier name of data.sampler=balanced")
     cache: str = setting("auto", OneOf("auto", "memory", "disk", "none"), doc="where decoded images are kept")
     cache_dir: str | None = setting(None, FOLDER, optional=True, doc="the disk cache's folder")
 
@@ -241,6 +316,28 @@ class SyntheticSchema(DataSchema):
     test_size: int = setting(32, Integer(1, 100_000, text="an integer >= 1"), doc="test images")
     native_size: int = setting(32, Integer(1, 1024, text="an integer >= 1"), doc="the stored images' side")
     seed: int = setting(0, Integer(), doc="the images' seed")
+
+
+# -- loss, EMA (recipes/) --------------------------------------------------------------------------
+@dataclass
+class LossSchema:
+    """The training loss: cross-entropy, on hard labels or on mixup's soft targets (recipes/loss.py)."""
+
+    label_smoothing: float = setting(
+        0.0, Range(0, 1, open_high=True), doc="label smoothing (applied once, to mixup's targets too)"
+    )
+    class_weights: str = setting(
+        "none", OneOf("none", "balanced"), doc="balanced: each class weighted by its inverse frequency in train"
+    )
+
+
+@dataclass
+class EMASchema:
+    """An exponential moving average of the weights (recipes/ema.py), validated, tested and saved."""
+
+    enabled: bool = setting(False, doc="keep an EMA of the weights; checkpoints and exports hold it")
+    decay: float = setting(0.9998, Range(0, 1, open_low=True, open_high=True), doc="the EMA's decay per step")
+    warmup: bool = setting(False, doc="timm's warm-up: decay min(decay, (1 + n) / (10 + n)) at update n")
 
 
 # -- trainer -----------------------------------------------------------------------------------
@@ -504,6 +601,8 @@ class TrainSchema:
         doc="continue a killed run (its folder) or sweep (true)",
     )
     tune: TuneSchema = setting(TuneSchema(), doc="the learning-rate finder")
+    loss: Any = None
+    ema: EMASchema = setting(EMASchema(), doc="an exponential moving average of the weights")
     compile: bool = setting(False, doc="torch.compile the network")
     trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
 
@@ -536,6 +635,7 @@ class EvaluateSchema:
     grid_size: int = setting(32, Integer(1), doc="images in the prediction grid")
     top_confused: int = setting(5, Integer(0), doc="(true, predicted) pairs the report lists")
     trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
+    tta: str = setting("none", OneOf(*TTA_MODES), doc="flip: the mean of the image's and its mirror's logits")
 
 
 @dataclass
@@ -551,6 +651,7 @@ class PredictSchema:
     num_workers: Any = setting("auto", Either(OneOf("auto"), Integer(0), text="auto or an integer >= 0"),
                                doc="loader processes")  # fmt: skip
     show: int = setting(50, Integer(0), doc="rows printed on screen (the CSV has all)")
+    tta: str = setting("none", OneOf(*TTA_MODES), doc="flip: the mean of the image's and its mirror's logits")
     output_dir: str | None = setting(None, FOLDER, optional=True, doc="where predictions.csv goes")
     trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
 
@@ -566,13 +667,21 @@ class ExportSchema:
     parity_batch_size: int = setting(8, Integer(1), doc="images in the parity check")
     parity_tolerance: float = setting(1e-3, Range(0, open_low=True), doc="largest allowed logit difference")
     trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
+    tta: str = setting(
+        "none", OneOf(*TTA_MODES), doc="flip: the exported model averages the image's and its mirror's logits"
+    )
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"model": ModelSchema},
-    "strategy": {"freeze_stages": FreezeStagesSchema, "gradual": GradualUnfreezeSchema},
+    "strategy": {
+        "freeze_stages": FreezeStagesSchema,
+        "gradual": GradualUnfreezeSchema,
+        "lp_ft": LinearProbeFinetuneSchema,
+    },
     "optimizer": {"adam": AdamSchema, "adamw": AdamWSchema, "sgd": SGDSchema},
-    "scheduler": {"cosine": CosineSchema, "step": StepSchema},
+    "scheduler": {"cosine": CosineSchema, "step": StepSchema, "onecycle": OneCycleSchema},
+    "loss": {"cross_entropy": LossSchema},
     "data": {"cifar10": CIFAR10Schema, "image_folder": ImageFolderSchema, "synthetic": SyntheticSchema},
     "trainer": {"trainer": TrainerSchema},
     "callbacks": {

@@ -10,11 +10,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from transfer_lightning.data.contract import Preprocessing, default_preprocessing, resolve_preprocessing
 from transfer_lightning.data.fingerprint import split_fingerprint
 from transfer_lightning.data.transforms import BatchPreprocessor
+from transfer_lightning.recipes.augment import AugmentSettings, TrainAugmentation
+from transfer_lightning.recipes.mixup import BatchMixer, MixupSettings
 from transfer_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,10 @@ class ClassificationDataModule(L.LightningDataModule):
     """Base class: subclasses implement ``load_splits`` returning uint8 image datasets.
 
     Images stay uint8 through the loader (4x less memory and copy than float); the
-    ``BatchPreprocessor`` resizes, augments (training only) and normalises each batch after it
-    reached the device, in ``on_after_batch_transfer``.
+    ``BatchPreprocessor`` augments (training only: ``augment`` and its strengths, ``recipes/augment.py``),
+    resizes and normalises each batch after it reached the device, in ``on_after_batch_transfer``, where
+    training batches are then mixed (``mixup_alpha`` / ``cutmix_alpha``: ``recipes/mixup.py``; their
+    labels become class shares). ``sampler="balanced"`` draws every class equally often in training.
 
     ``preprocessing`` is the contract (``data/contract.py``) resolved by the caller from the
     model's defaults and the ``data.*`` keys; without it, those keys are applied over ImageNet's
@@ -75,14 +79,26 @@ class ClassificationDataModule(L.LightningDataModule):
         std: list[float] | None = None,
         preprocessing: Preprocessing | Mapping[str, Any] | None = None,
         augment: str = "none",
+        train_crop: str = "pad",
+        crop_scale: tuple[float, float] | list[float] = (0.08, 1.0),
         color_jitter: float = 0.0,
+        randaugment_ops: int = 2,
+        randaugment_magnitude: int = 9,
+        augmix_severity: int = 3,
+        augmix_width: int = 3,
+        aug_transforms_mult: float = 1.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
+        mixup_mode: str = "batch",
+        sampler: str = "none",
         batch_size: int = 32,
         num_workers: int | str = "auto",
         test_each_epoch: bool = False,
         feature_cache: str | bool = "auto",
         feature_cache_dir: str | None = None,
         feature_cache_max_gb: float = 4.0,
-        train_crop: str = "pad",
     ) -> None:
         super().__init__()
         if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
@@ -93,6 +109,13 @@ class ClassificationDataModule(L.LightningDataModule):
         self.contract = self.declare_contract(preprocessing, resize_size)
         self.image_size = self.contract.image_size
         self.augment = augment
+        augmentation = AugmentSettings(
+            augment, train_crop, tuple(crop_scale), color_jitter, randaugment_ops, randaugment_magnitude,
+            augmix_severity, augmix_width, aug_transforms_mult,
+        )  # fmt: skip
+        self.mixup = MixupSettings(mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob, mixup_mode)
+        self.mixer: BatchMixer | None = None  # built in setup, when the classes are known
+        self.sampler = sampler
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.test_each_epoch = test_each_epoch
@@ -102,11 +125,9 @@ class ClassificationDataModule(L.LightningDataModule):
         self.feature_cache_max_gb = feature_cache_max_gb
         self.preprocessor = BatchPreprocessor(
             self.image_size,
-            augment,
-            color_jitter,
+            TrainAugmentation(augmentation, self.contract.decoded_size) if augmentation.active else None,
             mean=self.contract.mean,
             std=self.contract.std,
-            train_crop=train_crop,
             interpolation=self.contract.interpolation,
         )
         self.splits: Splits | None = None
@@ -134,9 +155,29 @@ class ClassificationDataModule(L.LightningDataModule):
                 len(self.splits.class_names),
                 "/".join(str(n) for n in sizes.values()),
             )
+            if self.mixup.active:
+                self.mixer = BatchMixer(self.mixup, len(self.splits.class_names))
+
+    def describe_training_inputs(self) -> str:
+        """What training batches go through before the network, in one line (the log's)."""
+        augmentation = self.preprocessor.augmentation
+        parts = [f"data.augment={self.augment}" + (f" ({augmentation.describe()})" if augmentation else "")]
+        parts += [self.mixup.describe()] if self.mixup.active else []
+        parts += ["every class drawn equally often (data.sampler=balanced)"] if self.sampler == "balanced" else []
+        return "; ".join(parts)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._splits().train, shuffle=True)
+        train = self._splits().train
+        return self._loader(train, shuffle=True, sampler=self.train_sampler(train.labels))
+
+    def train_sampler(self, labels: torch.Tensor) -> Sampler | None:
+        """``sampler="balanced"``: each image drawn with probability 1 / its class's count, so every class
+        equally often (with replacement; an epoch stays as long). Under DDP Lightning wraps it in its
+        ``DistributedSamplerWrapper``: each process takes a shard of the weighted draw."""
+        if self.sampler != "balanced":
+            return None
+        counts = torch.bincount(labels, minlength=self.num_classes).double()
+        return WeightedRandomSampler((1.0 / counts)[labels], num_samples=len(labels), replacement=True)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         val = self._loader(self._splits().val, shuffle=False)
@@ -151,8 +192,11 @@ class ClassificationDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
+        images = self.preprocessor(images, train=training)
+        if training and self.mixer is not None:
+            images, labels = self.mixer(images, labels)  # labels -> class shares (B, C)
         # channels_last: the layout the network's weights use (see transfer_lightning/run/speed.py)
-        return self.preprocessor(images, train=training).contiguous(memory_format=torch.channels_last), labels
+        return images.contiguous(memory_format=torch.channels_last), labels
 
     # -- shared helpers ----------------------------------------------------------------------
     @property
@@ -190,7 +234,7 @@ class ClassificationDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
             sampler=sampler,
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),

@@ -120,7 +120,6 @@ def preprocessor_for(preprocessing: Preprocessing | Mapping[str, Any]) -> BatchP
     contract = as_contract(preprocessing)
     return BatchPreprocessor(
         contract.image_size,
-        augment="none",
         mean=contract.mean,
         std=contract.std,
         interpolation=contract.interpolation,

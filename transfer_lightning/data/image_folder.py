@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from transfer_lightning.data.base import ClassificationDataModule, Splits
 from transfer_lightning.data.contract import Preprocessing
@@ -103,8 +103,8 @@ class ImageFolderDataModule(ClassificationDataModule):
     Every image is checked before training (broken files skipped or fatal, ``on_bad_file``),
     converted to RGB, resized (shorter side to ``image_size``) and centre-cropped; with
     ``cache=memory``/``disk`` that happens once, and epochs are served from a uint8 tensor.
-    Training with ``augment=standard`` takes a random resized crop + flip of that square,
-    batched on the training device.
+    Augmented training crops are random resized crops of that square (``train_crop``), batched on
+    the training device. ``balance="weighted_sampler"`` is the earlier name of ``sampler="balanced"``.
     """
 
     def __init__(
@@ -117,10 +117,13 @@ class ImageFolderDataModule(ClassificationDataModule):
         balance: str = "none",
         cache: str = "auto",
         cache_dir: str = "data/image_folder_cache",
+        train_crop: str = "random_resized",
         **common: Any,
     ) -> None:
-        # photos of any shape: training crops are random resized crops, not CIFAR's padded crops
-        super().__init__(train_crop="random_resized", **common)
+        # photos of any shape: augmented crops are random resized crops, not CIFAR's padded crops
+        super().__init__(train_crop=train_crop, **common)
+        if balance == "weighted_sampler":
+            self.sampler = "balanced"
         self.root = Path(root).expanduser()
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -293,28 +296,12 @@ class ImageFolderDataModule(ClassificationDataModule):
             return
         train = counts["train"].values()
         ratio = max(train) / max(1, min(train))
-        if ratio >= IMBALANCE_WARNING_RATIO and self.balance == "none":
+        if ratio >= IMBALANCE_WARNING_RATIO and self.sampler == "none":
             log.warning(
-                "Classes are imbalanced (largest/smallest = %.1f in train); data.balance=weighted_sampler "
-                "draws every class equally often",
+                "Classes are imbalanced (largest/smallest = %.1f in train); data.sampler=balanced draws every "
+                "class equally often, loss.class_weights=balanced weights them, and the reports add balanced accuracy",
                 ratio,
             )
-
-    def train_dataloader(self) -> DataLoader:
-        if self.balance != "weighted_sampler":
-            return super().train_dataloader()
-        return self._weighted_loader(self._splits().train)
-
-    def _weighted_loader(self, dataset: Dataset) -> DataLoader:
-        """Each image drawn with probability 1 / (its class's count): classes equally often.
-
-        Under DDP Lightning wraps this sampler in its ``DistributedSamplerWrapper``: each process
-        takes a shard of the weighted draw (tests/test_image_folder.py runs it on two processes).
-        """
-        labels = dataset.labels
-        counts = torch.bincount(labels, minlength=self.num_classes).double()
-        sampler = WeightedRandomSampler((1.0 / counts)[labels], num_samples=len(labels), replacement=True)
-        return self._loader(dataset, shuffle=False, sampler=sampler)
 
     # -- throughput ----------------------------------------------------------------------------
     def _measure_loader(self, dataset: Dataset, max_batches: int = 10, max_seconds: float = 2.0) -> float | None:
