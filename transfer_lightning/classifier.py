@@ -9,10 +9,14 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from transfer_lightning.models import Backbone
+from transfer_lightning.optim.schedulers import lightning_scheduler
+from transfer_lightning.recipes.loss import ClassificationLoss
+from transfer_lightning.recipes.tta import logits_with_tta
 from transfer_lightning.run.model_record import RECORD_KEY, ModelRecord
 from transfer_lightning.strategies import FreezingStrategy
 
@@ -27,7 +31,8 @@ class TransferClassifier(L.LightningModule):
 
     It takes built objects: the backbone (with its head sized to ``record.class_names``), the freezing
     strategy, and factories for the optimizer and the scheduler (``functools.partial``s, as
-    ``hydra.utils.instantiate`` makes them from ``_partial_: true``). ``record`` says what built them;
+    ``hydra.utils.instantiate`` makes them from ``_partial_: true``), and the training loss
+    (``recipes/loss.py``; plain cross-entropy when not given). ``record`` says what built them;
     it goes into every checkpoint (``run/model_record.py``), so ``evaluate``, ``predict``, ``export``
     and resume rebuild the model from the file alone (``run/builders.build_classifier``).
 
@@ -45,6 +50,7 @@ class TransferClassifier(L.LightningModule):
         optimizer: OptimizerFactory,
         record: ModelRecord,
         scheduler: SchedulerFactory | None = None,
+        loss: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -57,6 +63,9 @@ class TransferClassifier(L.LightningModule):
         self.record = record
         self.class_names = list(record.class_names)
         num_classes = len(self.class_names)
+        # the training objective; val/loss and test/loss stay plain cross-entropy, comparable across recipes
+        self.loss = loss or ClassificationLoss(num_classes)
+        self.tta = "none"  # test-time augmentation of evaluate / predict (recipes/tta.py); training never uses it
         # accuracy over images (micro), as evaluate reports it and the plain loop computes it; torchmetrics'
         # default (macro, the mean over classes) differs from it on unbalanced splits
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -64,6 +73,9 @@ class TransferClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_images = SumMetric()  # how many images the test accuracy counted (all processes)
         self.extra_test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # balanced accuracy, the mean of the per-class accuracies: reported beside accuracy where classes are unbalanced
+        self.val_balanced_acc = MulticlassAccuracy(num_classes=num_classes, average="macro")
+        self.test_balanced_acc = MulticlassAccuracy(num_classes=num_classes, average="macro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in the checkpoint, so a resumed run keeps its best score
         # > 0 while training on cached features: batches are the output of the first
@@ -104,10 +116,11 @@ class TransferClassifier(L.LightningModule):
 
     # -- steps -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+        images, targets = batch  # targets: labels, or class shares (B, C) of mixed images (data.mixup_alpha ...)
         logits = self(images)
-        loss = F.cross_entropy(logits, labels)
-        self.train_acc(logits, labels)
+        loss = self.loss(logits, targets)
+        # a mixed image counts as right when the prediction is its dominant label (its largest share)
+        self.train_acc(logits, targets.argmax(dim=1) if targets.ndim == 2 else targets)
         # sync_dist: under DDP the mean over every process's batches, not rank 0's
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -115,15 +128,17 @@ class TransferClassifier(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         images, labels = batch
-        logits = self(images)
+        logits = logits_with_tta(self, images, self.tta)
         if dataloader_idx == 1:  # the test set evaluated every epoch (data.test_each_epoch)
             self.extra_test_acc(logits, labels)
             self.log("test_epoch/acc", self.extra_test_acc, on_epoch=True, add_dataloader_idx=False)
             return {}
         loss = F.cross_entropy(logits, labels)
         self.val_acc(logits, labels)
+        self.val_balanced_acc(logits, labels)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, add_dataloader_idx=False, sync_dist=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
+        self.log("val/balanced_acc", self.val_balanced_acc, on_epoch=True, add_dataloader_idx=False)
         return {"preds": logits.argmax(dim=1), "target": labels, "logits": logits}
 
     def on_validation_epoch_end(self) -> None:
@@ -134,18 +149,20 @@ class TransferClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         images, labels = batch
-        logits = self(images)
+        logits = logits_with_tta(self, images, self.tta)
         self.test_acc(logits, labels)
+        self.test_balanced_acc(logits, labels)
         self.test_images(torch.ones_like(labels).sum())
         self.log("test/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
+        self.log("test/balanced_acc", self.test_balanced_acc, on_epoch=True)
         self.log("test/images", self.test_images, on_epoch=True)  # summed over processes: each image once
         return {"preds": logits.argmax(dim=1), "target": labels, "logits": logits}
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """Class probabilities of ``(images, keys)``; the keys (labels or item ids) pass through."""
         images, keys = batch
-        return {"probs": self(images).float().softmax(dim=1), "keys": keys}
+        return {"probs": logits_with_tta(self, images, self.tta).float().softmax(dim=1), "keys": keys}
 
     def on_train_epoch_start(self) -> None:
         optimizer = self.trainer.optimizers[0] if self.trainer.optimizers else None
@@ -176,8 +193,9 @@ class TransferClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.strategy.param_groups(self.backbone, self.learning_rate))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        # epoch-wise, or per batch for schedules over the run's steps (optim/schedulers.py)
+        scheduler = lightning_scheduler(self.scheduler_factory, optimizer, self.trainer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # -- checkpoint --------------------------------------------------------------------------
     def checkpoint_record(self) -> dict[str, Any]:

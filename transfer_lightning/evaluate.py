@@ -32,6 +32,7 @@ from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.fingerprint import split_fingerprint
 from transfer_lightning.data.record import data_config_from_checkpoint
 from transfer_lightning.models.lineage import describe_lineage
+from transfer_lightning.recipes.tta import TTA_WORDS
 from transfer_lightning.run.builders import build_datamodule, build_trainer
 from transfer_lightning.run.checkpoint import checkpoint_file, checkpoint_origin, load_classifier
 from transfer_lightning.utils.cli import check_once, require, tool_main
@@ -51,6 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         require(cfg, "ckpt_path", "ckpt_path=outputs/<date>/<time> (a run folder) or its .ckpt")
     )
     module = load_classifier(checkpoint)
+    module.tta = cfg.tta  # test-time augmentation (recipes/tta.py)
     record = module.record
     typed = OmegaConf.to_container(cfg.data, resolve=True)
     named = "_target_" in typed  # data=<name> on the command line: that (trusted) config
@@ -79,6 +81,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "device": device.device,
         "precision": device.precision,
         "weights": describe_lineage(module.weights_lineage),  # the chain, newest link first
+        "tta": TTA_WORDS[cfg.tta],
     }
     report["weights_lineage"] = module.weights_lineage
     output_dir = (

@@ -5,7 +5,9 @@ dict, which torchvision's (or timm's) own model of the same architecture loads w
 ``<that file>.json``, the preprocessing contract (``data/contract.py``: sizes, crop,
 interpolation, mean, std, the steps in words) and the class names, beside the checkpoint (or into
 ``output_dir``), after checking the export against PyTorch on a batch: the largest absolute logit
-difference is printed and must stay within ``parity_tolerance``.
+difference is printed and must stay within ``parity_tolerance``. ``tta=flip`` exports the network with
+test-time augmentation inside (the mean of the logits of the image and its mirror) and the JSON says
+so; a state dict holds weights only, so its JSON tells the caller to average the two instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 
 from transfer_lightning.data.contract import Preprocessing, as_contract, preprocessor_for
 from transfer_lightning.loggers.mlflow_runs import log_export
+from transfer_lightning.recipes.tta import TTA_WORDS, FlipTTA
 from transfer_lightning.run.checkpoint import checkpoint_file, load_classifier
 from transfer_lightning.utils.cli import check_once, require, tool_main
 from transfer_lightning.utils.errors import UserError
@@ -52,7 +55,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.output_dir) if cfg.get("output_dir") else checkpoint.parent
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / f"{checkpoint.stem}{EXPORTERS[cfg.format][2]}"
-    parity = export_checked(module, cfg.format, target, cfg.parity_batch_size, cfg.parity_tolerance)
+    parity = export_checked(module, cfg.format, target, cfg.parity_batch_size, cfg.parity_tolerance, cfg.tta)
     contract = {
         "format": cfg.format,
         "file": target.name,
@@ -60,6 +63,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         **preprocessing_contract(module.record.preprocessing, module.class_names),
         "checkpoint": str(checkpoint.resolve()),
         "weights": module.weights_lineage,
+        "tta": tta_contract(cfg.tta, cfg.format),
         "parity": parity,
     }
     if cfg.format == "state_dict":
@@ -72,9 +76,14 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return contract
 
 
-def export_checked(module: nn.Module, format_: str, target: Path, batch_size: int, tolerance: float) -> dict[str, Any]:
-    """Write ``module.net`` to ``target`` only if its logits match PyTorch's within ``tolerance``."""
+def export_checked(
+    module: nn.Module, format_: str, target: Path, batch_size: int, tolerance: float, tta: str = "none"
+) -> dict[str, Any]:
+    """Write ``module.net`` (with ``tta=flip`` inside, where the format holds a graph) to ``target`` only if its
+    logits match PyTorch's within ``tolerance``."""
     network = module.net.eval()
+    if tta == "flip" and format_ != "state_dict":
+        network = FlipTTA(network).eval()
     contract = module.record.preprocessing
     example, batch = sample_batch(contract, 2, seed=0), sample_batch(contract, batch_size, seed=1)
     save, load, _ = EXPORTERS[format_]
@@ -97,6 +106,15 @@ def export_checked(module: nn.Module, format_: str, target: Path, batch_size: in
     finally:
         partial.unlink(missing_ok=True)
     return {"max_abs_logit_diff": difference, "bound": tolerance, "batch_size": len(batch)}
+
+
+def tta_contract(tta: str, format_: str) -> dict[str, Any]:
+    """Whether test-time augmentation is part of the exported file's contract, and what the caller does."""
+    if tta == "none":
+        return {"mode": "none", "in_model": False}
+    if format_ == "state_dict":
+        return {"mode": tta, "in_model": False, "caller": f"compute {TTA_WORDS[tta]} (the weights are plain)"}
+    return {"mode": tta, "in_model": True, "note": f"the model returns {TTA_WORDS[tta]}: pass the plain image"}
 
 
 def preprocessing_contract(preprocessing: Preprocessing | dict[str, Any], class_names: list[str]) -> dict[str, Any]:

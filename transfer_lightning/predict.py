@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from transfer_lightning.callbacks import DeviceReport
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.image_files import ImageFileDataset, list_image_files, reason_file_fails
+from transfer_lightning.recipes.tta import TTA_WORDS
 from transfer_lightning.run.builders import build_trainer
 from transfer_lightning.run.checkpoint import load_classifier
 from transfer_lightning.utils.cli import check_once, require, tool_main
@@ -39,6 +40,9 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     inputs = require(cfg, "inputs", "inputs=photo.jpg or inputs=path/to/folder")
     files = list_image_files(inputs)
     module = load_classifier(checkpoint)
+    module.tta = cfg.tta  # test-time augmentation (recipes/tta.py)
+    if cfg.tta != "none":
+        log.info("Test-time augmentation: %s (tta=%s)", TTA_WORDS[cfg.tta], cfg.tta)
     top_k = min(cfg.top_k, len(module.class_names))
     if top_k < cfg.top_k:
         log.info("top_k=%d is more than the model's %d classes: showing all %d", cfg.top_k, top_k, top_k)

@@ -35,7 +35,8 @@ def build_report(computed: dict[str, torch.Tensor], class_names: list[str], top_
     """A JSON-ready report from ``classification_metrics(...).compute()``.
 
     A class without test images gets ``null`` accuracy/recall (not 0%); one never predicted gets
-    ``null`` precision.
+    ``null`` precision. Where the classes have different numbers of images, ``balanced_accuracy`` (the
+    mean of the per-class accuracies of the classes with images) stands beside ``accuracy``.
     """
     matrix = computed["confusion_matrix"].cpu().long()
     support, predicted = matrix.sum(dim=1), matrix.sum(dim=0)
@@ -50,9 +51,15 @@ def build_report(computed: dict[str, torch.Tensor], class_names: list[str], top_
             "recall": _value(computed["recall"], index) if has_images else None,
             "f1": _value(computed["f1"], index) if has_images or was_predicted else None,
         }
+    present = support > 0
+    balanced = {}
+    if len(set(support[present].tolist())) > 1:
+        accuracies = computed["per_class_accuracy"].cpu()[present]
+        balanced = {"balanced_accuracy": float(accuracies.mean())}
     return {
         "num_images": int(matrix.sum()),
         "accuracy": float(computed["accuracy"]),
+        **balanced,
         "per_class": per_class,
         "most_confused": most_confused_pairs(matrix, class_names, top_confused),
         "confusion_matrix": matrix.tolist(),
@@ -83,7 +90,12 @@ def most_confused_pairs(matrix: torch.Tensor, class_names: list[str], limit: int
 
 def report_markdown(report: dict[str, Any], title: str, images: dict[str, str]) -> str:
     """The report as Markdown: overall accuracy, a per-class table, confused pairs, the images."""
-    lines = [f"# {title}", "", f"**Accuracy: {_percent(report['accuracy'])}** on {report['num_images']} images.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"**Accuracy: {_percent(report['accuracy'])}**{_balanced(report)} on {report['num_images']} images.",
+        "",
+    ]
     for key, value in report.get("context", {}).items():
         lines.append(f"- {key}: `{value}`")
     lines += [
@@ -114,7 +126,9 @@ def report_markdown(report: dict[str, Any], title: str, images: dict[str, str]) 
 
 def print_report_table(report: dict[str, Any], title: str, console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"{title}: accuracy {_percent(report['accuracy'])} on {report['num_images']} images")
+    table = Table(
+        title=f"{title}: accuracy {_percent(report['accuracy'])}{_balanced(report)} on {report['num_images']} images"
+    )
     for column, justify in (("class", "left"), ("images", "right"), ("accuracy", "right"), ("precision", "right"), ("recall", "right"), ("F1", "right")):  # fmt: skip
         table.add_column(column, justify=justify)
     for name, row in report["per_class"].items():
@@ -129,6 +143,11 @@ def print_report_table(report: dict[str, Any], title: str, console: Console | No
         for pair in report["most_confused"]:
             confused.add_row(pair["true"], pair["predicted"], str(pair["count"]), _percent(pair["share_of_true"]))
         console.print(confused)
+
+
+def _balanced(report: dict[str, Any]) -> str:
+    balanced = report.get("balanced_accuracy")
+    return "" if balanced is None else f" (balanced accuracy {_percent(balanced)}: the classes are unbalanced)"
 
 
 def _value(tensor: torch.Tensor, index: int) -> float:

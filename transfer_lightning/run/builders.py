@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ProgressBar
@@ -23,6 +24,7 @@ from transfer_lightning.config.trust import trusted_class
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.loggers.build import build_loggers
 from transfer_lightning.models import Backbone, backbone_class
+from transfer_lightning.recipes.loss import build_loss
 from transfer_lightning.run.checkpoint import AtomicCheckpointIO
 from transfer_lightning.run.launch import cluster_environment_plugins
 from transfer_lightning.run.model_record import ModelRecord
@@ -92,14 +94,18 @@ def find_callback(callbacks: list[Callback], kind: type) -> Any:
 
 
 def build_classifier(
-    record: ModelRecord, pretrained: bool = True, strategy: FreezingStrategy | None = None
+    record: ModelRecord,
+    pretrained: bool = True,
+    strategy: FreezingStrategy | None = None,
+    train_labels: torch.Tensor | None = None,
 ) -> TransferClassifier:
     """The ``TransferClassifier`` a record describes: the one function that builds it, for a new run (a record
     of the trusted config) and for every file (``evaluate``, ``predict``, ``export``, resume, transfer chains).
 
     ``pretrained=False`` skips the weights the record started from (a checkpoint's state dict replaces
     them, so nothing is fetched). ``strategy``: one already built for this backbone (``train`` builds
-    it before reading any data, to check its stage counts).
+    it before reading any data, to check its stage counts). ``train_labels``: the training split's labels,
+    for ``loss.class_weights=balanced`` (only a run that trains needs them).
     """
     from transfer_lightning.classifier import TransferClassifier
 
@@ -113,7 +119,8 @@ def build_classifier(
         if record.scheduler
         else None
     )
-    return TransferClassifier(backbone, strategy, optimizer, record, scheduler)
+    loss = build_loss(record.loss, len(record.class_names), train_labels)
+    return TransferClassifier(backbone, strategy, optimizer, record, scheduler, loss)
 
 
 def classifier_for(cfg: DictConfig, datamodule: Any, pretrained: bool = True) -> TransferClassifier:
@@ -191,6 +198,8 @@ def record_of_config(cfg: DictConfig, class_names: list[str], preprocessing: Pre
         class_names=list(class_names),
         preprocessing=preprocessing,
         data=recorded_data_config(cfg.data),
+        loss=_plain(cfg.get("loss")) or None,
+        ema=_plain(cfg.get("ema")) or None,
     )
 
 

@@ -5,6 +5,8 @@
 - ``model``: ``{"name", "backbone", "weights"}`` (the family class path and the weights it started from);
 - ``strategy``, ``optimizer``, ``scheduler``: the configs they were built from (``_target_`` + settings);
 - ``class_names``, ``preprocessing`` (``data/contract.py``), ``data`` (the data config, folders absolute);
+- ``loss`` and ``ema``: the training loss's settings and the weight average's (``recipes/``), which a
+  resumed run must share (absent from records written before them: plain cross-entropy, no EMA);
 - ``lineage`` (where the weights came from, ``models/lineage.py``) and ``strategy_state``.
 
 ``read_model_record`` is the one way a checkpoint's record is read, whoever wrote the file: every
@@ -25,7 +27,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from transfer_lightning.config.check import check_config, schema_fields, unknown_key_sentence
-from transfer_lightning.config.schemas import SCHEMAS, PreprocessingSchema
+from transfer_lightning.config.schemas import SCHEMAS, EMASchema, LossSchema, PreprocessingSchema
 from transfer_lightning.config.trust import check_recorded, refuse_unless_allowed
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -50,6 +52,8 @@ class ModelRecord:
     class_names: list[str]
     preprocessing: Preprocessing
     data: dict[str, Any] | None = None
+    loss: dict[str, Any] | None = None  # None: plain cross-entropy (recipes/loss.py)
+    ema: dict[str, Any] | None = None  # None: no weight average (recipes/ema.py)
     lineage: dict[str, Any] = field(default_factory=lambda: {"source": "random init"})
     strategy_state: dict[str, Any] = field(default_factory=dict)
     from_file: bool = False  # read from a file: its classes are built through the allowlist only
@@ -72,6 +76,8 @@ class ModelRecord:
             "class_names": list(self.class_names),
             "preprocessing": self.preprocessing.to_dict(),
             "data": self.data,
+            "loss": self.loss or schema_defaults(SETTINGS_SCHEMAS["loss"]),
+            "ema": self.ema or schema_defaults(SETTINGS_SCHEMAS["ema"]),
             "lineage": lineage,
             "strategy_state": strategy_state,
         }
@@ -130,6 +136,8 @@ def checked_record(raw: Mapping[str, Any], keys: dict[str, str], source: str) ->
         class_names=_class_names(raw.get("class_names"), source, keys["class_names"]),
         preprocessing=_preprocessing(raw.get("preprocessing"), source, keys["preprocessing"]),
         data=_built_node(raw.get("data"), "data", source, keys["data"], optional=True),
+        loss=_settings(raw.get("loss"), SETTINGS_SCHEMAS["loss"], source, keys["loss"]),
+        ema=_settings(raw.get("ema"), SETTINGS_SCHEMAS["ema"], source, keys["ema"]),
         lineage=_plain_tree(raw.get("lineage") or {"source": "unrecorded"}, source, keys["lineage"]),
         strategy_state=_plain_tree(raw.get("strategy_state") or {}, source, keys["strategy_state"]),
         from_file=True,
@@ -137,7 +145,8 @@ def checked_record(raw: Mapping[str, Any], keys: dict[str, str], source: str) ->
 
 
 def _record_keys(prefix: str) -> dict[str, str]:
-    names = ("model", "strategy", "optimizer", "scheduler", "class_names", "preprocessing", "data", "lineage")
+    names = ("model", "strategy", "optimizer", "scheduler", "class_names", "preprocessing", "data", "loss", "ema",
+             "lineage")  # fmt: skip
     return {name: f"{prefix}.{name}" for name in (*names, "strategy_state")}
 
 
@@ -242,6 +251,24 @@ def _check_against_schema(node: Mapping[str, Any], schema: type, source: str, ke
         raise UserError(
             f"{source} is refused: {key}.{name} holds a value of the wrong type ({first_line(error)})"
         ) from None
+
+
+SETTINGS_SCHEMAS = {"loss": LossSchema, "ema": EMASchema}  # the settings nodes of a record
+
+
+def schema_defaults(schema: type) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(schema))
+
+
+def _settings(value: Any, schema: type, source: str, key: str) -> dict[str, Any]:
+    """A recorded settings node (``loss``, ``ema``) checked against its schema; absent: the schema's defaults,
+    what a run trained with before the node existed."""
+    if value is None:
+        return schema_defaults(schema)
+    if not isinstance(value, Mapping):
+        raise UserError(f"{source} is damaged: {key} is not a mapping (a {type(value).__name__})")
+    _check_against_schema(value, schema, source, key)
+    return _plain_tree(dict(value), source, key)
 
 
 def _class_names(value: Any, source: str, key: str) -> list[str]:

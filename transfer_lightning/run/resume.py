@@ -30,7 +30,14 @@ from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.loggers.nodes import SINGLE, logger_nodes
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.launch import is_launch_rank_zero, launch_run_folder
-from transfer_lightning.run.model_record import RECORD_KEY, ModelRecord, check_recorded_node, read_model_record
+from transfer_lightning.run.model_record import (
+    RECORD_KEY,
+    SETTINGS_SCHEMAS,
+    ModelRecord,
+    check_recorded_node,
+    read_model_record,
+    schema_defaults,
+)
 from transfer_lightning.utils.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
@@ -57,7 +64,7 @@ ALLOWED_ON_RESUME: tuple[str, ...] = (
     "trusted_classes",
 )
 # What the checkpoint's hyperparameters must share with the config that resumes it.
-_MUST_MATCH = ("model", "strategy", "optimizer", "scheduler", "class_names", "preprocessing")
+_MUST_MATCH = ("model", "strategy", "optimizer", "scheduler", "class_names", "preprocessing", "loss", "ema")
 _IGNORED = {"model.weights"}  # the checkpoint's weights replace whatever model.weights names
 _ABSENT = object()
 
@@ -400,6 +407,8 @@ def _comparable(value: ModelRecord | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(value, ModelRecord):
         return value.to_dict(lineage={}, strategy_state={})
     plain = {key: _plain(value.get(key)) for key in _MUST_MATCH}
+    for key, schema in SETTINGS_SCHEMAS.items():  # a config without loss / ema trains as their defaults do
+        plain[key] = plain[key] or schema_defaults(schema)
     for key in ("strategy", "optimizer", "scheduler"):
         if isinstance(plain[key], dict):
             plain[key] = {name: item for name, item in plain[key].items() if name != "_partial_"} or None

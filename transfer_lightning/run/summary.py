@@ -25,6 +25,7 @@ class TestResult:
     accuracy: float | None
     images: int | None
     per_class: dict[str, float]
+    balanced_accuracy: float | None = None  # the mean of the per-class accuracies
 
 
 def planned_epochs(cfg: Any) -> int | None:
@@ -47,6 +48,45 @@ def describe_model(module: Any, epochs: int | None = None) -> None:
     log.info("Parameters: %s trainable, %s frozen", f"{params['trainable']:,}", f"{params['frozen']:,}")
 
 
+def describe_training(datamodule: Any, module: Any, callbacks: list[Any]) -> None:
+    """The recipe's line in the log: what training batches go through, the loss, the weight average."""
+    from transfer_lightning.recipes.ema import EMAWeights
+
+    ema = next((c for c in callbacks if isinstance(c, EMAWeights)), None)
+    parts = [datamodule.describe_training_inputs(), f"loss: {module.loss.describe()}"]
+    parts += [ema.describe()] if ema else []
+    log.info("Training: %s", "; ".join(parts))
+
+
+def recipe_summary(
+    name: str | None, datamodule: Any, module: Any, callbacks: list[Any], probe: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``run_summary.json``'s ``recipe``: the preset and the pieces it (or the command line) switched on."""
+    from transfer_lightning.recipes.ema import EMAWeights
+
+    ema = next((c for c in callbacks if isinstance(c, EMAWeights)), None)
+    weights = module.loss.class_weights
+    return {
+        "name": name,
+        "augment": datamodule.augment,
+        "mixup": datamodule.mixup.describe() if datamodule.mixup.active else None,
+        "sampler": datamodule.sampler,
+        "label_smoothing": module.loss.label_smoothing,
+        "class_weights": dict(zip(module.class_names, weights.tolist(), strict=True)) if weights is not None else None,
+        "ema": {"decay": ema.decay, "warmup": ema.warmup} if ema else None,
+        "linear_probe": probe,
+    }
+
+
+def is_unbalanced(labels: Any) -> bool:
+    """Whether a split's classes differ in size (balanced accuracy then differs from accuracy)."""
+    import torch
+
+    counts = torch.bincount(torch.as_tensor(labels).long())
+    counts = counts[counts > 0]
+    return len(counts) > 1 and bool((counts != counts[0]).any())
+
+
 def test_best(trainer: Any, module: Any, datamodule: Any, callbacks: list[Any]) -> TestResult:
     """Test the best checkpoint (the module's last weights when nothing was checkpointed)."""
     from transfer_lightning.callbacks import PerClassAccuracy
@@ -59,6 +99,7 @@ def test_best(trainer: Any, module: Any, datamodule: Any, callbacks: list[Any]) 
         accuracy=results[0].get("test/acc") if results else None,
         images=int(results[0]["test/images"]) if results and "test/images" in results[0] else None,
         per_class=per_class.last.get("test", {}) if per_class else {},
+        balanced_accuracy=results[0].get("test/balanced_acc") if results else None,
     )
 
 
@@ -77,6 +118,7 @@ def run_summary(
 
     checkpoint = trainer.checkpoint_callback
     device = next((c for c in callbacks if isinstance(c, DeviceReport)), None)
+    unbalanced = tested is not None and is_unbalanced(datamodule.splits.test.labels)
     return {
         "status": "completed",
         "model": cfg.model.name,
@@ -90,6 +132,8 @@ def run_summary(
         "best_val_acc": None,  # the caller's: read before the test pass
         "test_acc": tested.accuracy if tested else None,
         "test_per_class_acc": tested.per_class if tested else {},
+        # beside accuracy where the test split's classes are unbalanced: the mean of the per-class accuracies
+        **({"test_balanced_acc": tested.balanced_accuracy} if unbalanced else {}),
         "test_images": tested.images if tested else None,  # each image of the split once, whatever the processes
         "test_split": datamodule.splits.notes.get("test_split", "test"),  # "val" when there is no test split
         "class_names": datamodule.class_names,
@@ -138,7 +182,9 @@ def print_report(summary: dict[str, Any], console: Console | None = None) -> Non
     if test_acc is None:
         console.print("No test accuracy (test was skipped).")
         return
-    table = Table(title=f"Test accuracy: {100 * test_acc:.2f}%  ({summary.get('test_split', 'test')} split)")
+    balanced = summary.get("test_balanced_acc")
+    beside = f", balanced accuracy {100 * balanced:.2f}% (unbalanced classes)" if balanced is not None else ""
+    table = Table(title=f"Test accuracy: {100 * test_acc:.2f}%{beside}  ({summary.get('test_split', 'test')} split)")
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     for name, accuracy in (summary.get("test_per_class_acc") or {}).items():

@@ -62,12 +62,13 @@ def find_learning_rate(
         )
     _reset_metrics(module)
     steps = len(finder.results.get("lr", []))
-    if steps > trainer.num_training_batches:
+    per_epoch = -(-trainer.num_training_batches // trainer.accumulate_grad_batches)  # optimizer steps
+    if steps > per_epoch:
         log.warning(
-            "The LR finder ran %d steps, more than one epoch (%d batches): a schedule that changes at epoch "
-            "boundaries (strategy=gradual) was swept partly with later epochs' settings",
+            "The LR finder ran %d steps, more than one epoch (%d optimizer steps): a schedule that changes at "
+            "epoch boundaries (strategy=gradual) was swept partly with later epochs' settings",
             steps,
-            trainer.num_training_batches,
+            per_epoch,
         )
     suggestion = finder.suggestion()
     plot = _save_plot(finder, run_dir / PLOT_FILE, trainer, suggestion)
@@ -130,23 +131,27 @@ def _check_setup(trainer: L.Trainer) -> None:
 
 def _check_steps_fit(num_training: int, trainer: L.Trainer, datamodule: L.LightningDataModule) -> None:
     """The finder's steps must fit in the run's epochs: it stops at ``trainer.max_epochs``, short of
-    ``tune.max_lr``, and Lightning then blames "diverging loss"."""
+    ``tune.max_lr``, and Lightning then blames "diverging loss". A step is an optimizer step: with
+    ``trainer.accumulate_grad_batches=k`` it takes k batches (Lightning's finder counts them so)."""
     if trainer.max_epochs is None or trainer.max_epochs < 0:
         return
     batches = len(datamodule.train_dataloader())
     limit = trainer.limit_train_batches
     if limit is not None:
         batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
-    available = batches * trainer.max_epochs
+    accumulate = trainer.accumulate_grad_batches
+    steps = -(-batches // accumulate)  # an epoch's last, partial accumulation is a step too
+    available = steps * trainer.max_epochs
     if available < num_training:
         # every fix offered passes the checks: tune.num_training has a floor (run/validation.py)
         fixes = [f"set tune.num_training={available} or less (at least {LR_FIND_MIN_STEPS})"]
         fixes = fixes if available >= LR_FIND_MIN_STEPS else []
-        fixes += [f"set trainer.max_epochs={math.ceil(num_training / batches)} or more"] if batches else []
+        fixes += [f"set trainer.max_epochs={math.ceil(num_training / steps)} or more"] if steps else []
+        per_step = f" of {accumulate} batches (trainer.accumulate_grad_batches)" if accumulate > 1 else ""
         raise UserError(
             f"the LR finder needs tune.num_training={num_training} training steps, but this run has only "
-            f"{available} ({batches} batches per epoch x trainer.max_epochs={trainer.max_epochs}), so it would stop "
-            f"early, before reaching tune.max_lr; {', or '.join(fixes + ['give an epoch more batches'])} "
+            f"{available} ({steps} steps{per_step} per epoch x trainer.max_epochs={trainer.max_epochs}), so it "
+            f"would stop early, before reaching tune.max_lr; {', or '.join(fixes + ['give an epoch more batches'])} "
             "(a smaller data.batch_size)"
         )
 
