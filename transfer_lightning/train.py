@@ -23,6 +23,8 @@ from transfer_lightning.loggers.build import finish_logger_runs
 from transfer_lightning.loggers.publish import publish_run_end, publish_run_start
 from transfer_lightning.models import backbone_class
 from transfer_lightning.models.lineage import is_run_weights
+from transfer_lightning.recipes.ema import ema_callbacks
+from transfer_lightning.recipes.linear_probe import fit_linear_probe
 from transfer_lightning.run.builders import (
     build_callbacks,
     build_classifier,
@@ -48,8 +50,10 @@ from transfer_lightning.run.resume import (
 from transfer_lightning.run.speed import tune_for_device
 from transfer_lightning.run.summary import (
     describe_model,
+    describe_training,
     planned_epochs,
     print_report,
+    recipe_summary,
     run_summary,
     test_best,
     write_summary,
@@ -119,7 +123,8 @@ def _fit_and_test(
     overrides = _overrides()
     record.fields.update(model=cfg.model.name, strategy=_choices().get("strategy"), seed=cfg.seed, overrides=overrides)
     progress_bar = cfg.trainer.enable_progress_bar is not False
-    callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=progress_bar) + safety_callbacks()
+    callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=progress_bar) + ema_callbacks(cfg.get("ema"))
+    callbacks += safety_callbacks()
     loggers = build_logger(cfg.get("logger"), run_dir)  # an MLflow server is asked here, before any data is read
     trainer = record.trainer = build_trainer(cfg, callbacks, loggers)
 
@@ -132,9 +137,11 @@ def _fit_and_test(
     prepare_data_once_per_node(datamodule, trainer)
     datamodule.setup("fit")
     model_record = record_of_config(cfg, datamodule.class_names, datamodule.contract)
-    module = build_classifier(model_record, pretrained=not resumed_from, strategy=strategy)
+    train_labels = datamodule.splits.train.labels  # loss.class_weights=balanced
+    module = build_classifier(model_record, pretrained=not resumed_from, strategy=strategy, train_labels=train_labels)
     epochs = planned_epochs(cfg)  # a schedule longer than the run: the counts are what trains in it
     describe_model(module, epochs)
+    describe_training(datamodule, module, callbacks)
     if resumed_from:
         state_keys = [callback.state_key for callback in trainer.callbacks]
         checkpoint_dir = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
@@ -143,6 +150,7 @@ def _fit_and_test(
     autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
     feature_cache = use_feature_cache(datamodule, module, trainer)
+    probe = fit_linear_probe(module, datamodule, trainer, resumed=bool(resumed_from))  # strategy=lp_ft
     lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
     trainable = module.parameter_counts(epochs)["trainable"]
     hparams = hparams_columns(cfg, _choices(), overrides, trainable, module.backbone.num_stages, datamodule.image_size)
@@ -154,6 +162,7 @@ def _fit_and_test(
     summary = run_summary(cfg, trainer, module, datamodule, feature_cache, tested, callbacks, hparams["strategy"])
     summary["best_val_acc"] = best_val
     summary.update(lr_find=lr_find, resumed_from=resumed_from, overrides=overrides)
+    summary["recipe"] = recipe_summary(_choices().get("recipe"), datamodule, module, callbacks, probe)
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     if not trainer.is_global_zero:
         return summary  # under DDP every process gets here; rank 0 writes the one summary

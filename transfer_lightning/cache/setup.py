@@ -73,6 +73,7 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
             image_size=datamodule.image_size,
             num_images=sum(len(dataset) for dataset in splits.values()),
             max_gb=datamodule.feature_cache_max_gb,
+            mixup=datamodule.mixup.active,
         )
         reason = None if plan.stage else plan.reason
     if reason is None:
@@ -83,14 +84,53 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
         return FeatureCacheReport(datamodule, enabled=False, reason=reason, fingerprints=fingerprints)
 
     started = time.perf_counter()
-    # absolute: a relative folder would follow the working directory, possibly into a data root
-    directory = Path(datamodule.feature_cache_dir or DEFAULT_DIRECTORY).expanduser().absolute()
-    cache = FeatureCache(directory)
+    cache = feature_cache_of(datamodule)
+    features = stored_features(cache, datamodule, module, trainer, plan.stage, splits, fingerprints)
+    module.input_stage = plan.stage
+    report = FeatureCacheReport(
+        CachedFeatureDataModule(datamodule, features),
+        enabled=True,
+        reason=plan.reason,
+        stage=plan.stage,
+        directory=str(cache.directory),
+        hits=cache.hits,
+        misses=cache.misses,
+        seconds=time.perf_counter() - started,
+        fingerprints=fingerprints,
+    )
+    log.info(
+        "Feature cache on (stage %d, %s): hits %s, misses %s, %.1fs (data.feature_cache)",
+        plan.stage,
+        cache.directory,
+        report.hits or "none",
+        report.misses or "none",
+        report.seconds,
+    )
+    return report
+
+
+def feature_cache_of(datamodule: Any) -> FeatureCache:
+    """The cache in ``data.feature_cache_dir``, made absolute: a relative folder would follow the working
+    directory, possibly into a data root."""
+    return FeatureCache(Path(datamodule.feature_cache_dir or DEFAULT_DIRECTORY).expanduser().absolute())
+
+
+def stored_features(
+    cache: FeatureCache,
+    datamodule: Any,
+    module: Any,
+    trainer: L.Trainer,
+    stage: int,
+    splits: dict[str, Dataset],
+    fingerprints: dict[str, str | None],
+) -> dict[str, Features]:
+    """The first ``stage`` stages' output for each of ``splits`` (identified by ``fingerprints``), read from
+    ``cache`` under its key, or computed and stored there."""
     device = trainer.strategy.root_device
     common = {
         "model": module.backbone.name,
-        "frozen_weights": frozen_weights_fingerprint(module.backbone, plan.stage),
-        "stage": plan.stage,
+        "frozen_weights": frozen_weights_fingerprint(module.backbone, stage),
+        "stage": stage,
         "image_size": datamodule.image_size,
         "preprocessing": datamodule.preprocessing,  # the whole contract (Preprocessing.to_dict())
         "device": device.type,
@@ -102,30 +142,29 @@ def use_feature_cache(datamodule: Any, module: Any, trainer: L.Trainer) -> Featu
         features[name] = cache.get_or_compute(
             cache_key(module.backbone, **inputs),
             name,
-            lambda dataset=dataset, name=name: _compute(module, datamodule, dataset, plan.stage, trainer, name),
+            lambda dataset=dataset, name=name: _compute(module, datamodule, dataset, stage, trainer, name),
             meta={**inputs, "weights_lineage": module.weights_lineage},
         )
-    module.input_stage = plan.stage
-    report = FeatureCacheReport(
-        CachedFeatureDataModule(datamodule, features),
-        enabled=True,
-        reason=plan.reason,
-        stage=plan.stage,
-        directory=str(directory),
-        hits=cache.hits,
-        misses=cache.misses,
-        seconds=time.perf_counter() - started,
-        fingerprints=fingerprints,
-    )
-    log.info(
-        "Feature cache on (stage %d, %s): hits %s, misses %s, %.1fs (data.feature_cache)",
-        plan.stage,
-        directory,
-        report.hits or "none",
-        report.misses or "none",
-        report.seconds,
-    )
-    return report
+    return features
+
+
+def frozen_output(
+    datamodule: Any, module: Any, trainer: L.Trainer, stage: int, names: tuple[str, ...]
+) -> tuple[dict[str, Features], str]:
+    """The first ``stage`` stages' output for the splits ``names`` (the linear probe's features), and how it
+    was had: from the cache where the settings allow it (hits and misses), else computed for this run."""
+    splits = {name: getattr(datamodule.splits, name) for name in names}
+    off = datamodule.feature_cache is False or str(datamodule.feature_cache).lower() == "false"
+    fingerprints = {} if off else {name: data_fingerprint(dataset) for name, dataset in splits.items()}
+    if off or None in fingerprints.values() or trainer.world_size > 1:
+        why = "data.feature_cache=false" if off else "multi-device run" if trainer.world_size > 1 else "not in memory"
+        computed = {
+            name: _compute(module, datamodule, dataset, stage, trainer, name) for name, dataset in splits.items()
+        }
+        return computed, f"computed for this run, not cached ({why})"
+    cache = feature_cache_of(datamodule)
+    features = stored_features(cache, datamodule, module, trainer, stage, splits, fingerprints)
+    return features, f"feature cache hits {cache.hits or 'none'}, misses {cache.misses or 'none'} ({cache.directory})"
 
 
 def _compute(module: Any, datamodule: Any, dataset: Dataset, stage: int, trainer: L.Trainer, split: str) -> Features:

@@ -7,5 +7,6 @@ Adding a strategy = one class here (a subclass of ``FreezingStrategy``) + one YA
 from transfer_lightning.strategies.base import FreezingStrategy
 from transfer_lightning.strategies.freeze_stages import FreezeStages
 from transfer_lightning.strategies.gradual import GradualUnfreeze
+from transfer_lightning.strategies.lp_ft import LinearProbeFinetune
 
-__all__ = ["FreezeStages", "FreezingStrategy", "GradualUnfreeze"]
+__all__ = ["FreezeStages", "FreezingStrategy", "GradualUnfreeze", "LinearProbeFinetune"]
