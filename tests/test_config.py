@@ -18,10 +18,12 @@ GROUPS = [
     "strategy",
     "optimizer",
     "scheduler",
+    "loss",
     "trainer",
     "callbacks",
     "logger",
     "experiment",
+    "recipe",
     "debug",
 ]
 BUILT_ELSEWHERE = {"self", "logger", "callbacks", "plugins", "model_registry"}

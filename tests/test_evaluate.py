@@ -117,7 +117,7 @@ def test_unnormalize_inverts_the_imagenet_normalisation() -> None:
     assert torch.allclose(preprocessor.unnormalize(normalised), pixels.float() / 255, atol=1e-6)
     # the tutorial's img / 2 + 0.5 assumes mean = std = 0.5 and shows other colours
     assert (normalised / 2 + 0.5 - pixels.float() / 255).abs().max() > 0.1
-    assert isinstance(preprocessor, BatchPreprocessor) and preprocessor.augment == "none"
+    assert isinstance(preprocessor, BatchPreprocessor) and preprocessor.augmentation is None
 
 
 def test_example_selector_shows_most_confident_mistakes_first_then_correct_ones() -> None:

@@ -26,11 +26,12 @@ def test_gpu_check_tiny_mode_runs_every_measurement_and_writes_the_table_and_jso
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = (tmp_path / "gpu_check.md").read_text()
-    for measurement in ("(a) full fine-tuning step", "(b) whole epoch", "(c) training throughput", "(d) sweep", "(e)"):
+    for measurement in ("(a) full fine-tuning step", "(b) whole epoch", "(c) training throughput", "(d) sweep", "(e)",
+                        "(f) full fine-tuning step, recipe=timm"):  # fmt: skip
         assert measurement in table
     assert "cache hits per job: [0, 3]" in table, "the sweep's later jobs must hit the shared cache"
     results = json.loads((tmp_path / "gpu_check.json").read_text())["results"]
-    assert len(results) == 5 and all(r["value"] > 0 for r in results)
+    assert len(results) == 6 and all(r["value"] > 0 for r in results)
 
 
 def test_gpu_check_refuses_cuda_where_there_is_none_and_a_missing_subset_with_a_sentence(tmp_path) -> None:

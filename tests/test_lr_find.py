@@ -124,7 +124,7 @@ def test_lr_find_refuses_more_steps_than_the_run_has_before_searching(tmp_path: 
     tune = _tune_config(apply=True)
     tune.tune.num_training = 21
     with pytest.raises(
-        UserError, match=r"only 20 \(20 batches per epoch x trainer.max_epochs=1\).*num_training=20 or less"
+        UserError, match=r"only 20 \(20 steps per epoch x trainer.max_epochs=1\).*num_training=20 or less"
     ):
         find_learning_rate(tune, trainer, module, datamodule, tmp_path)
     assert not (tmp_path / PLOT_FILE).exists()  # refused before the search started

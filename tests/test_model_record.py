@@ -24,7 +24,8 @@ def test_a_run_writes_a_versioned_record_and_no_lightning_hyper_parameters(train
     record = checkpoint[RECORD_KEY]
     assert record["format"] == FORMAT == 2 and "hyper_parameters" not in checkpoint
     assert set(record) == {"format", "model", "strategy", "optimizer", "scheduler", "class_names", "preprocessing",
-                           "data", "lineage", "strategy_state"}  # fmt: skip
+                           "data", "loss", "ema", "lineage", "strategy_state"}  # fmt: skip
+    assert record["loss"] == {"label_smoothing": 0.0, "class_weights": "none"} and record["ema"]["enabled"] is False
     assert record["model"] == {
         "name": "resnet18",
         "backbone": "transfer_lightning.models.resnet.ResNet",
@@ -74,5 +75,5 @@ def test_a_record_of_a_newer_format_is_refused_with_the_fix(tmp_path: Path, trai
 
 def test_the_module_takes_built_objects_not_config_dictionaries() -> None:
     parameters = inspect.signature(TransferClassifier.__init__).parameters
-    assert list(parameters) == ["self", "backbone", "strategy", "optimizer", "record", "scheduler"]
+    assert list(parameters) == ["self", "backbone", "strategy", "optimizer", "record", "scheduler", "loss"]
     assert "dict" not in str(parameters["backbone"].annotation) + str(parameters["strategy"].annotation)

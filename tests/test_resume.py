@@ -31,11 +31,14 @@ SLOW = ["+callbacks.slow._target_=tests.fault_injection.SlowTrainingSteps", "+ca
 # exits (status EXIT_CODE) as the epoch after $EXIT_AFTER_EPOCH starts; unset, the same command never exits
 EXIT_HOOK = "tests.exit_after_epoch.ExitAfterEpoch"
 EXIT_AFTER_EPOCH = f"+callbacks.exit_after._target_={EXIT_HOOK}"
-# the setups a resume must continue exactly: the default (layer4 trained on cached features), and a
-# live backbone under augmentation (no cache: the augmentation RNG is restored) with a cosine schedule
+# the setups a resume must continue exactly: the default (layer4 trained on cached features), a live
+# backbone under augmentation (no cache: the augmentation RNG is restored) with a cosine schedule, and
+# recipe=timm: RandAugment (torch's RNG), mixup / CutMix (NumPy's), the EMA of the weights (its average and
+# the raw weights in the checkpoint) and a schedule stepped per batch
 RESUME_SETUPS = {
     "cached_features": [],
     "augmented_live_backbone_cosine": ["data.augment=standard", "scheduler=cosine"],
+    "recipe_timm_ema_mixup_onecycle": ["recipe=timm", "scheduler=onecycle"],
 }
 
 
@@ -69,7 +72,9 @@ def checkpoint(path: Path) -> dict:
     [
         # slow: the cached path's resume is also covered fast by test_sweeps' killed-sweep resume
         pytest.param("cached_features", marks=pytest.mark.slow),
-        "augmented_live_backbone_cosine",
+        # slow: the recipe setup below resumes a live, augmented backbone and a schedule too
+        pytest.param("augmented_live_backbone_cosine", marks=pytest.mark.slow),
+        "recipe_timm_ema_mixup_onecycle",
     ],
 )
 def test_killed_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_run(tmp_path, setup: str) -> None:
@@ -99,7 +104,10 @@ def test_killed_run_resumes_in_its_folder_and_ends_bit_equal_to_an_unbroken_run(
     final_expected, final_got = checkpoint(reference_dir / "checkpoints" / "last.ckpt"), checkpoint(last)
     assert (final_got["epoch"], final_got["global_step"]) == (final_expected["epoch"], final_expected["global_step"])
     for name, tensor in final_expected["state_dict"].items():
-        assert torch.equal(final_got["state_dict"][name], tensor), name  # bit-equal weights
+        assert torch.equal(final_got["state_dict"][name], tensor), name  # bit-equal weights (the EMA's, with one)
+    for name, tensor in final_expected.get("current_model_state", {}).items():
+        assert torch.equal(final_got["current_model_state"][name], tensor), name  # and the raw weights beside it
+    assert ("averaging_state" in final_got) == (setup == "recipe_timm_ema_mixup_onecycle")
     for expected_state, got_state in zip(
         final_expected["optimizer_states"][0]["state"].values(),
         final_got["optimizer_states"][0]["state"].values(),
