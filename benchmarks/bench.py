@@ -1,6 +1,6 @@
 """``make bench``: the book's plain PyTorch loop against the framework, side by side, same data.
 
-Five measurements, in this one process (and one child process in (5)) on the same image files (a fixed subset of
+Six measurements, in this one process (and one child process in (5)) on the same image files (a fixed subset of
 ``../shared/data/cifar10-jpeg`` when present, else generated 32x32 JPEGs of the same shape):
 
 1. the plain loop (ImageFolder, PIL ``Resize`` + ``ToTensor`` + ``Normalize`` per image, batch
@@ -16,6 +16,9 @@ Five measurements, in this one process (and one child process in (5)) on the sam
 5. the fixed cost of one job of (2)'s sweep once the cache holds its features (1 epoch): the
    command line run inside this process (its imports done), with and without its figures, and as
    a process of its own; and where that time goes, phase by phase (CPU and wall seconds).
+6. a full fine-tuning step with ``recipe=timm`` (RandAugment, mixup / CutMix, EMA of the weights,
+   label smoothing) against the same step with ``data.augment=none``, side by side: the ratio (the
+   cost of the recipe's pieces, every one on the device and batched).
 
 Timings are medians of ``--reps`` repetitions (the sweep: ``--sweep-reps``). Writes the table
 and the machine's description to ``BENCHMARKS.md`` (``--output``). ``--tiny`` runs every path
@@ -65,6 +68,7 @@ from torchvision import transforms  # noqa: E402
 from transfer_lightning.cache import use_feature_cache  # noqa: E402
 from transfer_lightning.data.base import seeded_split  # noqa: E402
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from transfer_lightning.recipes.ema import ema_callbacks  # noqa: E402
 from transfer_lightning.run.builders import build_callbacks, build_logger, build_trainer, classifier_for  # noqa: E402
 from transfer_lightning.run.speed import tune_for_device  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
@@ -99,6 +103,7 @@ class Sizes:
     val_per_class: int = 1
     test_per_class: int = 1
     step_batches: int = 3  # (4): training batches per repetition (the first one is warm-up)
+    recipe_step_batches: int = 5  # (6): the same, each way (the two differ by a few percent: more steps)
     epochs_fe: int = 5  # (1) feature extraction: the 5-epoch run of the issue (and of the sweep)
     epochs_full: int = 1  # (1) full fine-tuning
     sweep_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
@@ -238,7 +243,7 @@ def framework_parts(cfg, extra_callbacks=()):
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = classifier_for(cfg, datamodule)
-    callbacks = [*build_callbacks(cfg.get("callbacks")), *extra_callbacks]
+    callbacks = [*build_callbacks(cfg.get("callbacks")), *ema_callbacks(cfg.get("ema")), *extra_callbacks]
     trainer = build_trainer(cfg, callbacks, build_logger(cfg.get("logger")))
     tune_for_device(module, trainer, compile_net=cfg.get("compile", False))
     return datamodule, module, trainer
@@ -437,21 +442,31 @@ def compare_feature_pass(folder, work, sizes, device, classes, model: str = "res
     )
 
 
+# a few full fine-tuning steps, no validation (nothing to monitor)
+STEPS_ONLY = ("trainer.max_epochs=1", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+              "~callbacks.early_stopping", "~callbacks.model_checkpoint")  # fmt: skip
+
+
+def framework_steps(
+    folder, work, sizes, device, *overrides: str, steps: int | None = None
+) -> tuple[float, L.Trainer, object]:
+    """Images/s of ``steps`` full fine-tuning steps through the framework (the first, a warm-up, excluded)."""
+    timer = StepTimes()
+    cfg = framework_config(folder, work, "steps", sizes, device, *overrides, *STEPS_ONLY,
+                           f"trainer.limit_train_batches={steps or sizes.step_batches}")  # fmt: skip
+    datamodule, module, trainer = framework_parts(cfg, extra_callbacks=[timer])
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.fit(module, datamodule=datamodule)
+    return timer.images_per_second(), trainer, datamodule
+
+
 def compare_steps(folder, work, sizes, device, classes) -> Row:
     """(4): full fine-tuning steps through Lightning against a bare step on pre-loaded tensors."""
     framework_ips, bare_ips = [], []
     for rep in range(sizes.reps):
-        timer = StepTimes()
-        cfg = framework_config(
-            folder, work / f"steps-{rep}", "steps", sizes, device, "strategy=full", "optimizer=sgd",
-            "trainer.max_epochs=1", f"trainer.limit_train_batches={sizes.step_batches}",
-            "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
-            "~callbacks.early_stopping", "~callbacks.model_checkpoint",  # no validation here: nothing to monitor
-        )  # fmt: skip
-        datamodule, module, trainer = framework_parts(cfg, extra_callbacks=[timer])
-        with contextlib.redirect_stdout(io.StringIO()):
-            trainer.fit(module, datamodule=datamodule)
-        framework_ips.append(timer.images_per_second())  # the first step (warm-up) excluded, as in the bare loop
+        ips, trainer, datamodule = framework_steps(folder, work / f"steps-{rep}", sizes, device, "strategy=full",
+                                                   "optimizer=sgd")  # fmt: skip
+        framework_ips.append(ips)
         device_ = trainer.strategy.root_device
         bare_ips.append(bare_step_ips(preloaded_batches(datamodule, device_, sizes.step_batches), classes, device_))
     framework, bare = median(framework_ips), median(bare_ips)
@@ -664,6 +679,25 @@ def cache_hit_job(folder, work, sizes, device) -> tuple[Row, str]:
     return row, clock.table()
 
 
+def compare_recipe_steps(folder, work, sizes, device, classes) -> Row:
+    """(6): full fine-tuning steps with ``recipe=timm`` against the same steps with ``data.augment=none``,
+    alternating, on the same images (stored at 32 px, augmented there, resized on the device)."""
+    plain_ips, recipe_ips = [], []
+    for rep in range(sizes.reps):
+        steps = sizes.recipe_step_batches
+        plain_ips.append(framework_steps(folder, work / f"plain-{rep}", sizes, device, "strategy=full",
+                                         "optimizer=sgd", "data.augment=none", steps=steps)[0])  # fmt: skip
+        recipe_ips.append(framework_steps(folder, work / f"timm-{rep}", sizes, device, "recipe=timm", steps=steps)[0])
+    plain, recipe = median(plain_ips), median(recipe_ips)
+    notes = (
+        "recipe=timm: RandAugment 2 ops (kornia, per image) + random resized crop + flip, mixup 0.8 / CutMix 1.0 "
+        f"(timm), EMA 0.9998, label smoothing 0.1; {sizes.recipe_step_batches - 1} timed steps of "
+        f"{sizes.batch_size} after 1 warm-up, each way, alternating"
+    )
+    name = "(6) full fine-tuning step, recipe=timm vs augment=none: images/s"
+    return Row(name, f"{plain:.1f} (augment=none)", f"{recipe:.1f}", recipe / plain, ">= 0.85", notes)
+
+
 # -- report ----------------------------------------------------------------------------------
 def machine() -> dict[str, str]:
     cpu = platform.processor() or "unknown"
@@ -713,16 +747,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--train-per-class", type=int, default=None)
-    parser.add_argument("--rows", default="12345", help="the measurements to run, e.g. 25 (the file then holds those)")
+    parser.add_argument("--rows", default="123456", help="the measurements to run, e.g. 25 (the file then holds those)")
     return parser.parse_args(argv)
 
 
 def sizes_for(args: argparse.Namespace) -> Sizes:
     if args.tiny:
         sizes = Sizes(image_size=32, batch_size=8, train_per_class=3, full_train_per_class=3, sweep_train_per_class=3,
-                      test_per_class=1, step_batches=2, epochs_fe=1, sweep_lrs=(1e-3, 3e-3), sweep_epochs=2, reps=1)  # fmt: skip
+                      test_per_class=1, step_batches=2, recipe_step_batches=2, epochs_fe=1, sweep_lrs=(1e-3, 3e-3),
+                      sweep_epochs=2, reps=1)  # fmt: skip
     elif args.device == "cuda":
-        sizes = Sizes(train_per_class=100, val_per_class=20, test_per_class=20, step_batches=20)
+        sizes = Sizes(train_per_class=100, val_per_class=20, test_per_class=20, step_batches=20, recipe_step_batches=20)
     else:
         sizes = Sizes()
     sizes.reps = args.reps or sizes.reps
@@ -747,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
         source = None if args.data == "none" else Path(args.data)
         data = make_subset(work / "subset", source, sizes, sizes.train_per_class)
         steps_folder = work / "subset-steps"  # (4) needs step_batches full batches of training images
-        per_class = -(-(sizes.step_batches * sizes.batch_size) // num_classes(work / "subset")) + sizes.val_per_class
+        batches = max(sizes.step_batches, sizes.recipe_step_batches)
+        per_class = -(-(batches * sizes.batch_size) // num_classes(work / "subset")) + sizes.val_per_class
         make_subset(steps_folder, source, sizes, per_class)
         make_subset(work / "subset-full", source, sizes, sizes.full_train_per_class)
         make_subset(work / "subset-sweep", source, sizes, sizes.sweep_train_per_class)
@@ -761,6 +797,7 @@ def main(argv: list[str] | None = None) -> int:
             ("(3) feature pass, convnext_tiny", lambda: compare_feature_pass(work / "subset", work / "r3c", sizes, args.device, classes, "convnext_tiny")),
             ("(4) training step", lambda: compare_steps(steps_folder, work / "r4", sizes, args.device, classes)),
             ("(5) cache-hit job", lambda: cache_hit_job(work / "subset-sweep", work / "r5", sizes, args.device)),
+            ("(6) recipe step", lambda: compare_recipe_steps(steps_folder, work / "r6", sizes, args.device, classes)),
         ):  # fmt: skip
             if label[1] not in args.rows:
                 continue

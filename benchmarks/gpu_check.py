@@ -53,6 +53,7 @@ from bench import (  # noqa: E402  (benchmarks/bench.py: the CPU benchmark's sha
 )
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms  # noqa: E402
@@ -60,6 +61,7 @@ from torchvision import transforms  # noqa: E402
 from transfer_lightning.cache import use_feature_cache  # noqa: E402
 from transfer_lightning.data.base import ClassificationDataModule, Splits, TensorImageDataset  # noqa: E402
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from transfer_lightning.recipes.ema import ema_callbacks  # noqa: E402
 from transfer_lightning.run.builders import build_callbacks, build_logger, build_trainer, classifier_for  # noqa: E402
 from transfer_lightning.run.speed import tune_for_device  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
@@ -68,6 +70,7 @@ from transfer_lightning.utils.config_folder import config_folder  # noqa: E402
 DEFAULT_DATA = ROOT / ".gpudata" / "cifar10-subset.npz"
 SUBSET_IMAGES = 20_000  # 61 MB as uint8: fits the device tool's 64 MiB working tree with the wheels
 WHEELS = ("hydra-core==1.3.8", "omegaconf==2.3.1", "antlr4-python3-runtime==4.9.3")  # as in the tested venv
+KORNIA_WHEELS = ("kornia==0.9.0", "kornia-rs==0.2.0")  # data.augment (recipes/augment.py); kornia-rs is compiled
 
 
 @dataclass
@@ -89,6 +92,11 @@ TINY = Sizes(
     image_size=32, batch_size=8, warmup_steps=1, step_batches=3, epoch_images=48, pil_batches=2,
     sweep_train=40, sweep_test=8, sweep_lrs=(1e-3, 3e-3), sweep_epochs=2, pass_images=32,
 )  # fmt: skip
+
+
+# what a recipe sets on the data module (conf/recipe/timm.yaml): its augmentation and mixup
+RECIPE_DATA_KEYS = ("augment", "train_crop", "crop_scale", "color_jitter", "randaugment_ops", "randaugment_magnitude",
+                    "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob", "mixup_mode")  # fmt: skip
 
 
 @dataclass
@@ -123,6 +131,8 @@ def prepare(data: Path, wheels: Path, source: Path, count: int) -> None:
                     "cp", "--platform", "any", "-d", str(wheels), *WHEELS[:2]], check=True)  # fmt: skip
     # antlr4 4.9.3 (what omegaconf 2.3 needs) is published as source only: build its pure-Python wheel here
     subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), WHEELS[2]], check=True)
+    subprocess.run([*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation",
+                    "cp", "--platform", "manylinux_2_17_x86_64", "-d", str(wheels), *KORNIA_WHEELS], check=True)  # fmt: skip
 
 
 def load_arrays(path: Path | None, count: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -199,7 +209,7 @@ def fit_steps(cfg, datamodule: ClassificationDataModule, compile_net: bool = Fal
     timer = StepTimes()
     datamodule.setup("fit")
     module = classifier_for(cfg, datamodule)
-    callbacks = [*build_callbacks(cfg.get("callbacks"), progress_bar=False), timer]
+    callbacks = [*build_callbacks(cfg.get("callbacks"), progress_bar=False), *ema_callbacks(cfg.get("ema")), timer]
     trainer = build_trainer(cfg, callbacks, build_logger(cfg.get("logger")))
     tune_for_device(module, trainer, compile_net=compile_net)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -333,6 +343,21 @@ def measure(args: argparse.Namespace, sizes: Sizes, work: Path) -> list[Result]:
     if not results[-1].met:
         profile(lambda: use_feature_cache(pass_data, classifier_for(pass_cfg, pass_data), trainer),
                 out / "profile_e.txt", device)  # fmt: skip
+
+    # (f) the recipe's pieces on the device: recipe=timm (RandAugment, mixup / CutMix, EMA) vs augment=none
+    recipe_cfg = config(work / "f", args.device, sizes, "recipe=timm", "trainer.max_epochs=1",
+                        f"trainer.limit_train_batches={sizes.step_batches + sizes.warmup_steps}",
+                        "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+                        "~callbacks.early_stopping", "~callbacks.model_checkpoint")  # fmt: skip
+    recipe_data = {**common, **{key: OmegaConf.to_container(recipe_cfg.data)[key] for key in RECIPE_DATA_KEYS}}
+    recipe = steady_ips(fit_steps(recipe_cfg, ArrayDataModule(images, labels, classes, **recipe_data)),
+                        sizes.warmup_steps)  # fmt: skip
+    results.append(ratio_result("(f) full fine-tuning step, recipe=timm / augment=none (a)", recipe, framework, 0.85,
+                                f"{recipe:.0f} vs {framework:.0f} images/s: RandAugment + crop + flip (kornia, per "
+                                "image, at the stored 32 px), mixup / CutMix (timm), EMA 0.9998"))  # fmt: skip
+    if not results[-1].met:
+        profile(lambda: fit_steps(recipe_cfg, ArrayDataModule(images, labels, classes, **recipe_data)),
+                out / "profile_f.txt", device)  # fmt: skip
     return results
 
 

@@ -10,12 +10,12 @@ OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if compgen -G ".whl/*.whl" >/dev/null; then  # what the GPU machine lacks (hydra-core, omegaconf, antlr4)
+if compgen -G ".whl/*.whl" >/dev/null; then  # what the GPU machine lacks (hydra-core, omegaconf, antlr4, kornia)
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 "$PYTHON" - <<'PY'
-import hydra, lightning, omegaconf, tensorboard, torch, torchmetrics  # noqa: F401  (fail fast, by name)
+import hydra, kornia, lightning, omegaconf, tensorboard, timm, torch, torchmetrics  # noqa: F401  (fail fast, by name)
 print(f"torch {torch.__version__}, lightning {lightning.__version__}, hydra {hydra.__version__}, "
       f"GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
 PY
