@@ -26,8 +26,8 @@ from transfer_lightning.utils.config_folder import config_folder
 PAGE = "configuration.md"
 SCHEMA_SOURCE = "transfer_lightning/config/schemas.py"
 # the groups a training run composes, in conf/config.yaml's order, and the presets that only set other keys
-GROUPS = ("data", "model", "strategy", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
-PRESET_GROUPS = ("experiment", "debug", "sweep", "hparams_search", "hydra/launcher")
+GROUPS = ("data", "model", "strategy", "optimizer", "scheduler", "loss", "trainer", "callbacks", "logger", "paths")
+PRESET_GROUPS = ("recipe", "experiment", "debug", "sweep", "hparams_search", "hydra/launcher")
 TOOLS = {
     "evaluate_schema": "python -m transfer_lightning.evaluate",
     "predict_schema": "python -m transfer_lightning.predict",
