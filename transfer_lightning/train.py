@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
+from transfer_lightning.callbacks.test_predictions import WriteTestPredictions
 from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.loggers.build import finish_logger_runs
 from transfer_lightning.loggers.publish import publish_run_end, publish_run_start
@@ -120,6 +121,7 @@ def _fit_and_test(
     record.fields.update(model=cfg.model.name, strategy=_choices().get("strategy"), seed=cfg.seed, overrides=overrides)
     progress_bar = cfg.trainer.enable_progress_bar is not False
     callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=progress_bar) + safety_callbacks()
+    callbacks.append(WriteTestPredictions(run_dir))  # per-image test results: select's and sweeps' statistics
     loggers = build_logger(cfg.get("logger"), run_dir)  # an MLflow server is asked here, before any data is read
     trainer = record.trainer = build_trainer(cfg, callbacks, loggers)
 
