@@ -23,6 +23,7 @@ from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.loggers.build import finish_logger_runs
 from transfer_lightning.loggers.publish import publish_run_end, publish_run_start
 from transfer_lightning.models import backbone_class
+from transfer_lightning.models.head_init import check_head_init_file, load_head_init
 from transfer_lightning.models.lineage import is_run_weights
 from transfer_lightning.run.builders import (
     build_callbacks,
@@ -98,6 +99,7 @@ def check_training_config(cfg: DictConfig) -> FreezingStrategy:
     Returns the strategy, built for the backbone's stages."""
     check_once(cfg)
     check_checkpoint_exists(cfg)
+    check_head_init_file(cfg.model.get("head_init"))
     family = backbone_class(cfg.model)
     family.check_name(cfg.model.name)
     family.check_input_size(cfg.model.name, cfg.data.get("image_size"))  # a ViT takes one size
@@ -135,6 +137,11 @@ def _fit_and_test(
     datamodule.setup("fit")
     model_record = record_of_config(cfg, datamodule.class_names, datamodule.contract)
     module = build_classifier(model_record, pretrained=not resumed_from, strategy=strategy)
+    if cfg.model.get("head_init") and not resumed_from:  # LP-FT: the head starts from select's linear probe
+        module.weights_lineage = {
+            **module.weights_lineage,
+            **load_head_init(module.backbone, cfg.model.head_init, datamodule.class_names),
+        }
     epochs = planned_epochs(cfg)  # a schedule longer than the run: the counts are what trains in it
     describe_model(module, epochs)
     if resumed_from:
