@@ -626,7 +626,7 @@ class SelectSchema:
     seeds: int = setting(3, Integer(1, 100), doc="fine-tuning runs per candidate, with seed=1..seeds")
     finetune_overrides: str = setting(
         "strategy=full optimizer=adamw optimizer.lr=1e-4 scheduler=cosine",
-        doc="training overrides of every fine-tune, after the candidate's (a recipe=, strategy=, epochs ...)",
+        doc="training overrides of every fine-tune, after the candidate's (strategy=, optimizer.lr=, trainer.max_epochs= ...)",
     )
     probe: ProbeSchema = setting(ProbeSchema(), doc="the linear probe")
     stats: StatsSchema = setting(StatsSchema(), doc="the confidence intervals and the paired test")

@@ -83,8 +83,9 @@ def winner_command(results: SelectResults, plan: SelectPlan, heads: dict[int, Pa
 def table_rows(results: SelectResults) -> list[list[str]]:
     """Header and one row per candidate, best first (the console's and the Markdown's table)."""
     seeds = max((len(r.runs) for r in results.ranked), default=0)
-    rows = [["rank", "candidate", "parameters", "probe val acc (95% CI)",
-             f"fine-tuned test acc, mean of {seeds} seeds (95% CI)", "images/s", "Pareto"]]  # fmt: skip
+    over = f", mean of {seeds} seed{'s' if seeds > 1 else ''}" if seeds else ""
+    rows = [["rank", "candidate", "parameters", "probe val acc (95% CI)", f"fine-tuned test acc{over} (95% CI)",
+             "images/s", "Pareto"]]  # fmt: skip
     for rank, result in enumerate(results.ranked, start=1):
         probe = result.probe
         rows.append([
@@ -128,7 +129,8 @@ def report_markdown(report: dict[str, Any], results: SelectResults) -> str:
     ]  # fmt: skip
     winner = report["winner"]
     if winner:
-        epochs = f" (it ran {winner['epochs']} epochs)" if winner.get("epochs") is not None else ""
+        count = winner.get("epochs")
+        epochs = f" (it ran {count} epoch{'s' if count != 1 else ''})" if count is not None else ""
         lines += [
             f"Winner: `{winner['candidate']}`" + (f", best run `{winner['run']}`" if winner["run"] else "") + ".",
             f"Train it again, or longer with `trainer.max_epochs=N`{epochs}:",
