@@ -4,12 +4,17 @@ numbers are those of the probes and run folders it names, and a killed select co
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from transfer_lightning.run.test_predictions import read_test_predictions
 
 CANDIDATES = [
@@ -125,3 +130,33 @@ def test_a_bad_candidate_is_one_sentence_before_anything_runs(tmp_path) -> None:
     owned = select(tmp_path, chosen=("model=resnet18 seed=4",))
     assert owned.returncode == 2 and "sets seed, which select sets itself" in owned.stderr
     assert not (tmp_path / "select").exists()
+
+
+@pytest.mark.slow  # a fine-tuning multirun killed after its first seed, then resumed (about 2 minutes on 2 CPU cores)
+def test_a_select_killed_during_its_fine_tunes_resumes_without_redoing_the_finished_seed(tmp_path) -> None:
+    folder, log = tmp_path / "select", tmp_path / "killed.log"
+    overrides = ["top_k=1", "seeds=2", 'finetune_overrides="strategy=full trainer.max_epochs=1"']
+    args = [*TINY_SELECT, candidates(*CANDIDATES), *overrides, f"hydra.run.dir={folder}",
+            f"paths.data_dir={tmp_path / 'data'}"]  # fmt: skip
+    with log.open("w") as output:  # a file, not a pipe: a full pipe would stall the select
+        process = subprocess.Popen([sys.executable, "-m", "transfer_lightning.select", *args], cwd=ROOT,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        first_seed = None
+        deadline = time.monotonic() + 600
+        while first_seed is None:
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the first fine-tune never finished"
+            first_seed = next(iter(sorted((folder / "finetune").glob("*/0/run_summary.json"))), None)
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)  # the select and its fine-tuning multirun, as a lost node would
+        process.wait()
+    finished = first_seed.read_bytes()
+    assert not (folder / "select_report.json").exists()
+
+    resumed = select(tmp_path, *overrides, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = resumed.stdout + resumed.stderr
+    assert "read from probes" in said and ": seeds 2 in " in said  # only the seed that had not finished
+    assert first_seed.read_bytes() == finished
+    runs = report(tmp_path)["candidates"][0]["finetune"]["runs"]
+    assert [(run["seed"], run["status"]) for run in runs] == [(1, "completed"), (2, "completed")]
