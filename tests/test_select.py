@@ -111,6 +111,7 @@ def test_select_fine_tunes_the_top_two_from_their_probes_and_reports_the_numbers
         launched = (Path(runs[0]["folder"]) / ".hydra" / "overrides.yaml").read_text()
         pretrained = entry["candidate"] == chosen[0]
         assert ("model.head_init=" in launched) == pretrained  # LP-FT; a random init has no probed network
+    assert (done.stdout + done.stderr).count("Head: starts from the linear probe") == 2  # the pretrained one's seeds
     first, second = saved["candidates"][:2]
     assert first["finetune"]["val_acc_mean"] >= second["finetune"]["val_acc_mean"]
     assert saved["comparison"] is not None and saved["sentence"] in done.stdout

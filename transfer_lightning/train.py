@@ -142,6 +142,7 @@ def _fit_and_test(
             **module.weights_lineage,
             **load_head_init(module.backbone, cfg.model.head_init, datamodule.class_names),
         }
+        log.info("Head: starts from the linear probe %s (model.head_init)", cfg.model.head_init)
     epochs = planned_epochs(cfg)  # a schedule longer than the run: the counts are what trains in it
     describe_model(module, epochs)
     if resumed_from:
