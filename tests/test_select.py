@@ -43,7 +43,8 @@ def select(tmp_path: Path, *overrides: str, resume: bool = False, chosen: tuple[
         f"hydra.run.dir={folder}",
         f"paths.data_dir={tmp_path / 'data'}",
     ]
-    return run_cli(*args, *([f"resume={folder}"] if resume else []), module="transfer_lightning.select")
+    # a select with fine-tunes (each a process of its own) takes minutes on a shared 2-core machine
+    return run_cli(*args, *([f"resume={folder}"] if resume else []), module="transfer_lightning.select", timeout=900)
 
 
 def report(tmp_path: Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -37,6 +38,7 @@ def one_thread():
 def frozen_parts(tmp_path: Path):
     """The probe's data, frozen network and trainer for ``PROBED``, its feature cache under ``tmp_path``."""
     overrides = [*PROBED, f"paths.data_dir={tmp_path}"]
+    L.seed_everything(0, verbose=False)  # the same random network whatever ran before: the same problem every time
     return _frozen_parts(compose_config(overrides), overrides)
 
 
