@@ -15,10 +15,13 @@ Six measurements, in this one process (and one child process in (5)) on the same
    tensors: the ratio (the cost of everything that is not the model);
 5. the fixed cost of one job of (2)'s sweep once the cache holds its features (1 epoch): the
    command line run inside this process (its imports done), with and without its figures, and as
-   a process of its own; and where that time goes, phase by phase (CPU and wall seconds).
+   a process of its own; and where that time goes, phase by phase (CPU and wall seconds);
 6. a full fine-tuning step with ``recipe=timm`` (RandAugment, mixup / CutMix, EMA of the weights,
    label smoothing) against the same step with ``data.augment=none``, side by side: the ratio (the
-   cost of the recipe's pieces, every one on the device and batched).
+   cost of the recipe's pieces, every one on the device and batched);
+7. select's probe stage (``python -m transfer_lightning.select``) over 4 candidates against one
+   ``strategy=feature_extract`` run of 5 epochs per candidate, each with a cold feature cache: wall
+   time each, the ratio, and both rankings by val accuracy.
 
 Timings are medians of ``--reps`` repetitions (the sweep: ``--sweep-reps``). Writes the table
 and the machine's description to ``BENCHMARKS.md`` (``--output``). ``--tiny`` runs every path
@@ -66,11 +69,14 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from transfer_lightning.cache import use_feature_cache  # noqa: E402
+from transfer_lightning.config.schemas import ProbeSchema, StatsSchema  # noqa: E402
 from transfer_lightning.data.base import seeded_split  # noqa: E402
 from transfer_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from transfer_lightning.recipes.ema import ema_callbacks  # noqa: E402
 from transfer_lightning.run.builders import build_callbacks, build_logger, build_trainer, classifier_for  # noqa: E402
 from transfer_lightning.run.speed import tune_for_device  # noqa: E402
+from transfer_lightning.selection.candidates import Candidate  # noqa: E402
+from transfer_lightning.selection.probe import probe_candidate  # noqa: E402
 from transfer_lightning.train import train  # noqa: E402
 from transfer_lightning.utils.config_folder import config_folder  # noqa: E402
 
@@ -110,6 +116,9 @@ class Sizes:
     sweep_epochs: int = 5
     reps: int = 3
     sweep_reps: int = 1
+    # (6): select's candidates, random init as everywhere here (speed does not depend on the weights)
+    select_models: tuple[str, ...] = ("resnet18", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
+    select_throughput_s: float = 3.0  # probe.throughput_seconds: select's default
 
 
 @dataclass
@@ -698,6 +707,41 @@ def compare_recipe_steps(folder, work, sizes, device, classes) -> Row:
     return Row(name, f"{plain:.1f} (augment=none)", f"{recipe:.1f}", recipe / plain, ">= 0.85", notes)
 
 
+def compare_select_probe(folder, work, sizes, device, classes) -> Row:
+    """(7): select's probe stage over the candidates, and one feature-extraction run per candidate, each
+    with its own cold feature cache (nothing shared between the two sides)."""
+    run_acc, probe_acc = {}, {}
+    started = time.perf_counter()
+    for name in sizes.select_models:
+        cfg = framework_config(folder, work / "runs" / name, name, sizes, device, f"model={name}",
+                               "strategy=feature_extract", f"trainer.max_epochs={sizes.epochs_fe}")  # fmt: skip
+        run_acc[name] = framework_run(cfg)["best_val_acc"]
+    runs_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for index, name in enumerate(sizes.select_models):
+        overrides = [f"data.image_size={sizes.image_size}", f"model={name}"]
+        cfg = framework_config(folder, work / "select", name, sizes, device, f"model={name}")
+        candidate = Candidate(index, f"model={name}", (f"model={name}",))
+        settings = ProbeSchema(throughput_seconds=sizes.select_throughput_s)
+        probe = probe_candidate(cfg, overrides, candidate, work / "select", settings, StatsSchema())
+        probe_acc[name] = probe.val_acc
+    probe_seconds = time.perf_counter() - started
+
+    def ranking(accuracies: dict[str, float]) -> str:
+        ranked = sorted(accuracies, key=lambda name: -accuracies[name])
+        return " > ".join(f"{name} {100 * accuracies[name]:.0f}%" for name in ranked)
+
+    return Row(
+        f"(7) select probe stage, {len(sizes.select_models)} candidates vs {sizes.epochs_fe}-epoch feature_extract "
+        "runs: wall s",
+        f"{runs_seconds:.1f}",
+        f"{probe_seconds:.1f}",
+        runs_seconds / probe_seconds,
+        ">= 5x; the same ranking or higher accuracies",
+        f"val acc, runs: {ranking(run_acc)}; probes: {ranking(probe_acc)}",
+    )
+
+
 # -- report ----------------------------------------------------------------------------------
 def machine() -> dict[str, str]:
     cpu = platform.processor() or "unknown"
@@ -747,7 +791,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--train-per-class", type=int, default=None)
-    parser.add_argument("--rows", default="123456", help="the measurements to run, e.g. 25 (the file then holds those)")
+    parser.add_argument("--rows", default="1234567", help="the measurements to run, e.g. 25 (the file then holds those)")
     return parser.parse_args(argv)
 
 
@@ -755,7 +799,8 @@ def sizes_for(args: argparse.Namespace) -> Sizes:
     if args.tiny:
         sizes = Sizes(image_size=32, batch_size=8, train_per_class=3, full_train_per_class=3, sweep_train_per_class=3,
                       test_per_class=1, step_batches=2, recipe_step_batches=2, epochs_fe=1, sweep_lrs=(1e-3, 3e-3),
-                      sweep_epochs=2, reps=1)  # fmt: skip
+                      sweep_epochs=2, reps=1, select_models=("resnet18", "mobilenet_v3_large"),
+                      select_throughput_s=0.2)  # fmt: skip
     elif args.device == "cuda":
         sizes = Sizes(train_per_class=100, val_per_class=20, test_per_class=20, step_batches=20, recipe_step_batches=20)
     else:
@@ -798,6 +843,7 @@ def main(argv: list[str] | None = None) -> int:
             ("(4) training step", lambda: compare_steps(steps_folder, work / "r4", sizes, args.device, classes)),
             ("(5) cache-hit job", lambda: cache_hit_job(work / "subset-sweep", work / "r5", sizes, args.device)),
             ("(6) recipe step", lambda: compare_recipe_steps(steps_folder, work / "r6", sizes, args.device, classes)),
+            ("(7) select probe stage", lambda: compare_select_probe(work / "subset", work / "r7", sizes, args.device, classes)),
         ):  # fmt: skip
             if label[1] not in args.rows:
                 continue

@@ -18,8 +18,15 @@ def test_benchmark_tiny_mode_runs_every_measurement_and_writes_the_table(tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = output.read_text()
-    for measurement in ("(1) feature extraction", "(1) full fine-tuning", "(2) sweep", "(3) feature pass", "(4) full",
-                        "(6) full fine-tuning step, recipe=timm"):  # fmt: skip
+    for measurement in (
+        "(1) feature extraction",
+        "(1) full fine-tuning",
+        "(2) sweep",
+        "(3) feature pass",
+        "(4) full",
+        "(6) full fine-tuning step, recipe=timm",
+        "(7) select probe stage",
+    ):
         assert measurement in table
     assert "(5) one cache-hit job" in table and "without the two figures" in table
     assert (

@@ -11,12 +11,14 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tests.conftest import ROOT, TINY, run_cli
 from tests.fault_injection import PREPARE_LOG_VARIABLE, RECORD_PREPARATION
 from tests.test_resume import SLOW, checkpoint, start_cli, wait_for_file
+from transfer_lightning.run.test_predictions import read_test_predictions
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
 PIDS = "+callbacks.pids._target_=tests.fault_injection.RecordProcessIds"
@@ -127,6 +129,9 @@ def test_two_process_test_accuracy_counts_each_image_once_and_equals_a_one_proce
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert summary(run)["test_images"] == odd
+    per_image = read_test_predictions(run)  # rank 0 gathered both shares, back in the split's order
+    assert per_image is not None and np.array_equal(per_image.labels, np.arange(odd) % 4)
+    assert per_image.accuracy == pytest.approx(summary(run)["test_acc"], abs=1e-6)
     for line in SETUP_LINES:  # rank 1, started by Lightning, prints to the same terminal
         assert trained.stdout.count(line) == 1, f"{line!r} printed {trained.stdout.count(line)} times"
     evaluated = run_cli(

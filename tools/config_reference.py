@@ -32,6 +32,7 @@ TOOLS = {
     "evaluate_schema": "python -m transfer_lightning.evaluate",
     "predict_schema": "python -m transfer_lightning.predict",
     "export_schema": "python -m transfer_lightning.export",
+    "select_schema": "python -m transfer_lightning.select",
 }
 _PLAIN_TYPES = {bool: "true | false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
 

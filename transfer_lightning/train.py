@@ -18,10 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
 from transfer_lightning.callbacks.safety import safety_callbacks
+from transfer_lightning.callbacks.test_predictions import WriteTestPredictions
 from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.loggers.build import finish_logger_runs
 from transfer_lightning.loggers.publish import publish_run_end, publish_run_start
 from transfer_lightning.models import backbone_class
+from transfer_lightning.models.head_init import check_head_init_file, load_head_init
 from transfer_lightning.models.lineage import is_run_weights
 from transfer_lightning.recipes.ema import ema_callbacks
 from transfer_lightning.recipes.linear_probe import fit_linear_probe
@@ -101,6 +103,7 @@ def check_training_config(cfg: DictConfig) -> FreezingStrategy:
     Returns the strategy, built for the backbone's stages."""
     check_once(cfg)
     check_checkpoint_exists(cfg)
+    check_head_init_file(cfg.model.get("head_init"))
     family = backbone_class(cfg.model)
     family.check_name(cfg.model.name)
     family.check_input_size(cfg.model.name, cfg.data.get("image_size"))  # a ViT takes one size
@@ -125,6 +128,7 @@ def _fit_and_test(
     progress_bar = cfg.trainer.enable_progress_bar is not False
     callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=progress_bar) + ema_callbacks(cfg.get("ema"))
     callbacks += safety_callbacks()
+    callbacks.append(WriteTestPredictions(run_dir))  # per-image test results: select's and sweeps' statistics
     loggers = build_logger(cfg.get("logger"), run_dir)  # an MLflow server is asked here, before any data is read
     trainer = record.trainer = build_trainer(cfg, callbacks, loggers)
 
@@ -139,6 +143,12 @@ def _fit_and_test(
     model_record = record_of_config(cfg, datamodule.class_names, datamodule.contract)
     train_labels = datamodule.splits.train.labels  # loss.class_weights=balanced
     module = build_classifier(model_record, pretrained=not resumed_from, strategy=strategy, train_labels=train_labels)
+    if cfg.model.get("head_init") and not resumed_from:  # LP-FT: the head starts from select's linear probe
+        module.weights_lineage = {
+            **module.weights_lineage,
+            **load_head_init(module.backbone, cfg.model.head_init, datamodule.class_names),
+        }
+        log.info("Head: starts from the linear probe %s (model.head_init)", cfg.model.head_init)
     epochs = planned_epochs(cfg)  # a schedule longer than the run: the counts are what trains in it
     describe_model(module, epochs)
     describe_training(datamodule, module, callbacks)

@@ -51,6 +51,12 @@ class ModelSchema:
         doc="DEFAULT or a torchvision weights name, pretrained (timm), a .pth/.safetensors state dict, "
         "a run of this framework (its folder or a .ckpt), or null for random init",
     )
+    head_init: str | None = setting(
+        None,
+        Text("a head file written by python -m transfer_lightning.select (probes/<candidate>.head.pt)"),
+        optional=True,
+        doc="start the new head from this linear probe (LP-FT: written by select's probe stage); null = random",
+    )
 
 
 # -- strategy ----------------------------------------------------------------------------------
@@ -672,6 +678,68 @@ class ExportSchema:
     )
 
 
+DEFAULT_CANDIDATES = [
+    "model=resnet18",
+    "model=resnet50",
+    "model=convnext_tiny",
+    "model=efficientnet_b0",
+    "model=mobilenet_v3_large",
+    "model=regnet_y_1_6gf",
+    "model=swin_t",
+    "model=vit_b_16",
+]
+
+
+@dataclass
+class ProbeSchema:
+    """How every candidate's linear probe is fitted: the same for all, so their accuracies compare."""
+
+    weight_decays: list[float] = setting(
+        [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+        ListOf(Range(0, open_low=True), at_least=1, text="a list of numbers > 0"),
+        doc="the L2 penalties tried (on standardised features, per image); the one with the best val accuracy wins",
+    )
+    max_iterations: int = setting(1000, Integer(1), doc="L-BFGS iterations per penalty at most")
+    throughput_seconds: float = setting(
+        3.0, Range(0, open_low=True), doc="how long each candidate's inference speed (images/s) is timed"
+    )
+
+
+@dataclass
+class StatsSchema:
+    """The bootstrap behind every confidence interval and the paired test (fixed seed: reproducible reports)."""
+
+    bootstrap_samples: int = setting(2000, Integer(100), doc="bootstrap replicates per interval or test")
+    seed: int = setting(0, Integer(), doc="the bootstrap's seed: the same run folders give the same report")
+
+
+@dataclass
+class SelectSchema:
+    """``python -m transfer_lightning.select``: the data, trainer and paths groups are training's."""
+
+    data: Any = None
+    trainer: Any = None
+    paths: Any = None
+    candidates: list[str] = setting(
+        DEFAULT_CANDIDATES,
+        ListOf(Text("a string of overrides"), at_least=1, text="a list of strings of overrides, e.g. "
+               "['model=resnet18','model=timm model.name=convnext_nano']"),
+        doc="one string of training overrides per candidate (a model and its weights; any setting it needs)",
+    )  # fmt: skip
+    top_k: int = setting(2, Integer(0), doc="the best probes fine-tuned; 0 = probe only")
+    seeds: int = setting(3, Integer(1, 100), doc="fine-tuning runs per candidate, with seed=1..seeds")
+    finetune_overrides: str = setting(
+        "strategy=full optimizer=adamw optimizer.lr=1e-4 scheduler=cosine",
+        doc="training overrides of every fine-tune, after the candidate's (strategy=, optimizer.lr=, trainer.max_epochs= ...)",
+    )
+    probe: ProbeSchema = setting(ProbeSchema(), doc="the linear probe")
+    stats: StatsSchema = setting(StatsSchema(), doc="the confidence intervals and the paired test")
+    resume: str | None = setting(
+        None, Text("a select folder (outputs/select/<date>/<time>)"), optional=True, doc="continue a killed select"
+    )
+    trusted_classes: list[str] = setting([], ListOf(Text("a class path")), doc=TRUSTED)
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"model": ModelSchema},
     "strategy": {
@@ -717,4 +785,5 @@ TOOL_SCHEMAS = {
     "evaluate_schema": EvaluateSchema,
     "predict_schema": PredictSchema,
     "export_schema": ExportSchema,
+    "select_schema": SelectSchema,
 }

@@ -29,6 +29,11 @@ _NET_PREFIX = "net."  # TransferClassifier keeps the torchvision model as ``self
 RANDOM_INIT = {"source": "random init"}
 
 
+def is_random_init(weights: str | None) -> bool:
+    """A ``model.weights`` value asking for random init (``null``): each seed builds another network."""
+    return weights is None or str(weights).lower() in {"none", "null"}
+
+
 def is_run_weights(weights: str) -> bool:
     """A ``model.weights`` value naming a checkpoint of this framework or a run folder."""
     return weights.endswith(".ckpt") or Path(weights).expanduser().is_dir()

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from transfer_lightning.run.summary import read_summary
+from transfer_lightning.sweeps.seeds import SeedSummary, console_lines, markdown_lines, seed_summary
 from transfer_lightning.utils.files import atomic_write_text
 
 SUMMARY_CSV = "sweep_summary.csv"
@@ -199,7 +200,8 @@ def write_sweep_report(sweep_dir: Path) -> list[Path]:
         else:
             plot = plot_line(jobs, axes[0], sweep_dir / LINE_PNG)
         written.append(plot)
-    written.append(_write_markdown(sweep_dir / REPORT_MD, sweep_dir, order, axes, plot))
+    seeds = seed_summary(jobs, axes)  # a sweep over seed=1,2,3: mean and interval per configuration
+    written.append(_write_markdown(sweep_dir / REPORT_MD, sweep_dir, order, axes, plot, seeds))
     return written
 
 
@@ -236,6 +238,9 @@ def print_ranking(sweep_dir: Path) -> None:
         return
     print(f"Winner: job {best.number}, val acc {_percent(best.best_val_acc)}. Re-run it with:")
     print(rerun_command(best))
+    seeds = seed_summary(jobs, swept_keys(jobs))
+    if seeds is not None:
+        print("\n".join(["", *console_lines(seeds)]))
 
 
 def _significant(value: float | None) -> float | None:
@@ -254,7 +259,9 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}%"
 
 
-def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: list[str], plot: Path | None) -> Path:
+def _write_markdown(
+    path: Path, sweep_dir: Path, jobs: list[JobResult], axes: list[str], plot: Path | None, seeds: SeedSummary | None
+) -> Path:
     counts = {status: sum(job.status == status for job in jobs) for status in {job.status for job in jobs}}
     lines = [
         f"# Sweep report: {sweep_dir}",
@@ -295,6 +302,8 @@ def _write_markdown(path: Path, sweep_dir: Path, jobs: list[JobResult], axes: li
             f"| {job.number} | {swept}{job.status} | {_percent(job.best_val_acc)} | {_percent(job.summary.get('test_acc'))} "
             f"| {row['epochs']} | {row['wall_time_s']} | {row['trainable_params']} |"
         )
+    if seeds is not None:
+        lines += ["", *markdown_lines(seeds)]
     failed = [job for job in jobs if job.status not in ("completed",)]
     if failed:
         lines += ["", "## Jobs that did not complete", ""]

@@ -1,0 +1,72 @@
+"""A sweep over seeds (``-m ... seed=1,2,3``): ``sweep_report`` gives each configuration its mean over the seeds
+with a 95 % interval and compares the best two on the same test images, from the job folders alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transfer_lightning.run.test_predictions import write_test_predictions
+from transfer_lightning.sweeps.results import REPORT_MD, collect_jobs, print_ranking, write_sweep_report
+from transfer_lightning.sweeps.seeds import BOOTSTRAP, T_INTERVAL, seed_summary
+
+IMAGES = 400
+LABELS = np.arange(IMAGES) % 4
+
+
+def job(sweep: Path, number: int, lr: str, seed: int, val_acc: float, right: float | None, test_acc: float = 0.0):
+    """A finished job folder as a training job leaves it: its overrides, its summary and (when ``right`` is
+    given) its per-image test results, the first ``right`` share of the images classified right."""
+    folder = sweep / str(number)
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n- seed={seed}\n")
+    if right is not None:
+        predictions = LABELS.copy()
+        wrong = np.random.default_rng(number).permutation(IMAGES)[: round((1 - right) * IMAGES)]
+        predictions[wrong] = (predictions[wrong] + 1) % 4
+        test_acc = float((predictions == LABELS).mean())
+        write_test_predictions(folder, LABELS, predictions)
+    summary = {"status": "completed", "best_val_acc": val_acc, "test_acc": test_acc, "epochs": 1}
+    (folder / "run_summary.json").write_text(json.dumps(summary))
+
+
+def test_each_configuration_gets_its_mean_over_seeds_and_the_best_two_are_compared(tmp_path, capsys) -> None:
+    for number, (lr, seed) in enumerate((lr, seed) for lr in ("1e-3", "1e-4") for seed in (1, 2, 3)):
+        good = lr == "1e-3"
+        job(tmp_path, number, lr, seed, val_acc=(0.9 if good else 0.7) + seed / 100, right=0.9 if good else 0.6)
+    summary = seed_summary(collect_jobs(tmp_path), ["optimizer.lr", "seed"])
+    assert [c.label for c in summary.configurations] == ["optimizer.lr=1e-3", "optimizer.lr=1e-4"]
+    best, second = summary.configurations
+    assert best.method == BOOTSTRAP and len(best.completed) == 3
+    assert best.val_mean == pytest.approx(0.92) and best.test.mean == pytest.approx(0.9)
+    assert best.test.low < 0.9 < best.test.high and second.test.high < best.test.low
+    assert summary.sentence.startswith("optimizer.lr=1e-3 (best mean val accuracy) beats optimizer.lr=1e-4")
+    assert "over the same 400 test images, 3 and 3 seeds" in summary.sentence and "significant" in summary.sentence
+
+    write_sweep_report(tmp_path)
+    report = (tmp_path / REPORT_MD).read_text()
+    assert "## Over seeds, best mean val accuracy first" in report and summary.sentence in report
+    assert f"| `optimizer.lr=1e-3` | 3 of 3 | 92.00% | {best.test.text()} | {BOOTSTRAP} |" in report
+    print_ranking(tmp_path)
+    assert summary.sentence in capsys.readouterr().out
+
+
+def test_runs_without_per_image_results_get_a_t_interval_and_no_paired_test(tmp_path) -> None:
+    for number, seed in enumerate((1, 2)):
+        job(tmp_path, number, "1e-3", seed, val_acc=0.8, right=None, test_acc=0.80 + seed / 100)
+    job(tmp_path, 2, "1e-4", 1, val_acc=0.7, right=None, test_acc=0.7)
+    summary = seed_summary(collect_jobs(tmp_path), ["optimizer.lr", "seed"])
+    first = summary.configurations[0]
+    assert first.method == T_INTERVAL and first.test.mean == pytest.approx(0.815)
+    assert first.test.low == pytest.approx(0.815 - 12.706 * np.std([0.81, 0.82], ddof=1) / np.sqrt(2))
+    assert summary.sentence.startswith("No paired test of optimizer.lr=1e-3 and optimizer.lr=1e-4")
+
+
+def test_a_sweep_that_does_not_vary_the_seed_has_no_seed_section(tmp_path) -> None:
+    job(tmp_path, 0, "1e-3", 1, val_acc=0.8, right=0.8)
+    assert seed_summary(collect_jobs(tmp_path), ["optimizer.lr"]) is None
+    write_sweep_report(tmp_path)
+    assert "Over seeds" not in (tmp_path / REPORT_MD).read_text()
