@@ -791,7 +791,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--train-per-class", type=int, default=None)
-    parser.add_argument("--rows", default="1234567", help="the measurements to run, e.g. 25 (the file then holds those)")
+    parser.add_argument(
+        "--rows", default="1234567", help="the measurements to run, e.g. 25 (the file then holds those)"
+    )
     return parser.parse_args(argv)
 
 
