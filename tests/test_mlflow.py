@@ -90,8 +90,8 @@ def test_a_sweep_is_a_parent_run_with_its_jobs_as_child_runs(tmp_path) -> None:
     sweep = tmp_path / "12-00-00"
     result = run_cli(
         "-m", *ON_SERVER, "trainer.max_epochs=2", "optimizer.lr=0.01,0.001",
-        f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}",
-    )  # fmt: skip
+        f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}", timeout=900,
+    )  # fmt: skip  # two jobs in one process: past 300 s on a loaded 2-core machine
     assert result.returncode == 0, result.stderr[-3000:]
     client, parent_id = mlflow_client(sweep)
     parent = client.get_run(parent_id)
