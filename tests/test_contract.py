@@ -218,6 +218,6 @@ def test_typed_mean_and_std_become_float_tuples_and_inference_preprocessing_foll
     contract = Preprocessing(32, 40, "bicubic", (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
     for given in (contract, contract.to_dict()):
         step = preprocessor_for(given)
-        assert (step.image_size, step.augment, step.interpolation) == (32, "none", "bicubic")
+        assert (step.image_size, step.augmentation, step.interpolation) == (32, None, "bicubic")
         assert torch.allclose(step.mean.flatten(), torch.tensor([0.1, 0.2, 0.3]))
         assert torch.allclose(step.std.flatten(), torch.tensor([0.4, 0.5, 0.6]))

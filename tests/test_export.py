@@ -85,7 +85,7 @@ def test_export_that_drifts_from_pytorch_fails_and_writes_nothing(
     monkeypatch.setitem(export_module.EXPORTERS, "torchscript", drifting)
     cfg = OmegaConf.create(
         {"ckpt_path": str(trained_run / "checkpoints" / "best.ckpt"), "format": "torchscript",
-         "output_dir": str(tmp_path), "parity_batch_size": 2, "parity_tolerance": 1e-3}
+         "output_dir": str(tmp_path), "parity_batch_size": 2, "parity_tolerance": 1e-3, "tta": "none"}
     )  # fmt: skip
     with pytest.raises(ExportMismatch, match="differs from PyTorch"):
         export_module.export(cfg)

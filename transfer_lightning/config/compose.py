@@ -68,7 +68,8 @@ def _sentence(error: Exception, config_dir: Path, name: str, overrides: list[str
         return f"{typed} adds {group}, which the config already has; write {typed.lstrip('+')}"
     if isinstance(error, MissingConfigException) or "Could not find" in str(error) or "Could not load" in str(error):
         return _missing_option(config_dir, overrides) or first_line(error)
-    typed = _override_of(overrides, getattr(cause, "full_key", None) or _quoted_key(str(error)))
+    failed_key = getattr(cause, "full_key", None) or _quoted_key(str(error))
+    typed = _override_of(overrides, failed_key.split("[", 1)[0] if failed_key else None)  # milestones[1]: the list
     if typed is None:
         return first_line(cause)
     others = [item for item in overrides if item is not typed]

@@ -18,6 +18,8 @@ from transfer_lightning.utils.progress import configure_progress
 CONFIG_FOLDER = config_folder()
 Result = TypeVar("Result")
 # Hydra's own flags: the command does not run a job, so there is nothing to check
+# Hydra's flags that take a value (``--config-dir my_conf``)
+_HYDRA_VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "--experimental-rerun")
 _HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
 # set once this process has checked its command line: the run does not check the same config again
 command_line_checked = False
@@ -69,7 +71,6 @@ def tool_main(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[
     def run(cfg: DictConfig) -> None:
         run_tool(task, cfg)
 
-    run.__name__ = config_name  # Hydra names the job after its function
     composed = hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name=config_name)(run)
 
     def main() -> None:
@@ -99,7 +100,13 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
 
     from transfer_lightning.config.compose import compose_checked
 
-    overrides = [arg for arg in argv if not arg.startswith("-")]
+    flags, overrides = _split_flags(argv)
+    if {"--config-path", "-cp", "--config-name", "-cn"} & set(flags):
+        return  # another primary config: Hydra composes it, and training checks it before any data
+    if "--config-dir" in flags or "-cd" in flags:  # the user's own presets are found as Hydra will find them
+        folder = Path(flags.get("--config-dir") or flags["-cd"]).expanduser().absolute()
+        if not any(item.split("=", 1)[0].lstrip("+") == "hydra.searchpath" for item in overrides):
+            overrides = [*overrides, f"hydra.searchpath=[file://{folder}]"]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:  # noqa: BLE001 - a malformed override: Hydra's sentence, first line
@@ -129,6 +136,21 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         if config_name == "config":
             check_checkpoint_exists(cfg)
     command_line_checked = not any(override.is_sweep_override() for override in parsed)
+
+
+def _split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Hydra's flags (``--config-dir my_conf`` or ``--config-dir=my_conf``: flag -> value, ``-m`` -> "") and
+    the overrides of a command line."""
+    flags, overrides, args = {}, [], iter(argv)
+    for arg in args:
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        name, given, value = arg.partition("=")
+        if not given and name in _HYDRA_VALUE_FLAGS:
+            value = next(args, "")
+        flags[name] = value
+    return flags, overrides
 
 
 def _job_override_lists(parsed: list[Any], overrides: list[str]) -> list[list[str]]:
