@@ -132,6 +132,7 @@ def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tm
     last = _last_checkpoint(tmp_path, written)
     trainer = SimpleNamespace(checkpoint_callback=ModelCheckpoint(dirpath=last.parent, save_last=True))
     stopper = GracefulInterrupt()
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN in a pytest-xdist worker
     stopper.on_train_start(trainer, None)  # installs its handlers
     try:
         signal.raise_signal(signal.SIGINT)  # the first: stop after this step
@@ -141,7 +142,7 @@ def test_second_ctrl_c_between_checkpoints_names_the_previous_last_checkpoint(tm
         stopper.on_fit_end(trainer, None)  # restores the handlers
     expected = f"{last} is the one before, intact" if written else f"no checkpoint yet ({last})"
     assert str(stopped.value) == f"stopped at once by a second Ctrl-C; {expected}"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 @pytest.mark.parametrize("written", [True, False], ids=["last_ckpt_written", "none_yet"])
