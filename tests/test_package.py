@@ -161,8 +161,8 @@ def test_a_wheel_in_a_fresh_environment_trains_evaluates_and_predicts_from_any_f
     run("python", "-m", "transfer_lightning", "--config-dir", "my_conf", "experiment=mine", "hydra.run.dir=run")
     checkpoint = elsewhere / "run" / "checkpoints" / "best.ckpt"
     assert (elsewhere / "run" / "run_summary.json").is_file() and checkpoint.is_file()
-    run("transfer-lightning-evaluate", f"ckpt_path={checkpoint}", "trainer.accelerator=cpu", "hydra.run.dir=eval")
+    run("transfer-lightning-evaluate", f"ckpt_path={checkpoint}", "trainer.accelerator=cpu")
     assert (elsewhere / "run" / "checkpoints" / "best_eval_test").is_dir()
     run("transfer-lightning-predict", f"ckpt_path={checkpoint}", "inputs=photo.png", "trainer.accelerator=cpu",
-        "hydra.run.dir=predict")  # fmt: skip
+        "output_dir=predict")  # fmt: skip
     assert "photo.png" in (elsewhere / "predict" / "predictions.csv").read_text()
