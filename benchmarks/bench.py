@@ -214,6 +214,23 @@ def plain_evaluate(model: nn.Module, dataset, device: torch.device, batch: int) 
     return len(dataset)
 
 
+def job_overrides(folder: Path, work: Path, sizes: Sizes, device: str) -> list[str]:
+    """What every framework job of the bench sets: the data in ``folder``, its sizes, the device, no bars."""
+    return [
+        f"paths.data_dir={work / 'data'}",
+        f"data.root={folder}",
+        "data.download=false",
+        f"data.val_size={sizes.val_per_class * num_classes(folder)}",
+        f"data.image_size={sizes.image_size}",
+        f"data.batch_size={sizes.batch_size}",
+        "model.weights=null",
+        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "~callbacks.progress_bar",
+    ]
+
+
 # -- the framework ---------------------------------------------------------------------------
 def framework_config(folder: Path, work: Path, name: str, sizes: Sizes, device: str, *overrides: str):
     """The real composed config, pointed at ``folder``; runs land in ``work/runs/name``."""
@@ -224,17 +241,7 @@ def framework_config(folder: Path, work: Path, name: str, sizes: Sizes, device: 
             overrides=[
                 f"paths.root_dir={ROOT}",
                 f"paths.output_dir={work / 'runs' / name}",
-                f"paths.data_dir={work / 'data'}",
-                f"data.root={folder}",
-                "data.download=false",
-                f"data.val_size={sizes.val_per_class * num_classes(folder)}",
-                f"data.image_size={sizes.image_size}",
-                f"data.batch_size={sizes.batch_size}",
-                "model.weights=null",
-                f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-                "~callbacks.progress_bar",
+                *job_overrides(folder, work, sizes, device),
                 *overrides,
             ],
         )
@@ -611,17 +618,7 @@ def cli_arguments(folder: Path, work: Path, sizes: Sizes, device: str, name: str
     """The command line of one feature-extraction job on ``folder`` (as the sweep row's jobs), run in ``work/name``."""
     return [
         f"hydra.run.dir={work / 'runs' / name}",
-        f"paths.data_dir={work / 'data'}",
-        f"data.root={folder}",
-        "data.download=false",
-        f"data.val_size={sizes.val_per_class * num_classes(folder)}",
-        f"data.image_size={sizes.image_size}",
-        f"data.batch_size={sizes.batch_size}",
-        "model.weights=null",
-        f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "~callbacks.progress_bar",
+        *job_overrides(folder, work, sizes, device),
         "strategy=feature_extract",
         "optimizer=adam",
         "trainer.max_epochs=1",
