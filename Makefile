@@ -11,7 +11,7 @@ ARGS ?=
 CIFAR_LOCAL ?= ../shared/data/cifar10-jpeg
 DATA_ARG := $(if $(wildcard $(CIFAR_LOCAL)/train),data.root=$(abspath $(CIFAR_LOCAL)),)
 
-.PHONY: install train test test-all test-slurm test-mlflow lint format docs bench mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
+.PHONY: install train test test-all test-slurm test-mlflow lint format docs bench bench-transfer mutation gpu-check gpu-check-prepare tensorboard dashboard-shots clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,13 @@ docs: install
 
 bench: install
 	$(PY) benchmarks/bench.py
+
+# The offline transfer benchmark (benchmarks/transfer.py): pretrained weights made from 5 CIFAR-10 classes, every
+# strategy and recipe on the other 5 with 3 seeds, select over {random init, pretrained}; its table goes to
+# BENCHMARKS.md. On 2 idle CPU cores: the source 16 min (once), the grid 28 min; a second run reuses what the first
+# finished (outputs/bench-transfer).
+bench-transfer: install
+	$(PY) benchmarks/transfer.py --data $(CIFAR_LOCAL)
 
 # mutmut on the core modules, each against its own fast tests (not in CI; docs/mutation.md has each module's time).
 # One module: make mutation MODULES=transfer_lightning/cache/key.py. Results go to docs/mutation.md.

@@ -83,7 +83,8 @@ from transfer_lightning.utils.config_folder import config_folder  # noqa: E402
 CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 SPLIT_SEED = 42
 GPU_HEADING = "## GPU (`make gpu-check`)"
-KEPT_HEADINGS = ("## Issue 31", GPU_HEADING)  # sections written by hand, kept when the bench rewrites the file
+# sections written by hand or by another benchmark (transfer.py, gpu-check), kept when this bench rewrites the file
+KEPT_HEADINGS = ("## Offline transfer benchmark", "## Issue 31", GPU_HEADING)
 PROFILE_HEADING = "Where the time of one cache-hit job (5) goes:"
 PROFILE_NOTE = (
     "one more job of (5), each phase the CPU and wall seconds spent in the functions that do it "
