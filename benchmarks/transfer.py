@@ -20,7 +20,9 @@ accuracy with its 95 % interval, a bootstrap over the seeds and the 5,000 test i
    (a recipe's own strategy is replaced by that one, so only the recipe differs);
 3. the baselines: full fine-tuning from random init, with ``recipe=book`` and with the recipe of (2) with the best
    mean validation accuracy, so the table shows what pretraining buys;
-4. ``python -m transfer_lightning.select`` over {resnet18 from random init, resnet18 pretrained on the
+4. every recipe again with that strategy for ``--long-epochs`` (default 30): heavier regularisation (mixup,
+   RandAugment, EMA) needs more epochs, so the recipes are also compared where they have them;
+5. ``python -m transfer_lightning.select`` over {resnet18 from random init, resnet18 pretrained on the
    source}: its report (``select_report.md``) is linked from the table.
 
 The paired test of each pair the table claims (pretrained vs random init, best recipe vs book) is on the same
@@ -73,6 +75,7 @@ class Protocol:
     source_epochs: int = 8
     source_batch_size: int = 128
     epochs: int = 10
+    long_epochs: int = 30  # (4): the recipes again with this many epochs; 0: not run
     seeds: int = 3
     image_size: int = 32
     batch_size: int = 32
@@ -80,7 +83,16 @@ class Protocol:
     weights: str | None = None  # None: train the source; else every target run starts from these (e.g. DEFAULT)
 
 
-TINY = Protocol(per_class=6, val_per_class=4, test_per_class=6, source_per_class=12, source_epochs=1, epochs=2, seeds=2)
+TINY = Protocol(
+    per_class=6,
+    val_per_class=4,
+    test_per_class=6,
+    source_per_class=12,
+    source_epochs=1,
+    epochs=2,
+    seeds=2,
+    long_epochs=3,
+)
 
 
 # -- the folders --------------------------------------------------------------------------------------
@@ -255,10 +267,11 @@ class Row:
     strategy: str
     recipe: str
     configuration: Configuration
+    epochs: int
 
     @property
     def label(self) -> str:
-        return f"{self.weights} strategy={self.strategy} recipe={self.recipe}"
+        return f"{self.weights} strategy={self.strategy} recipe={self.recipe} ({self.epochs} epochs)"
 
     @property
     def val_mean(self) -> float:
@@ -290,8 +303,9 @@ def difference_text(comparison: Comparison) -> str:
 
 def render(rows: list[Row], findings: list[str], protocol: Protocol, timings: dict[str, float], data: Path) -> str:
     """The section of ``BENCHMARKS.md``: the protocol, the table, the findings, the machine."""
-    random_init = {row.recipe: row for row in rows if row.weights == "random init"}
+    random_init = {(row.recipe, row.epochs): row for row in rows if row.weights == "random init"}
     images = protocol.test_per_class or 1000
+    also = f" (the recipes also {protocol.long_epochs})" if protocol.long_epochs else ""
     minutes = ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in timings.items())
     lines = [
         HEADING,
@@ -300,29 +314,33 @@ def render(rows: list[Row], findings: list[str], protocol: Protocol, timings: di
         f"{protocol.source_batch_size}, Adam 1e-3) on {', '.join(SOURCE_CLASSES)}, {{source}}. Target: "
         f"{', '.join(TARGET_CLASSES)}: {protocol.per_class} training and {protocol.val_per_class} validation images "
         f"per class (drawn from CIFAR-10's train split), {images:,} test images per class (its test split); "
-        f"{protocol.image_size} px, batch {protocol.batch_size}, {protocol.epochs} epochs, seeds 1-{protocol.seeds}, "
+        f"{protocol.image_size} px, batch {protocol.batch_size}, at most {protocol.epochs} epochs{also} (the default "
+        f"early stopping, patience 3 on val accuracy, may stop a run sooner), seeds 1-{protocol.seeds}, "
         f"on the CPU. Data: `{data}`. Each cell is the mean test accuracy over the seeds with its 95% interval "
         "(bootstrap over the seeds and the test images, `sweeps/seeds.py`); the last column is the paired difference "
-        "to random init with the same recipe on the same test images. Wall time per stage (min): "
+        "to random init with the same recipe and epochs on the same test images. Wall time per stage (min): "
         f"{minutes}. Run it: `make bench-transfer`.",
         "",
-        "| weights | strategy | recipe | mean best val acc | mean test acc (95% CI) | vs random init (full), same recipe: points (95% CI) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| weights | strategy | recipe | max epochs | mean best val acc | mean test acc (95% CI) | vs random init (full), same recipe: points (95% CI) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
     for row in rows:
-        baseline = random_init.get(row.recipe)
+        baseline = random_init.get((row.recipe, row.epochs))
         versus = difference_text(compare(row, baseline)) if baseline and row is not baseline else ""
         test = row.configuration.test.text() if row.configuration.test else "n/a"
         lines.append(
-            f"| {row.weights} | {row.strategy} | {row.recipe} | {100 * row.val_mean:.2f}% | {test} | {versus} |"
+            f"| {row.weights} | {row.strategy} | {row.recipe} | {row.epochs} | {100 * row.val_mean:.2f}% | {test} | "
+            f"{versus} |"
         )
     return "\n".join([*lines, "", *[f"- {finding}" for finding in findings], "", "Machine:", *machine(), ""])
 
 
-def findings(rows: list[Row], best_strategy: str, best_recipe: Row, book: Row, select_folder: Path) -> list[str]:
-    """What the table says: pretraining per strategy, the best recipe against the book's, select's verdict."""
+def findings(rows: list[Row], best_strategy: str, recipe_groups: list[list[Row]], select_folder: Path) -> list[str]:
+    """What the table says: pretraining per strategy, the best recipe against the book's at each epoch count
+    (``recipe_groups``: book first, then the presets, all with ``best_strategy``), select's verdict."""
     random_book = next(row for row in rows if row.weights == "random init" and row.recipe == "book")
-    pretrained_book = [row for row in rows if row.weights == "pretrained" and row.recipe == "book"]
+    pretrained_book = [row for row in rows if row.weights == "pretrained" and row.recipe == "book"
+                       and row.epochs == random_book.epochs]  # fmt: skip
     losing = [row.strategy for row in pretrained_book if not (compare(row, random_book).significant
                                                               and compare(row, random_book).difference > 0)]  # fmt: skip
     said = [
@@ -330,25 +348,29 @@ def findings(rows: list[Row], best_strategy: str, best_recipe: Row, book: Row, s
         if not losing
         else f"Pretrained does not beat random init significantly with strategy {', '.join(losing)}.",
         f"Best strategy with recipe=book, by mean val accuracy: {best_strategy}.",
+        *(recipe_finding(group, best_strategy) for group in recipe_groups),
     ]
-    if best_recipe is book:
-        said.append(f"No recipe preset beats recipe=book with strategy={best_strategy} on mean val accuracy.")
-    else:
-        half_widths = [(row.configuration.test.high - row.configuration.test.low) / 2 for row in (best_recipe, book)]
-        difference = best_recipe.configuration.test.mean - book.configuration.test.mean
-        larger = difference > max(half_widths)
-        said.append(
-            f"Best recipe preset, by mean val accuracy: recipe={best_recipe.recipe}, "
-            f"{100 * difference:+.2f} points of mean test accuracy over recipe=book with strategy={best_strategy} and "
-            f"the same {best_recipe.configuration.jobs[0].summary.get('epochs', '?')} epochs; the intervals' half-widths "
-            f"are {100 * half_widths[0]:.2f} and {100 * half_widths[1]:.2f} points, so the margin is "
-            f"{'larger' if larger else 'not larger'} than both. "
-            + sentence(best_recipe, book, "the best recipe preset by mean val accuracy")
-        )
     report = json.loads((select_folder / "select_report.json").read_text())
     said.append(f"`python -m transfer_lightning.select` over the two (`{select_folder / 'select_report.md'}`): "
                 f"{report['sentence']}")  # fmt: skip
     return said
+
+
+def recipe_finding(group: list[Row], strategy: str) -> str:
+    """The recipe preset with the best mean val accuracy against recipe=book, same strategy and epochs."""
+    book, best = group[0], max(group, key=lambda row: row.val_mean)
+    if best is book:
+        return f"No recipe preset beats recipe=book with strategy={strategy} and {book.epochs} epochs on mean val accuracy."
+    half_widths = [(row.configuration.test.high - row.configuration.test.low) / 2 for row in (best, book)]
+    difference = best.configuration.test.mean - book.configuration.test.mean
+    return (
+        f"Best recipe preset with {book.epochs} epochs, by mean val accuracy: recipe={best.recipe}, "
+        f"{100 * difference:+.2f} points of mean test accuracy over recipe=book with strategy={strategy} and the same "
+        f"epochs; the intervals' half-widths are {100 * half_widths[0]:.2f} and {100 * half_widths[1]:.2f} points, so "
+        f"the margin is {'larger' if difference > max(half_widths) else 'not larger'} than both (the intervals "
+        f"{'do not overlap' if difference > sum(half_widths) else 'overlap'}). "
+        + sentence(best, book, "the best recipe preset by mean val accuracy")
+    )
 
 
 def machine() -> list[str]:
@@ -414,27 +436,35 @@ def main(argv: list[str] | None = None) -> int:
     claim_work_folder(work, protocol, args.data.resolve())
     source, target = prepare_folders(args.data.resolve(), work, protocol)
     weights = protocol.weights or train_source(work, source, protocol)
-    base = [*common_overrides(work, target, protocol), f"data.batch_size={protocol.batch_size}",
-            f"trainer.max_epochs={protocol.epochs}"]  # fmt: skip
+    common = [*common_overrides(work, target, protocol), f"data.batch_size={protocol.batch_size}"]
+    base = [*common, f"trainer.max_epochs={protocol.epochs}"]
     pretrained = f"model.weights={weights}"
 
     by_strategy = sweep(work, "strategies", [*base, pretrained, "recipe=book", f"strategy={','.join(STRATEGIES)}"],
                         protocol)  # fmt: skip
-    rows = [Row("pretrained", c.values["strategy"], "book", c) for c in by_strategy]
+    rows = [Row("pretrained", c.values["strategy"], "book", c, protocol.epochs) for c in by_strategy]
     best_strategy = max(rows, key=lambda row: row.val_mean).strategy
     recipes = sweep(work, "recipes", [*base, pretrained, "recipe=fastai,timm", f"strategy={best_strategy}"], protocol)
-    recipe_rows = [Row("pretrained", best_strategy, c.values["recipe"], c) for c in recipes]
     book = next(row for row in rows if row.strategy == best_strategy)
-    best_recipe = max([book, *recipe_rows], key=lambda row: row.val_mean)
+    recipe_groups = [
+        [book, *(Row("pretrained", best_strategy, c.values["recipe"], c, protocol.epochs) for c in recipes)]
+    ]
+    best_recipe = max(recipe_groups[0], key=lambda row: row.val_mean)
     random_recipes = sorted({"book", best_recipe.recipe})
     random = sweep(work, "random-init", [*base, "model.weights=null", "strategy=full",
                                          f"recipe={','.join(random_recipes)}"], protocol)  # fmt: skip
-    random_rows = [Row("random init", "full", c.values.get("recipe", "book"), c) for c in random]
+    random_rows = [Row("random init", "full", c.values.get("recipe", "book"), c, protocol.epochs) for c in random]
+    if protocol.long_epochs:  # (4) the recipes where heavier regularisation has the epochs it needs
+        long = sweep(work, f"recipes-{protocol.long_epochs}ep", [*common, f"trainer.max_epochs={protocol.long_epochs}",
+                     pretrained, f"recipe={','.join(RECIPES)}", f"strategy={best_strategy}"], protocol)  # fmt: skip
+        by_recipe = {c.values["recipe"]: c for c in long}
+        recipe_groups.append([Row("pretrained", best_strategy, name, by_recipe[name], protocol.long_epochs)
+                              for name in RECIPES])  # fmt: skip
     select = run_select(work, target, weights, protocol, best_strategy, best_recipe.recipe)
 
-    table = [*rows, *recipe_rows, *random_rows]
+    table = [*rows, *recipe_groups[0][1:], *random_rows, *(row for group in recipe_groups[1:] for row in group)]
     section = render(
-        table, findings(table, best_strategy, best_recipe, book, select), protocol, stage_timings(work), args.data
+        table, findings(table, best_strategy, recipe_groups, select), protocol, stage_timings(work), args.data
     ).replace("{source}", source_result(weights) if protocol.weights is None else f"not used: model.weights={weights}")
     section = section.replace(f"{Path.cwd()}/", "")  # paths as a reader of the repository sees them
     print(section)
