@@ -512,6 +512,8 @@ class Phase:
 
 
 TRAIN = "transfer_lightning.train"
+ASSEMBLE = "transfer_lightning.run.assemble"  # assemble_run: the run's objects built
+OUTCOME = "transfer_lightning.run.outcome"  # record_completed: the summary written, the report printed
 TRAINER = ("lightning.pytorch", "Trainer")
 JOB_PHASES = (
     Phase("command line composed and checked (before Hydra starts)", (("transfer_lightning.__main__", "check_command_line"),)),
@@ -519,14 +521,15 @@ JOB_PHASES = (
           minus=(("transfer_lightning.__main__", "check_command_line"), (TRAIN, "train"))),
     Phase("config checks (resume, schemas, strategy, run folder)",
           ((TRAIN, "prepare_resume"), (TRAIN, "check_training_config"), (TRAIN, "check_run_folder"))),
-    Phase("callbacks, loggers, Trainer built", ((TRAIN, "build_callbacks"), (TRAIN, "build_logger"), (TRAIN, "build_trainer"))),
+    Phase("callbacks, loggers, Trainer built",
+          ((ASSEMBLE, "build_callbacks"), (ASSEMBLE, "build_logger"), (ASSEMBLE, "build_trainer"))),
     Phase("data: images listed, decoded, split", (
-        (TRAIN, "build_datamodule"), (TRAIN, "prepare_data_once_per_node"),
+        (ASSEMBLE, "build_datamodule"), (ASSEMBLE, "prepare_data_once_per_node"),
         ("transfer_lightning.data.base", "ClassificationDataModule.setup"))),
     Phase("model built (backbone, head, strategy, optimizer)",
-          ((TRAIN, "build_classifier"), (TRAIN, "describe_model"), (TRAIN, "tune_for_device"))),
-    Phase("feature cache: plan, key, 3 entries loaded", ((TRAIN, "use_feature_cache"),)),
-    Phase("hyperparameters and lineage to the loggers", ((TRAIN, "hparams_columns"), (TRAIN, "publish_run_start"))),
+          ((ASSEMBLE, "build_classifier"), (ASSEMBLE, "describe_model"), (ASSEMBLE, "tune_for_device"))),
+    Phase("feature cache: plan, key, 3 entries loaded", ((ASSEMBLE, "use_feature_cache"),)),
+    Phase("hyperparameters and lineage to the loggers", ((ASSEMBLE, "hparams_columns"), (TRAIN, "publish_run_start"))),
     Phase("fit: 1 epoch on cached features", ((TRAINER[0], "Trainer.fit"),)),
     Phase("of which: val confusion-matrix figure",
           (("transfer_lightning.callbacks", "ConfusionMatrixImage.on_validation_epoch_end"),), part=True),
@@ -537,8 +540,8 @@ JOB_PHASES = (
         ("transfer_lightning.callbacks", "PredictionGridImage.on_test_batch_end"),
         ("transfer_lightning.callbacks", "PredictionGridImage.on_test_epoch_end")), part=True),
     Phase("summary: HPARAMS, run_summary.json, report", (
-        (TRAIN, "run_summary"), (TRAIN, "write_hparams"), (TRAIN, "write_summary"), (TRAIN, "publish_run_end"),
-        (TRAIN, "print_report"))),
+        (TRAIN, "run_summary"), (OUTCOME, "write_hparams"), (OUTCOME, "write_summary"), (OUTCOME, "publish_run_end"),
+        (OUTCOME, "print_report"))),
 )  # fmt: skip
 JOB = ("<job>", "")  # the whole job, timed by the caller
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from transfer_lightning.config.compose import compose_checked
+from transfer_lightning.run import job
 from transfer_lightning.selection.candidates import SelectPlan
 from transfer_lightning.selection.resume import check_resume_folder
 from transfer_lightning.utils.cli import CONFIG_FOLDER, check_command_line, check_once, exit_on_user_error, run_tool
@@ -34,7 +34,9 @@ def select(cfg: DictConfig) -> dict[str, Any]:
     from transfer_lightning.selection.stages import run_select
 
     check_once(cfg)
-    return run_select(cfg, Path(cfg.paths.output_dir), SelectPlan.of(cfg, *_command_overrides()))
+    return run_select(
+        cfg, Path(cfg.paths.output_dir), SelectPlan.of(cfg, job.task_overrides(), job.launcher_overrides())
+    )
 
 
 def check_select_command(argv: list[str]) -> None:
@@ -48,14 +50,6 @@ def check_select_command(argv: list[str]) -> None:
         plan.compose(candidate)
     if cfg.resume:
         check_resume_folder(Path(cfg.resume), task)
-
-
-def _command_overrides() -> tuple[list[str], list[str]]:
-    """This command's task overrides and its hydra ones (the launcher of the fine-tunes)."""
-    if not HydraConfig.initialized():
-        return [], []
-    overrides = HydraConfig.get().overrides
-    return list(overrides.task), list(overrides.hydra)
 
 
 def _is_hydra(override: str) -> bool:

@@ -11,56 +11,21 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from transfer_lightning.cache import use_feature_cache
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted
-from transfer_lightning.callbacks.safety import safety_callbacks
-from transfer_lightning.callbacks.test_predictions import WriteTestPredictions
-from transfer_lightning.data.prepare import prepare_data_once_per_node
 from transfer_lightning.loggers.build import finish_logger_runs
-from transfer_lightning.loggers.publish import publish_run_end, publish_run_start
+from transfer_lightning.loggers.publish import publish_run_start
 from transfer_lightning.models import backbone_class
-from transfer_lightning.models.head_init import check_head_init_file, load_head_init
-from transfer_lightning.models.lineage import is_run_weights
-from transfer_lightning.recipes.ema import ema_callbacks
-from transfer_lightning.recipes.linear_probe import fit_linear_probe
-from transfer_lightning.run.builders import (
-    build_callbacks,
-    build_classifier,
-    build_datamodule,
-    build_logger,
-    build_strategy,
-    build_trainer,
-    record_of_config,
-)
-from transfer_lightning.run.dashboard import hparams_columns, write_hparams
+from transfer_lightning.models.head_init import check_head_init_file
+from transfer_lightning.run import job
+from transfer_lightning.run.assemble import assemble_run
+from transfer_lightning.run.builders import build_strategy
 from transfer_lightning.run.launch import continue_requeued_job
-from transfer_lightning.run.outcome import EXIT_INTERRUPTED, RunRecord, recorded_outcome
+from transfer_lightning.run.outcome import EXIT_INTERRUPTED, RunRecord, record_completed, recorded_outcome
 from transfer_lightning.run.preflight import check_run_folder
-from transfer_lightning.run.preprocessing import explicit_data_keys, run_preprocessing
-from transfer_lightning.run.resume import (
-    ResumeRefused,
-    check_checkpoint_fits,
-    forget_refused_resume,
-    original_overrides,
-    prepare_resume,
-    restore_weights,
-)
-from transfer_lightning.run.speed import tune_for_device
-from transfer_lightning.run.summary import (
-    describe_model,
-    describe_training,
-    planned_epochs,
-    print_report,
-    recipe_summary,
-    run_summary,
-    test_best,
-    write_summary,
-)
-from transfer_lightning.run.tuning import find_learning_rate, keep_found_learning_rate
+from transfer_lightning.run.resume import ResumeRefused, forget_refused_resume, prepare_resume
+from transfer_lightning.run.summary import run_summary, test_best
 from transfer_lightning.strategies import FreezingStrategy
 from transfer_lightning.sweeps import prepare_sweep_job, write_failed_summary
 from transfer_lightning.utils.cli import CONFIG_FOLDER, check_checkpoint_exists, check_once, exit_with
@@ -114,73 +79,17 @@ def _fit_and_test(
     cfg: DictConfig, run_dir: Path, record: RunRecord, strategy: FreezingStrategy, started: float
 ) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    resumed_from = cfg.get("ckpt_path")
-    if resumed_from:
-        keep_found_learning_rate(cfg, resumed_from)  # tune.lr_find: the rate it found is in the checkpoint
-    # before any data is read: the weights can be had (a resumed run's come from its checkpoint: nothing
-    # to fetch; a transfer chain's starting run is read from disk)
-    family = backbone_class(cfg.model)
-    fetch = not resumed_from or is_run_weights(str(cfg.model.weights))
-    starting_run = family.ensure_weights(cfg.model.name, cfg.model.weights) if fetch else None
+    run = assemble_run(cfg, run_dir, record, strategy)
+    trainer, module, datamodule = run.trainer, run.module, run.feature_cache.datamodule
+    publish_run_start(trainer.loggers, run.hparams, module.weights_lineage, run_dir)  # loggers/: params, lineage tags
 
-    overrides = _overrides()
-    record.fields.update(model=cfg.model.name, strategy=_choices().get("strategy"), seed=cfg.seed, overrides=overrides)
-    progress_bar = cfg.trainer.enable_progress_bar is not False
-    callbacks = build_callbacks(cfg.get("callbacks"), progress_bar=progress_bar) + ema_callbacks(cfg.get("ema"))
-    callbacks += safety_callbacks()
-    callbacks.append(WriteTestPredictions(run_dir))  # per-image test results: select's and sweeps' statistics
-    loggers = build_logger(cfg.get("logger"), run_dir)  # an MLflow server is asked here, before any data is read
-    trainer = record.trainer = build_trainer(cfg, callbacks, loggers)
-
-    explicit = explicit_data_keys(overrides + original_overrides(resumed_from), _experiment_preset())
-    defaults = family.default_preprocessing(cfg.model.name, cfg.model.weights)  # as the weights were trained
-    preprocessing = run_preprocessing(cfg.data, defaults, starting_run, explicit)
-    datamodule = build_datamodule(cfg.data, preprocessing=preprocessing)
-    # what the images really go through (a natively stored CIFAR is never resized before the device)
-    log.info("Preprocessing: %s (data.image_size / resize_size / interpolation / mean / std)", datamodule.contract)
-    prepare_data_once_per_node(datamodule, trainer)
-    datamodule.setup("fit")
-    model_record = record_of_config(cfg, datamodule.class_names, datamodule.contract)
-    train_labels = datamodule.splits.train.labels  # loss.class_weights=balanced
-    module = build_classifier(model_record, pretrained=not resumed_from, strategy=strategy, train_labels=train_labels)
-    if cfg.model.get("head_init") and not resumed_from:  # LP-FT: the head starts from select's linear probe
-        module.weights_lineage = {
-            **module.weights_lineage,
-            **load_head_init(module.backbone, cfg.model.head_init, datamodule.class_names),
-        }
-        log.info("Head: starts from the linear probe %s (model.head_init)", cfg.model.head_init)
-    epochs = planned_epochs(cfg)  # a schedule longer than the run: the counts are what trains in it
-    describe_model(module, epochs)
-    describe_training(datamodule, module, callbacks)
-    if resumed_from:
-        state_keys = [callback.state_key for callback in trainer.callbacks]
-        checkpoint_dir = trainer.checkpoint_callback.dirpath if trainer.checkpoint_callback else None
-        check_checkpoint_fits(resumed_from, module.record, state_keys, checkpoint_dir)
-        restore_weights(module, resumed_from)  # the feature cache below reads the trained frozen stages
-    autotune = cfg.trainer.get("benchmark") is None and not cfg.trainer.get("deterministic")
-    tune_for_device(module, trainer, compile_net=cfg.get("compile", False), autotune=autotune)
-    feature_cache = use_feature_cache(datamodule, module, trainer)
-    probe = fit_linear_probe(module, datamodule, trainer, resumed=bool(resumed_from))  # strategy=lp_ft
-    lr_find = find_learning_rate(cfg, trainer, module, feature_cache.datamodule, run_dir)  # tune.lr_find
-    trainable = module.parameter_counts(epochs)["trainable"]
-    hparams = hparams_columns(cfg, _choices(), overrides, trainable, module.backbone.num_stages, datamodule.image_size)
-    publish_run_start(trainer.loggers, hparams, module.weights_lineage, run_dir)  # loggers/: params, lineage tags
-
-    trainer.fit(module, datamodule=feature_cache.datamodule, ckpt_path=resumed_from)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=run.resumed_from)
     best_val = trainer.callback_metrics.get("val/acc_best")  # before the test pass resets the metrics
-    tested = test_best(trainer, module, feature_cache.datamodule, callbacks) if cfg.get("test", True) else None
-    summary = run_summary(cfg, trainer, module, datamodule, feature_cache, tested, callbacks, hparams["strategy"])
-    summary["best_val_acc"] = best_val
-    summary.update(lr_find=lr_find, resumed_from=resumed_from, overrides=overrides)
-    summary["recipe"] = recipe_summary(_choices().get("recipe"), datamodule, module, callbacks, probe)
-    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
-    if not trainer.is_global_zero:
-        return summary  # under DDP every process gets here; rank 0 writes the one summary
-    write_hparams(trainer.loggers, hparams, {"val/acc_best": summary["best_val_acc"], "test/acc": summary["test_acc"]})
-    path = write_summary(run_dir, summary)
-    publish_run_end(trainer.loggers, path)
-    print_report(summary)
-    log.info("Run folder: %s (summary: %s)", run_dir, path.name)
+    tested = test_best(trainer, module, datamodule, run.callbacks) if cfg.get("test", True) else None
+    summary = run_summary(cfg, run, tested, best_val, time.perf_counter() - started)
+    if trainer.is_global_zero:  # under DDP every process gets here; rank 0 writes the one summary
+        path = record_completed(run, summary, run_dir)
+        log.info("Run folder: %s (summary: %s)", run_dir, path.name)
     return summary
 
 
@@ -190,51 +99,27 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     In a multirun a failing job is logged and recorded, and the sweep goes on.
     """
     try:
-        if _is_multirun() and (earlier := prepare_sweep_job(cfg, _overrides())) is not None:
+        if job.is_multirun() and (earlier := prepare_sweep_job(cfg, job.task_overrides())) is not None:
             return earlier.get("best_val_acc")  # this job completed before (resumed sweep)
-        if not _is_multirun():
+        if not job.is_multirun():
             continue_requeued_job(cfg)  # a requeued SLURM job continues from its folder's last.ckpt
         summary = train(cfg)
     except UserError as error:
-        if _is_multirun():
+        if job.is_multirun():
             log.error("This job failed: %s", error)
-            write_failed_summary(cfg.paths.output_dir, error, _overrides())
+            write_failed_summary(cfg.paths.output_dir, error, job.task_overrides())
             return None
         exit_with(error)
     except (RunInterrupted, KeyboardInterrupt) as error:
         print(f"Interrupted: {error or 'Ctrl-C'}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)  # a sweep stops too: Ctrl-C means stop
     except Exception as error:
-        if not _is_multirun():
+        if not job.is_multirun():
             raise
         log.exception("This job failed; the sweep goes on")
-        write_failed_summary(cfg.paths.output_dir, error, _overrides())
+        write_failed_summary(cfg.paths.output_dir, error, job.task_overrides())
         return None
     return summary.get("best_val_acc")
 
 
 main = hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="config")(_hydra_main)
-
-
-def _experiment_preset() -> DictConfig | None:
-    """The experiment preset this run composed (``experiment=<name>``), read from the config folder it came from."""
-    choice = _choices().get("experiment")
-    if not choice or not HydraConfig.initialized():
-        return None
-    for source in HydraConfig.get().runtime.config_sources:
-        path = Path(str(source.path).removeprefix("file://")) / "experiment" / f"{choice}.yaml"
-        if source.schema == "file" and path.is_file():
-            return OmegaConf.load(path)
-    return None
-
-
-def _is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _choices() -> dict[str, str | None]:
-    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-
-
-def _overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

@@ -1,4 +1,5 @@
-"""What happens when a run does not finish: a summary that says so, and messages that say what to do.
+"""How a run ends, recorded. A completed run: ``record_completed`` writes its summary, the dashboards' row and
+the printed report. A run that does not finish: a summary that says so, and messages that say what to do.
 
 ``recorded_outcome`` wraps a run. A NaN loss, a bad checkpoint or any other failure leaves
 ``run_summary.json`` with ``status: "failed"`` and the one-line reason; Ctrl-C leaves
@@ -13,16 +14,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
 from transfer_lightning.callbacks.graceful_stop import RunInterrupted, last_checkpoint_path
+from transfer_lightning.loggers.publish import publish_run_end
+from transfer_lightning.run.dashboard import write_hparams
 from transfer_lightning.run.resume import ResumeRefused
-from transfer_lightning.run.summary import write_failure_summary
+from transfer_lightning.run.summary import print_report, write_failure_summary, write_summary
 from transfer_lightning.utils.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from transfer_lightning.run.assemble import Run
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 log = logging.getLogger(__name__)
@@ -45,6 +51,18 @@ class RunRecord:
             "global_step": self.trainer.global_step,
             "last_ckpt": last if last and Path(last).is_file() else None,
         }
+
+
+def record_completed(run: Run, summary: dict[str, Any], run_dir: Path) -> Path:
+    """A completed run's hyperparameter row of the dashboards, its ``run_summary.json`` (also handed to the
+    loggers) and the printed report. Returns the summary's path."""
+    write_hparams(
+        run.trainer.loggers, run.hparams, {"val/acc_best": summary["best_val_acc"], "test/acc": summary["test_acc"]}
+    )
+    path = write_summary(run_dir, summary)
+    publish_run_end(run.trainer.loggers, path)
+    print_report(summary)
+    return path
 
 
 @contextmanager

@@ -21,13 +21,13 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transfer_lightning.config.check import closest
 from transfer_lightning.config.trust import check_recorded
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.loggers.nodes import SINGLE, logger_nodes
+from transfer_lightning.run import job
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.launch import is_launch_rank_zero, launch_run_folder
 from transfer_lightning.run.model_record import (
@@ -116,7 +116,7 @@ def prepare_resume(cfg: DictConfig) -> DictConfig:
     makes the same checks before Hydra starts: ``check_resume_command``).
     """
     resume = cfg.get("resume")
-    if resume is None or _is_multirun():
+    if resume is None or job.is_multirun():
         return cfg  # a sweep's resume=true is the sweep's business
     overrides = _override_keys()
     saved, checkpoint = _resumable_run(resume, bool(cfg.get("ckpt_path")))
@@ -384,9 +384,7 @@ def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
 
 def _override_keys() -> list[tuple[str, str]]:
     """(key, the override as typed) of the command line's task overrides, ``resume`` excluded."""
-    if not HydraConfig.initialized():
-        return []
-    typed = list(HydraConfig.get().overrides.task)
+    typed = job.task_overrides()
     parsed = OverridesParser.create().parse_overrides(typed)
     return [
         (_override_key(override, text), text)
@@ -450,7 +448,3 @@ def _saved_checkpoint_dir(checkpoint: dict[str, Any]) -> str | None:
         if key.startswith(("ModelCheckpoint", "RunCheckpoint")) and isinstance(state, dict):
             return state.get("dirpath")
     return None
-
-
-def _is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

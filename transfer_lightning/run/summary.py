@@ -7,12 +7,15 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from transfer_lightning.utils.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from transfer_lightning.run.assemble import Run
 
 SUMMARY_FILE = "run_summary.json"
 log = logging.getLogger("transfer_lightning")
@@ -103,33 +106,26 @@ def test_best(trainer: Any, module: Any, datamodule: Any, callbacks: list[Any]) 
     )
 
 
-def run_summary(
-    cfg: Any,
-    trainer: Any,
-    module: Any,
-    datamodule: Any,
-    feature_cache: Any,
-    tested: TestResult | None,
-    callbacks: list[Any],
-    strategy_label: str,
-) -> dict[str, Any]:
-    """What ``run_summary.json`` says of a completed run (the caller adds its timing and command)."""
+def run_summary(cfg: Any, run: Run, tested: TestResult | None, best_val: Any, wall_time_s: float) -> dict[str, Any]:
+    """What ``run_summary.json`` says of the completed run ``run`` (``best_val``: read before the test pass)."""
     from transfer_lightning.callbacks import DeviceReport
+    from transfer_lightning.run import job
 
+    trainer, module, datamodule, feature_cache = run.trainer, run.module, run.datamodule, run.feature_cache
     checkpoint = trainer.checkpoint_callback
-    device = next((c for c in callbacks if isinstance(c, DeviceReport)), None)
+    device = next((c for c in run.callbacks if isinstance(c, DeviceReport)), None)
     unbalanced = tested is not None and is_unbalanced(datamodule.splits.test.labels)
     return {
         "status": "completed",
         "model": cfg.model.name,
         "weights": module.weights_lineage,
-        "strategy": strategy_label,
+        "strategy": run.hparams["strategy"],
         "frozen_stages": module.strategy.frozen_stages,
         "stages": list(module.backbone.stage_names),
         "params": module.parameter_counts(planned_epochs(cfg)),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "best_val_acc": None,  # the caller's: read before the test pass
+        "best_val_acc": best_val,
         "test_acc": tested.accuracy if tested else None,
         "test_per_class_acc": tested.per_class if tested else {},
         # beside accuracy where the test split's classes are unbalanced: the mean of the per-class accuracies
@@ -149,6 +145,11 @@ def run_summary(
         "best_ckpt": (checkpoint.best_model_path or None) if checkpoint else None,
         "last_ckpt": (checkpoint.last_model_path or None) if checkpoint else None,
         "seed": cfg.seed,
+        "lr_find": run.lr_find,
+        "resumed_from": run.resumed_from,
+        "overrides": run.overrides,
+        "recipe": recipe_summary(job.choices().get("recipe"), datamodule, module, run.callbacks, run.probe),
+        "wall_time_s": round(wall_time_s, 2),
     }
 
 

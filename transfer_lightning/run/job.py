@@ -1,0 +1,43 @@
+"""What Hydra says of the job this process runs: single run or multirun, the group choices, the overrides typed.
+
+Each answer is empty (or False) outside a Hydra job, e.g. when ``train`` is called from Python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def choices() -> dict[str, str | None]:
+    """The option of each config group, e.g. ``{"strategy": "finetune", "recipe": "book", ...}``."""
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def task_overrides() -> list[str]:
+    """The overrides as typed on the command line (a multirun job: its own values), ``hydra.*`` ones excluded."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def launcher_overrides() -> list[str]:
+    """The command line's ``hydra.*`` overrides (its launcher, sweep folder ...)."""
+    return list(HydraConfig.get().overrides.hydra) if HydraConfig.initialized() else []
+
+
+def experiment_preset() -> DictConfig | None:
+    """The experiment preset this job composed (``experiment=<name>``), read from the config folder it came from."""
+    choice = choices().get("experiment")
+    if not choice:
+        return None
+    for source in HydraConfig.get().runtime.config_sources:
+        path = Path(str(source.path).removeprefix("file://")) / "experiment" / f"{choice}.yaml"
+        if source.schema == "file" and path.is_file():
+            return OmegaConf.load(path)
+    return None
