@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import TINY, compose_config
 from tests.test_resume import _hparams, _saved_run
-from transfer_lightning.run import resume
+from transfer_lightning.run import job, resume
 from transfer_lightning.run.model_record import RECORD_KEY
 from transfer_lightning.utils.errors import UserError
 
@@ -195,9 +195,9 @@ def test_a_sweeps_resume_is_left_to_the_sweep(tmp_path: Path) -> None:
     composed = compose_config([*TINY, f"resume={run}"], return_hydra_config=True)
     cfg = compose_config([*TINY, f"resume={run}"])
     with _hydra_run(composed, mode="MULTIRUN"):
-        assert resume._is_multirun() and resume.prepare_resume(cfg) is cfg
+        assert job.is_multirun() and resume.prepare_resume(cfg) is cfg
     with _hydra_run(composed, mode="RUN"):
-        assert not resume._is_multirun() and resume.prepare_resume(cfg).ckpt_path.endswith("last.ckpt")
+        assert not job.is_multirun() and resume.prepare_resume(cfg).ckpt_path.endswith("last.ckpt")
 
 
 def test_the_resume_command_check_reads_only_a_single_runs_own_overrides(tmp_path: Path) -> None:
