@@ -305,7 +305,7 @@ def render(rows: list[Row], findings: list[str], protocol: Protocol, timings: di
     """The section of ``BENCHMARKS.md``: the protocol, the table, the findings, the machine."""
     random_init = {(row.recipe, row.epochs): row for row in rows if row.weights == "random init"}
     images = protocol.test_per_class or 1000
-    also = f" (the recipes also {protocol.long_epochs})" if protocol.long_epochs else ""
+    also = f"the recipes also {protocol.long_epochs}; " if protocol.long_epochs else ""
     minutes = ", ".join(f"{stage} {seconds / 60:.1f}" for stage, seconds in timings.items())
     lines = [
         HEADING,
@@ -314,7 +314,7 @@ def render(rows: list[Row], findings: list[str], protocol: Protocol, timings: di
         f"{protocol.source_batch_size}, Adam 1e-3) on {', '.join(SOURCE_CLASSES)}, {{source}}. Target: "
         f"{', '.join(TARGET_CLASSES)}: {protocol.per_class} training and {protocol.val_per_class} validation images "
         f"per class (drawn from CIFAR-10's train split), {images:,} test images per class (its test split); "
-        f"{protocol.image_size} px, batch {protocol.batch_size}, at most {protocol.epochs} epochs{also} (the default "
+        f"{protocol.image_size} px, batch {protocol.batch_size}, at most {protocol.epochs} epochs ({also}the default "
         f"early stopping, patience 3 on val accuracy, may stop a run sooner), seeds 1-{protocol.seeds}, "
         f"on the CPU. Data: `{data}`. Each cell is the mean test accuracy over the seeds with its 95% interval "
         "(bootstrap over the seeds and the test images, `sweeps/seeds.py`); the last column is the paired difference "
