@@ -88,6 +88,47 @@ def test_probe_only_select_ranks_by_the_saved_probes_and_a_resume_redoes_only_th
     assert len(report(tmp_path)["candidates"]) == 2
 
 
+def test_a_select_killed_during_a_probe_resumes_from_the_probes_it_saved_and_reports_again(tmp_path) -> None:
+    folder, log = tmp_path / "select", tmp_path / "killed.log"
+    # each probe measures its speed for 3 s, so the kill that follows the first probe's record lands in the second
+    args = [*(item for item in TINY_SELECT if not item.startswith("probe.throughput_seconds=")),
+            "probe.throughput_seconds=3", candidates(*CANDIDATES), "top_k=0", f"hydra.run.dir={folder}",
+            f"paths.data_dir={tmp_path / 'data'}"]  # fmt: skip
+    first, second = (folder / "probes" / name for name in PROBE_FILES)
+    with log.open("w") as output:  # a file, not a pipe: a full pipe would stall the select
+        process = subprocess.Popen([sys.executable, "-m", "transfer_lightning.select", *args], cwd=ROOT,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not first.is_file():
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the first probe never finished"
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGKILL)  # as a lost node would
+        process.wait()
+    kept = first.read_bytes()
+    assert not second.exists() and not (folder / "select_report.json").exists()  # killed in the second probe
+
+    resumed = run_cli(*args, f"resume={folder}", module="transfer_lightning.select", timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = resumed.stdout + resumed.stderr
+    assert f"Probe of {CANDIDATES[0]}: read from probes" in said and f"Probe of {CANDIDATES[1]}: val acc" in said
+    assert first.read_bytes() == kept and second.is_file()
+    saved = report(tmp_path)
+    assert [entry["probe"]["val_acc"] for entry in saved["candidates"]] == sorted(
+        (probe_record(tmp_path, name)["val_acc"] for name in PROBE_FILES), reverse=True
+    )
+
+    # killed while writing its report: the report files are written atomically, so each is there whole or not at all
+    probed = {name: (folder / "probes" / name).stat().st_mtime_ns for name in PROBE_FILES}
+    for name in ("select_report.json", "select_report.md", "select_pareto.png"):
+        (folder / name).unlink()
+    again = run_cli(*args, f"resume={folder}", module="transfer_lightning.select", timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {name: (folder / "probes" / name).stat().st_mtime_ns for name in PROBE_FILES} == probed  # nothing probed
+    assert report(tmp_path)["candidates"] == saved["candidates"]
+    assert (folder / "select_report.md").is_file() and (folder / "select_pareto.png").is_file()
+
+
 @pytest.mark.slow  # two fine-tuning multiruns of two seeds each (about 3 minutes on 2 CPU cores)
 def test_select_fine_tunes_the_top_two_from_their_probes_and_reports_the_numbers_of_their_run_folders(tmp_path) -> None:
     import timm
