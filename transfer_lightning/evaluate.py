@@ -24,7 +24,6 @@ from transfer_lightning.analysis import (
     prediction_grid_figure,
     print_report_table,
     report_markdown,
-    save_figure,
 )
 from transfer_lightning.callbacks import DeviceReport
 from transfer_lightning.data.base import ClassificationDataModule
@@ -37,7 +36,7 @@ from transfer_lightning.run.builders import build_datamodule, build_trainer
 from transfer_lightning.run.checkpoint import checkpoint_file, checkpoint_origin, load_classifier
 from transfer_lightning.utils.cli import check_once, require, tool_main
 from transfer_lightning.utils.errors import UserError
-from transfer_lightning.utils.files import atomic_write_text
+from transfer_lightning.utils.files import atomic_save_figure, atomic_write_text
 
 log = logging.getLogger("transfer_lightning")
 # evaluate.yaml's default data group: an open node that only holds the data.* keys the user typed,
@@ -145,12 +144,11 @@ def write_evaluation(
     split = report["context"]["split"]
     shown = f"{split}, {checkpoint_origin(report['context']['checkpoint'])}"  # which images, which weights
     matrix = collector.metrics["confusion_matrix"].compute()
-    save_figure(
-        confusion_matrix_figure(matrix, class_names, f"Confusion matrix ({shown})"), output_dir / "confusion_matrix.png"
-    )
+    matrix_figure = confusion_matrix_figure(matrix, class_names, f"Confusion matrix ({shown})")
+    atomic_save_figure(matrix_figure, output_dir / "confusion_matrix.png")
     examples = collector.selector.examples()
     examples.images = datamodule.preprocessor.unnormalize(examples.images)
-    save_figure(prediction_grid_figure(examples, class_names, shown), output_dir / "predictions.png")
+    atomic_save_figure(prediction_grid_figure(examples, class_names, shown), output_dir / "predictions.png")
     images = {"Confusion matrix": "confusion_matrix.png", "Predictions (misclassified first)": "predictions.png"}
     report["files"] = images
     atomic_write_text(output_dir / "eval_report.json", json.dumps(report, indent=2) + "\n")

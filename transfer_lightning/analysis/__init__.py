@@ -2,7 +2,7 @@
 
 from transfer_lightning.analysis.collector import PredictionCollector
 from transfer_lightning.analysis.examples import ExampleSelector, GridExamples
-from transfer_lightning.analysis.figures import confusion_matrix_figure, prediction_grid_figure, save_figure
+from transfer_lightning.analysis.figures import confusion_matrix_figure, prediction_grid_figure
 from transfer_lightning.analysis.report import (
     build_report,
     classification_metrics,
@@ -20,5 +20,4 @@ __all__ = [
     "prediction_grid_figure",
     "print_report_table",
     "report_markdown",
-    "save_figure",
 ]

@@ -1,7 +1,7 @@
 """The two pictures of a classifier: its confusion matrix and a grid of predictions.
 
 Both return a matplotlib ``Figure`` built without pyplot (no global state, no display needed);
-save it with ``save_figure`` or hand it to TensorBoard's ``add_figure``.
+save it with ``utils/files.py`` ``atomic_save_figure`` or hand it to TensorBoard's ``add_figure``.
 
 They are drawn during training (every validation epoch), so their margins are computed from the
 label lengths instead of by a layout engine: matplotlib's constrained layout measures every text
@@ -11,7 +11,6 @@ on every draw and more than doubled the cost of a figure (profiled: ~0.5 s -> ~0
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -139,9 +138,3 @@ def prediction_grid_figure(
     counts = f"{wrong_count} misclassified (first, most confident first), {count - wrong_count} correct"
     figure.suptitle(f"{title}: {counts}" if title else counts)
     return figure
-
-
-def save_figure(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path

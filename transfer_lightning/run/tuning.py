@@ -31,7 +31,7 @@ from transfer_lightning.config.schemas import LR_FIND_MIN_STEPS
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.model_record import read_model_record
 from transfer_lightning.utils.errors import UserError
-from transfer_lightning.utils.files import atomic_write_text
+from transfer_lightning.utils.files import atomic_save_figure, atomic_write_text
 from transfer_lightning.utils.progress import PhaseProgress
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,7 @@ def _save_plot(finder: Any, path: Path, trainer: L.Trainer, suggestion: float | 
     axes.set_xlabel("learning rate of the head (optimizer.lr); other groups keep their lr_decay ratios")
     title = f"LR finder: suggestion {suggestion:.3g}" if suggestion is not None else "LR finder: no suggestion"
     axes.set_title(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    atomic_save_figure(figure, path, dpi=100, bbox_inches="tight")
     log_figure(trainer, "tune/lr_find", figure, step=0)
     plt.close(figure)
     log.info("LR finder plot: %s", path)

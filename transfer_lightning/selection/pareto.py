@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # files only; works without a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
+from transfer_lightning.utils.files import atomic_save_figure  # noqa: E402
+
 if TYPE_CHECKING:
     from transfer_lightning.selection.results import CandidateResult
 
@@ -53,8 +55,7 @@ def plot_pareto(results: list[CandidateResult], path: Path) -> Path:
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=8, loc="best")
         figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png", dpi=100)
+        atomic_save_figure(figure, path, dpi=100)
     finally:
         plt.close(figure)
     return path

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from transfer_lightning.sweeps.results import shown_value  # noqa: E402
+from transfer_lightning.utils.files import atomic_save_figure  # noqa: E402
 
 if TYPE_CHECKING:
     from transfer_lightning.sweeps.results import JobResult
@@ -122,7 +123,7 @@ def plot_line(jobs: list[JobResult], key: str, path: Path) -> Path:
 
 def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_save_figure(figure, path, dpi=100)
     plt.close(figure)
     return path
 

@@ -57,6 +57,12 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())  # str.encode's default: UTF-8
 
 
+def atomic_save_figure(figure: Any, path: Path, **options: Any) -> Path:
+    """A matplotlib ``figure`` saved as a PNG to ``path`` atomically (see ``atomic_write``): a report or plot
+    is there whole or not at all. ``options`` go to ``figure.savefig`` (``dpi``, ``bbox_inches``)."""
+    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", **options))
+
+
 def atomic_torch_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to ``path`` atomically (see ``atomic_write``)."""
     import torch  # here, not at the top: the command line's first-second checks import this module
