@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -45,17 +44,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from bench import CIFAR_JPEG, ROOT, machine  # noqa: E402  (benchmarks/bench.py: the machine's description)
 from PIL import Image  # noqa: E402
 
 from transfer_lightning.config.schemas import StatsSchema  # noqa: E402
+from transfer_lightning.run.summary import read_summary  # noqa: E402
 from transfer_lightning.selection.significance import Comparison, comparison_sentence, paired_difference  # noqa: E402
 from transfer_lightning.sweeps.results import collect_jobs, swept_keys  # noqa: E402
 from transfer_lightning.sweeps.seeds import Configuration, seed_summary  # noqa: E402
+from transfer_lightning.utils.files import atomic_write_text  # noqa: E402
 
 SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 TARGET_CLASSES = ("dog", "frog", "horse", "ship", "truck")
@@ -63,7 +63,6 @@ STRATEGIES = ("feature_extract", "finetune", "full", "gradual", "lp_ft")
 RECIPES = ("book", "fastai", "timm")
 HEADING = "## Offline transfer benchmark (`make bench-transfer`)"
 TIMINGS = "timings.json"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ def run_cli(arguments: list[str], work: Path, stage: str) -> None:
     seconds = time.perf_counter() - started
     timings = stage_timings(work)
     timings[stage] = timings.get(stage, 0.0) + seconds  # a resumed stage adds its second part
-    (work / TIMINGS).write_text(json.dumps(timings, indent=2) + "\n")
+    atomic_write_text(work / TIMINGS, json.dumps(timings, indent=2) + "\n")
     print(f"  done in {seconds:.0f} s", file=sys.stderr, flush=True)
 
 
@@ -186,12 +185,11 @@ def claim_work_folder(work: Path, protocol: Protocol, data: Path) -> None:
             "or remove that one"
         )
     work.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(wanted, indent=2) + "\n")
+    atomic_write_text(stamp, json.dumps(wanted, indent=2) + "\n")
 
 
 def completed_run(folder: Path) -> bool:
-    summary = folder / "run_summary.json"
-    return summary.is_file() and json.loads(summary.read_text()).get("status") == "completed"
+    return (read_summary(folder) or {}).get("status") == "completed"
 
 
 def train_source(work: Path, source: Path, protocol: Protocol) -> Path:
@@ -332,7 +330,7 @@ def render(rows: list[Row], findings: list[str], protocol: Protocol, timings: di
             f"| {row.weights} | {row.strategy} | {row.recipe} | {row.epochs} | {100 * row.val_mean:.2f}% | {test} | "
             f"{versus} |"
         )
-    return "\n".join([*lines, "", *[f"- {finding}" for finding in findings], "", "Machine:", *machine(), ""])
+    return "\n".join([*lines, "", *[f"- {finding}" for finding in findings], "", "Machine:", *machine_lines(), ""])
 
 
 def findings(rows: list[Row], best_strategy: str, recipe_groups: list[list[Row]], select_folder: Path) -> list[str]:
@@ -341,8 +339,9 @@ def findings(rows: list[Row], best_strategy: str, recipe_groups: list[list[Row]]
     random_book = next(row for row in rows if row.weights == "random init" and row.recipe == "book")
     pretrained_book = [row for row in rows if row.weights == "pretrained" and row.recipe == "book"
                        and row.epochs == random_book.epochs]  # fmt: skip
-    losing = [row.strategy for row in pretrained_book if not (compare(row, random_book).significant
-                                                              and compare(row, random_book).difference > 0)]  # fmt: skip
+    versus = {row.strategy: compare(row, random_book) for row in pretrained_book}
+    losing = [strategy for strategy, comparison in versus.items()
+              if not (comparison.significant and comparison.difference > 0)]  # fmt: skip
     said = [
         "Pretrained beats random init (strategy=full, recipe=book) significantly for every strategy."
         if not losing
@@ -373,14 +372,10 @@ def recipe_finding(group: list[Row], strategy: str) -> str:
     )
 
 
-def machine() -> list[str]:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return [
-        f"- CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (torch threads: "
-        f"{torch.get_num_threads()})",
-        f"- torch {torch.__version__}; Python {platform.python_version()}",
-        f"- load average (1 min) at the end: {load:.1f}",
-    ]
+def machine_lines() -> list[str]:
+    """``bench.py``'s description of the machine, as list items; the load average without its note on ratios."""
+    described = {**machine(), "load average (1 min) at the end": f"{os.getloadavg()[0]:.1f}"}
+    return [f"- {key}: {value}" for key, value in described.items()]
 
 
 def write_section(output: Path, section: str) -> None:
@@ -395,12 +390,12 @@ def write_section(output: Path, section: str) -> None:
         text = text[:at] + section + "\n" + text[at:]
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    output.write_text(text)
+    atomic_write_text(output, text)
 
 
 def source_result(weights: Path) -> str:
     """The source run in words: its test accuracy on the source classes and its training time."""
-    summary = json.loads((weights.parents[1] / "run_summary.json").read_text())
+    summary = read_summary(weights.parents[1])  # a completed run: train_source checked it
     return (
         f"{100 * summary['test_acc']:.1f}% test accuracy on their {summary['test_images']:,} test images after "
         f"{summary['wall_time_s'] / 60:.1f} min"
@@ -409,7 +404,7 @@ def source_result(weights: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CIFAR-10 as class folders")
+    parser.add_argument("--data", type=Path, default=CIFAR_JPEG, help="CIFAR-10 as class folders")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench-transfer")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--tiny", action="store_true", help="generated images, every stage in a minute or two")
