@@ -114,18 +114,35 @@ def _head_only_module() -> TransferClassifier:
     )
 
 
+def _record_picture_titles(monkeypatch, writer_class) -> dict[str, list[str]]:
+    """The title (the first text drawn) of each picture the figure callbacks send to TensorBoard, by tag."""
+    from transfer_lightning.callbacks import confusion_matrix, prediction_grid
+
+    titles: dict[str, list[str]] = {}
+    drawn: list[str] = []
+    for module, name in ((confusion_matrix, "confusion_matrix_figure"), (prediction_grid, "prediction_grid_figure")):
+
+        def drawing(*args, _draw=getattr(module, name), **kwargs):
+            picture = _draw(*args, **kwargs)
+            drawn.append(picture.texts[0][0])
+            return picture
+
+        monkeypatch.setattr(module, name, drawing)
+
+    def record_title(writer, tag, image, global_step=None, walltime=None, dataformats="CHW") -> None:
+        assert image.ndim == 3 and dataformats == "HWC", (image.shape, dataformats)
+        titles.setdefault(tag, []).append(drawn.pop())
+
+    monkeypatch.setattr(writer_class, "add_image", record_title)
+    return titles
+
+
 def test_test_figures_name_the_checkpoint_they_come_from_not_the_last_epoch(tmp_path: Path, monkeypatch) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.tensorboard import SummaryWriter
 
-    titles: dict[str, list[str]] = {}
-
-    def record_title(writer, tag, figure, global_step=None, close=True) -> None:
-        title = figure._suptitle.get_text() if figure._suptitle else figure.axes[0].get_title()
-        titles.setdefault(tag, []).append(title)
-
-    monkeypatch.setattr(SummaryWriter, "add_figure", record_title)
+    titles = _record_picture_titles(monkeypatch, SummaryWriter)
     datamodule = SyntheticDataModule(train_size=16, val_size=8, test_size=8, image_size=32, batch_size=8, num_workers=0)
     module = _head_only_module()
     every_epoch = ModelCheckpoint(dirpath=tmp_path, filename="e{epoch}", monitor="val/acc", mode="max", save_top_k=-1)
@@ -151,12 +168,7 @@ def test_test_figures_name_the_val_split_when_the_data_has_no_test_split(tmp_pat
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.tensorboard import SummaryWriter
 
-    titles: dict[str, str] = {}
-
-    def record_title(writer, tag, figure, global_step=None, close=True) -> None:
-        titles[tag] = figure._suptitle.get_text() if figure._suptitle else figure.axes[0].get_title()
-
-    monkeypatch.setattr(SummaryWriter, "add_figure", record_title)
+    titles = _record_picture_titles(monkeypatch, SummaryWriter)
     datamodule = SyntheticDataModule(train_size=8, val_size=8, test_size=8, image_size=32, batch_size=8, num_workers=0)
     datamodule.setup("test")
     datamodule.splits.notes["test_split"] = "val"  # as an image folder without test/ records it
@@ -166,6 +178,7 @@ def test_test_figures_name_the_val_split_when_the_data_has_no_test_split(tmp_pat
         callbacks=[ConfusionMatrixImage(), PredictionGridImage(size=8)], enable_model_summary=False,
     )  # fmt: skip
     trainer.test(module, datamodule=datamodule, verbose=False)
+    titles = {tag: drawn[-1] for tag, drawn in titles.items()}
     assert titles["test/predictions"].startswith("val, the weights in memory"), titles
     assert titles["test/confusion_matrix"].startswith("val confusion matrix, the weights in memory"), titles
 

@@ -6,22 +6,20 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from transfer_lightning.analysis.figures import ConfusionMatrixPlot
-from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_split, tested_weights
+from transfer_lightning.analysis.figures import confusion_matrix_figure
+from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_image, tested_split, tested_weights
 
 
 class ConfusionMatrixImage(Callback):
     """Accumulates ``preds``/``target`` returned by ``validation_step``/``test_step`` with
     torchmetrics and logs the matrix figure as ``<stage>/confusion_matrix`` at each epoch end.
 
-    ``compute()`` runs on every rank (it syncs under DDP); only rank 0 draws and logs. One figure
-    per stage is built once and refilled each epoch (``ConfusionMatrixPlot``).
+    ``compute()`` runs on every rank (it syncs under DDP); only rank 0 draws and logs.
     """
 
     def __init__(self, stages: tuple[str, ...] = ("val", "test")) -> None:
         self.stages = tuple(stages)
         self.matrices: dict[str, MulticlassConfusionMatrix] = {}
-        self.plots: dict[str, ConfusionMatrixPlot] = {}
         self.tested = ""  # the checkpoint the test runs on, named in the test figure's title
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -58,10 +56,8 @@ class ConfusionMatrixImage(Callback):
         matrix = metric.compute()
         metric.reset()
         if has_figure_logger(trainer):
-            plot = self.plots.get(split)
-            if plot is None or plot.class_names != list(pl_module.class_names):
-                plot = self.plots[split] = ConfusionMatrixPlot(pl_module.class_names)
             source = self.tested if split == "test" else f"epoch {trainer.current_epoch}"
             shown = tested_split(trainer) if split == "test" else split  # data without a test split: val
             title = f"{shown} confusion matrix, {source}"
-            log_figure(trainer, f"{split}/confusion_matrix", plot.show(matrix, title))
+            picture = confusion_matrix_figure(matrix, pl_module.class_names, title)
+            log_image(trainer, f"{split}/confusion_matrix", picture.array())

@@ -1,20 +1,21 @@
-"""Send a matplotlib figure to every logger that shows images (TensorBoard, MLflow, W&B), from rank 0 only."""
+"""Send a picture to every logger that shows images (TensorBoard, MLflow, W&B), from rank 0 only."""
 
 from __future__ import annotations
 
 import lightning as L
-from matplotlib.figure import Figure
+import numpy as np
 
 from transfer_lightning.loggers import sinks
 from transfer_lightning.run.checkpoint import checkpoint_origin
 
 
-def log_figure(trainer: L.Trainer, tag: str, figure: Figure, step: int | None = None) -> bool:
-    """``figure`` to each logger that shows images, at ``step`` (the global step when not given);
-    returns whether any logger took it."""
+def log_image(trainer: L.Trainer, tag: str, image: np.ndarray, step: int | None = None) -> bool:
+    """``image`` (``H x W x 3`` uint8 RGB: ``Picture.array()`` of ``analysis/figures.py``, or a matplotlib figure
+    through ``loggers/sinks.py`` ``figure_image``) to each logger that shows images, at ``step`` (the global
+    step when not given); returns whether any logger took it."""
     if not trainer.is_global_zero:
         return False
-    return sinks.log_figure(trainer.loggers, tag, figure, trainer.global_step if step is None else step)
+    return sinks.log_image(trainer.loggers, tag, image, trainer.global_step if step is None else step)
 
 
 def has_figure_logger(trainer: L.Trainer) -> bool:

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import Callback
 
 from transfer_lightning.analysis.examples import ExampleSelector
 from transfer_lightning.analysis.figures import prediction_grid_figure
-from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_figure, tested_split, tested_weights
+from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_image, tested_split, tested_weights
 from transfer_lightning.data.contract import preprocessor_for
 
 
@@ -43,8 +43,8 @@ class PredictionGridImage(Callback):
         if not len(examples) or not has_figure_logger(trainer):
             return
         examples.images = preprocessor_for(pl_module.record.preprocessing).unnormalize(examples.images)
-        figure = prediction_grid_figure(examples, pl_module.class_names, self.tested)
-        log_figure(trainer, "test/predictions", figure)
+        picture = prediction_grid_figure(examples, pl_module.class_names, self.tested)
+        log_image(trainer, "test/predictions", picture.array())
         self.selector.reset()
 
 

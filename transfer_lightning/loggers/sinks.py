@@ -4,7 +4,7 @@ files and tags. One class per kind; a new logger kind is one subclass and one li
 =============  ===============================  ==========================  ==================
 logger         figures                          files (run_summary.json)    tags (the lineage)
 =============  ===============================  ==========================  ==================
-TensorBoard    ``add_figure`` (Images tab)      (beside it in the folder)   -
+TensorBoard    ``add_image`` (Images tab)       (beside it in the folder)   -
 MLflow         ``log_image`` by key and step    artifacts                   run tags
 W&B            ``log_image`` (media)            ``save`` (run files)        config + run tags
 CSV            -                                (beside it in the folder)   -
@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
-from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 _WANDB_TAG_LIMIT = 64  # W&B refuses longer tags
@@ -40,8 +39,8 @@ class LoggerSink:
     def log_params(self, params: Mapping[str, Any]) -> None:
         self.logger.log_hyperparams(dict(params))
 
-    def log_figure(self, tag: str, figure: Figure, image: np.ndarray, step: int) -> None:
-        """``image``: the figure drawn as an RGB array (drawn once for every logger)."""
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """``image``: an ``H x W x 3`` uint8 RGB array."""
 
     def log_file(self, path: Path) -> None:
         pass
@@ -56,8 +55,8 @@ class TensorBoardSink(LoggerSink):
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass  # with the metrics they are compared on, at the end (run/dashboard.py write_hparams)
 
-    def log_figure(self, tag: str, figure: Figure, image: np.ndarray, step: int) -> None:
-        self.logger.experiment.add_figure(tag, figure, global_step=step, close=False)
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        self.logger.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
 
 
 class MlflowSink(LoggerSink):
@@ -74,7 +73,7 @@ class MlflowSink(LoggerSink):
         if changed:
             self.set_tags({f"resumed.{key}": value for key, value in changed.items()})
 
-    def log_figure(self, tag: str, figure: Figure, image: np.ndarray, step: int) -> None:
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
         self.logger.experiment.log_image(self.logger.run_id, image, key=tag, step=step)
 
     def log_file(self, path: Path) -> None:
@@ -88,7 +87,7 @@ class MlflowSink(LoggerSink):
 class WandbSink(LoggerSink):
     takes_figures = True
 
-    def log_figure(self, tag: str, figure: Figure, image: np.ndarray, step: int) -> None:
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
         self.logger.log_image(key=tag, images=[image], step=step)
 
     def log_file(self, path: Path) -> None:
@@ -120,12 +119,11 @@ def takes_figures(loggers: list[Logger]) -> bool:
     return any(sink_for(logger).takes_figures for logger in loggers)
 
 
-def log_figure(loggers: list[Logger], tag: str, figure: Figure, step: int) -> bool:
-    """Send ``figure`` to every logger that shows images; returns whether any took it."""
+def log_image(loggers: list[Logger], tag: str, image: np.ndarray, step: int) -> bool:
+    """Send ``image`` (``H x W x 3`` uint8 RGB) to every logger that shows images; returns whether any took it."""
     sinks = [sink for sink in map(sink_for, loggers) if sink.takes_figures]
-    image = figure_image(figure) if any(not isinstance(sink, TensorBoardSink) for sink in sinks) else None
     for sink in sinks:
-        sink.log_figure(tag, figure, image, step)
+        sink.log_image(tag, image, step)
     return bool(sinks)
 
 
@@ -144,8 +142,8 @@ def set_tags(loggers: list[Logger], tags: Mapping[str, str]) -> None:
         sink_for(logger).set_tags(tags)
 
 
-def figure_image(figure: Figure) -> np.ndarray:
-    """The figure drawn as an ``H x W x 3`` uint8 array, as TensorBoard's ``add_figure`` draws it (Agg)."""
+def figure_image(figure: Any) -> np.ndarray:
+    """A matplotlib figure drawn as an ``H x W x 3`` uint8 array, as TensorBoard's ``add_figure`` draws it (Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(figure)

@@ -26,8 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torchmetrics import Metric
 
-from transfer_lightning.callbacks.figure_logging import log_figure
+from transfer_lightning.callbacks.figure_logging import has_figure_logger, log_image
 from transfer_lightning.config.schemas import LR_FIND_MIN_STEPS
+from transfer_lightning.loggers.sinks import figure_image
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
 from transfer_lightning.run.model_record import read_model_record
 from transfer_lightning.utils.errors import UserError
@@ -184,7 +185,8 @@ def _save_plot(finder: Any, path: Path, trainer: L.Trainer, suggestion: float | 
     title = f"LR finder: suggestion {suggestion:.3g}" if suggestion is not None else "LR finder: no suggestion"
     axes.set_title(title)
     atomic_save_figure(figure, path, dpi=100, bbox_inches="tight")
-    log_figure(trainer, "tune/lr_find", figure, step=0)
+    if has_figure_logger(trainer):
+        log_image(trainer, "tune/lr_find", figure_image(figure), step=0)
     plt.close(figure)
     log.info("LR finder plot: %s", path)
     return path

@@ -58,9 +58,12 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_save_figure(figure: Any, path: Path, **options: Any) -> Path:
-    """A matplotlib ``figure`` saved as a PNG to ``path`` atomically (see ``atomic_write``): a report or plot
-    is there whole or not at all. ``options`` go to ``figure.savefig`` (``dpi``, ``bbox_inches``)."""
-    return atomic_write(path, lambda handle: figure.savefig(handle, format="png", **options))
+    """A matplotlib ``figure``, or a ``Picture`` of ``analysis/figures.py``, saved as a PNG to ``path`` atomically
+    (see ``atomic_write``): a report or plot is there whole or not at all. ``options`` go to matplotlib's
+    ``figure.savefig`` (``dpi``, ``bbox_inches``)."""
+    if hasattr(figure, "savefig"):
+        return atomic_write(path, lambda handle: figure.savefig(handle, format="png", **options))
+    return atomic_write(path, lambda handle: figure.image.save(handle, format="png"))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:
