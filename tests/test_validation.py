@@ -316,3 +316,28 @@ def test_command_line_refuses_a_misspelt_top_level_key_before_hydra_composes() -
         check_command_line(["+optimizer.learning_rate=0.1", "experiment=fastai_style", "seed=3,4", "-m"])
     with pytest.raises(UserError, match=r"^\+experiment=fastai_style adds experiment, which the config already has"):
         check_command_line(["+experiment=fastai_style", "seed=3", "-m"])
+
+
+def test_a_sweep_over_a_settings_values_is_checked_with_one_composition(monkeypatch) -> None:
+    """Each swept value is set on the first job's config and checked by its schema's type; a config group
+    swept, or a value of the wrong type, is composed (the composition's sentence names the mistake)."""
+    from transfer_lightning.config import compose
+    from transfer_lightning.utils.cli import check_command_line
+
+    composed: list[list[str]] = []
+    real_compose = compose._compose
+
+    def counting(config_dir, name, overrides):
+        composed.append(overrides)
+        return real_compose(config_dir, name, overrides)
+
+    monkeypatch.setattr(compose, "_compose", counting)
+    check_command_line(["-m", "data=synthetic", "optimizer.lr=1e-3,3e-3,1e-2", "seed=1,2,3"])
+    assert len(composed) == 1
+    composed.clear()
+    check_command_line(["-m", "data=synthetic", "optimizer=sgd,adam", "seed=1,2"])
+    assert len(composed) == 2  # optimizer=adam swaps a whole node: composed
+    with pytest.raises(UserError, match=r"^trainer.max_epochs='x' is not allowed; expected an integer >= 1"):
+        check_command_line(["-m", "data=synthetic", "trainer.max_epochs=1,x"])
+    with pytest.raises(UserError, match=r"^ckpt_path=/nowhere/last.ckpt does not exist"):
+        check_command_line(["-m", "data=synthetic", "ckpt_path=null,/nowhere/last.ckpt"])

@@ -129,13 +129,46 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         check_resume_command(argv)
         command_line_checked = True
         return
-    for number, job in enumerate(_job_override_lists(parsed, overrides)):
-        # a sweep's first job is checked whole; the others compose (a misspelt key or option stops the
-        # sweep now), and a value out of range fails that job alone, as the sweep runs
-        cfg = compose_checked(CONFIG_FOLDER, config_name, job, values=number == 0)
+    # a sweep's first job is checked whole; each other swept value is checked for its key and type (a
+    # misspelt key or option stops the sweep now), and a value out of range fails that job alone, as it runs
+    (base, _), *others = _job_override_lists(parsed, overrides)
+    first = compose_checked(CONFIG_FOLDER, config_name, base)
+    for cfg in (first, *(_with_setting(first, setting) or _composed(config_name, job) for job, setting in others)):
         if config_name == "config":
             check_checkpoint_exists(cfg)
     command_line_checked = not any(override.is_sweep_override() for override in parsed)
+
+
+def _composed(config_name: str, overrides: list[str]) -> DictConfig:
+    from transfer_lightning.config.compose import compose_checked
+
+    return compose_checked(CONFIG_FOLDER, config_name, overrides, values=False)
+
+
+def _with_setting(cfg: DictConfig, setting: str) -> DictConfig | None:
+    """A copy of ``cfg`` with one swept ``key=value`` set, its type checked by the schema: a sweep over a
+    setting's values costs one composition, not one per value. None where it takes a composition of its own
+    (a config group, a key ``cfg`` lacks, a list or mapping value, or a value its type refuses: composing
+    names that mistake in its sentence)."""
+    import copy
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import Container
+
+    override = OverridesParser.create().parse_overrides([setting])[0]
+    key, value = override.key_or_group, override.value()
+    absent = object()
+    if override.is_delete() or isinstance(value, (list, dict)):
+        return None
+    current = OmegaConf.select(cfg, key, default=absent, throw_on_missing=False)
+    if current is absent or isinstance(current, Container):
+        return None  # a key the config lacks, or a group (model=resnet50 swaps a whole node)
+    job = copy.deepcopy(cfg)
+    try:
+        OmegaConf.update(job, key, value, merge=False)
+    except Exception:  # noqa: BLE001 - a value of the wrong type: the composition's sentence names it
+        return None
+    return job
 
 
 def _split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -153,18 +186,20 @@ def _split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return flags, overrides
 
 
-def _job_override_lists(parsed: list[Any], overrides: list[str]) -> list[list[str]]:
+def _job_override_lists(parsed: list[Any], overrides: list[str]) -> list[tuple[list[str], str | None]]:
     """The override list of one job per swept value (the other swept keys at their first value), so that a
-    sweep's every value is composed once; a single run is one list."""
+    sweep's every value is checked once, each with the ``key=value`` setting that differs from the first
+    job's (None for the first); a single run is one list."""
     sweeps = [(index, o) for index, o in enumerate(parsed) if o.is_sweep_override()]
     if not sweeps:
-        return [overrides]
+        return [(overrides, None)]
     firsts = {index: _setting(o, next(iter(o.sweep_string_iterator()))) for index, o in sweeps}
     base = [firsts.get(index, text) for index, text in enumerate(overrides)]
-    jobs = [base]
+    jobs: list[tuple[list[str], str | None]] = [(base, None)]
     for index, override in sweeps:
         for value in list(override.sweep_string_iterator())[1:]:
-            jobs.append([*base[:index], _setting(override, value), *base[index + 1 :]])
+            setting = _setting(override, value)
+            jobs.append(([*base[:index], setting, *base[index + 1 :]], setting))
     return jobs
 
 
