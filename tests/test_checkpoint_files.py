@@ -19,6 +19,7 @@ from transfer_lightning.run.checkpoint import (
     read_checkpoint,
 )
 from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.files import atomic_torch_save
 
 FREEZE = {"_target_": "transfer_lightning.strategies.FreezeStages", "frozen_stages": 4}
 PREPROCESSING = {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -192,6 +193,14 @@ def test_checkpoints_name_their_origin_by_epoch_and_monitored_score(tmp_path) ->
     assert checkpoint_origin(path) == "best.ckpt (epoch 2)"
     torch.save({"state_dict": {}}, path)
     assert checkpoint_origin(str(path)) == "best.ckpt"
+
+
+def test_a_checkpoint_saved_again_names_its_new_epoch_not_the_one_read_before(tmp_path) -> None:
+    """The origin is read once while the file is unchanged (the test's two figures both ask), not after."""
+    path = tmp_path / "best.ckpt"
+    for epoch in (3, 4):  # the same size each time: a new file, as every checkpoint is saved (atomically)
+        atomic_torch_save({"epoch": epoch, "callbacks": {}}, path)
+        assert checkpoint_origin(path) == checkpoint_origin(path) == f"best.ckpt (epoch {epoch})"
 
 
 def test_local_saves_are_atomic_and_remote_ones_go_through_lightnings_own_io(tmp_path) -> None:

@@ -435,3 +435,26 @@ def test_a_data_module_built_in_code_keeps_both_caches_out_of_its_data_root(tmp_
     datamodule = ImageFolderDataModule(root="data")
     for folder in (datamodule.cache_dir, Path(datamodule.feature_cache_dir)):
         assert folder.is_absolute() and not folder.is_relative_to(tmp_path / "data"), folder
+
+
+def test_a_sweeps_jobs_decode_unchanged_images_once_and_a_changed_image_again(tmp_path, monkeypatch) -> None:
+    from transfer_lightning.data import scan
+
+    write_class_folders(tmp_path, {"cat": 3, "dog": 3})
+    decoded: list[Path] = []
+
+    def counting_decode(path: Path) -> torch.Tensor:
+        decoded.append(path)
+        return decode_square(path, 32)
+
+    files = sorted(tmp_path.rglob("*.jpg"))
+    first = scan.decode_into_tensor(files, counting_decode, 32, "Decoding", decode_key="square 32")
+    again = scan.decode_into_tensor(files, counting_decode, 32, "Decoding", decode_key="square 32")
+    assert again is first and len(decoded) == 6  # the second job decoded nothing
+    scan.decode_into_tensor(files, counting_decode, 32, "Decoding", decode_key="square 40")
+    assert len(decoded) == 12  # other decode settings: decoded again
+    write_photo(files[0], (0, 0, 255), seed=99)  # the file changes (the same name)
+    changed = scan.decode_into_tensor(files, counting_decode, 32, "Decoding", decode_key="square 32")
+    assert len(decoded) == 18 and not torch.equal(changed.images[0], first.images[0])
+    scan.decode_into_tensor(files, counting_decode, 32, "Decoding")
+    assert len(decoded) == 24  # no key: always decoded

@@ -72,7 +72,12 @@ def decode_folder_split(
     if not listing.images:
         raise UserError(f"no images found under {split_dir}/<class>/")
     decoded = decode_into_tensor(
-        listing.images, lambda path: decode_for(path, contract), contract.decoded_size, f"Decoding {split_dir}", faster
+        listing.images,
+        lambda path: decode_for(path, contract),
+        contract.decoded_size,
+        f"Decoding {split_dir}",
+        faster,
+        decode_key=("decode_for", contract.resize_size, contract.interpolation),
     )
     apply_bad_file_policy(decoded.scan.bad, on_bad_file)
     labels = torch.tensor([label_of[path] for path in decoded.good], dtype=torch.long)

@@ -258,6 +258,7 @@ class ImageFolderDataModule(ClassificationDataModule):
                 self.image_size,
                 description=f"Decoding the images of {self.root} to {self.image_size} px",
                 faster=_DECODE_FASTER if cache == "memory" else "",
+                decode_key=("decode_for", self.contract.resize_size, self.contract.interpolation),
             )
             images, good, scan = decoded.images, decoded.good, decoded.scan
         log.info(

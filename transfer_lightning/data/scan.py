@@ -14,7 +14,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from PIL import Image
 
 from transfer_lightning.data.decode import to_rgb, unreadable_reason
 from transfer_lightning.utils.errors import UserError
+from transfer_lightning.utils.files import file_stamp
 from transfer_lightning.utils.progress import PhaseProgress
 
 log = logging.getLogger(__name__)
@@ -110,13 +112,40 @@ class DecodedFiles:
 
 
 def decode_into_tensor(
-    files: Sequence[Path], decode: Callable[[Path], torch.Tensor], size: int, description: str, faster: str = ""
+    files: Sequence[Path],
+    decode: Callable[[Path], torch.Tensor],
+    size: int,
+    description: str,
+    faster: str = "",
+    decode_key: Hashable = None,
 ) -> DecodedFiles:
     """Decode every file into one uint8 ``(n, 3, size, size)`` tensor: the scan and the decode in one pass.
 
     Bad files are left out of the tensor (and listed in ``scan.bad``); ``decode`` must return a
-    ``(3, size, size)`` uint8 image.
+    ``(3, size, size)`` uint8 image. ``decode_key`` names what ``decode`` does (its settings): given, the
+    last two decodes of this process are reused while the files (``utils/files.py`` ``file_stamp``) and that key are the same (a
+    sweep's jobs in one process decode their train and test images once; the tensors are shared, never
+    written to).
     """
+    if decode_key is None:
+        return _decode_into_tensor(files, decode, size, description, faster)
+    key = (decode_key, size, tuple((str(path), *file_stamp(path)) for path in files))
+    if key in _recent_decodes:
+        _recent_decodes.move_to_end(key)
+        return _recent_decodes[key]
+    while len(_recent_decodes) >= _RECENT_DECODES:  # released before the next decode, not after it
+        _recent_decodes.popitem(last=False)
+    decoded = _recent_decodes[key] = _decode_into_tensor(files, decode, size, description, faster)
+    return decoded
+
+
+_RECENT_DECODES = 2  # a job's splits: train and test folders
+_recent_decodes: OrderedDict[Hashable, DecodedFiles] = OrderedDict()
+
+
+def _decode_into_tensor(
+    files: Sequence[Path], decode: Callable[[Path], torch.Tensor], size: int, description: str, faster: str
+) -> DecodedFiles:
     images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     position = {path: i for i, path in enumerate(files)}
     scan = scan_files(

@@ -9,6 +9,7 @@ is imported or built, so a file someone else wrote cannot run code or write a fi
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transfer_lightning.data.contract import preprocessor_for
 from transfer_lightning.run.model_record import ModelRecord, checked_record, raw_record
 from transfer_lightning.utils.errors import UserError, first_line
-from transfer_lightning.utils.files import atomic_torch_save, is_local, unreadable_file_reason
+from transfer_lightning.utils.files import atomic_torch_save, file_stamp, is_local, unreadable_file_reason
 
 if TYPE_CHECKING:
     from transfer_lightning.classifier import TransferClassifier
@@ -69,8 +70,14 @@ def checkpoint_origin(path: str | Path) -> str:
 
     The epoch is the one it was saved at; the score is the checkpoint callback's monitored value at
     that save (absent from a checkpoint no monitoring callback wrote). Tensors are memory-mapped,
-    not read.
+    not read; a file is read once while it is unchanged (the test's two figures both name it).
     """
+    return _origin(str(Path(path).absolute()), file_stamp(path))
+
+
+@functools.lru_cache(maxsize=32)
+def _origin(path: str, stamp: tuple[int, ...]) -> str:
+    """``checkpoint_origin`` of the file ``path`` as it was when it had ``stamp`` (``file_stamp``)."""
     checkpoint = load_checkpoint_safely(path, mmap=True)
     epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
     parts = [f"epoch {epoch}"] if isinstance(epoch, int) else []

@@ -47,6 +47,17 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
     return path
 
 
+def file_stamp(path: Path) -> tuple[int, ...]:
+    """What changes when a file does: its size, its times (ctime too, which no copy can set back) and its inode
+    (an atomic write is a new one). ``(-1,)`` for a file that cannot be found. The key of a result kept while
+    the file it was read from is unchanged."""
+    try:
+        found = Path(path).stat()
+    except OSError:
+        return (-1,)
+    return (found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """``path`` holds ``data``, written atomically (see ``atomic_write``)."""
     return atomic_write(path, lambda handle: handle.write(data))
