@@ -137,3 +137,34 @@ def test_a_stale_partial_another_writer_removed_first_is_no_error(tmp_path: Path
     monkeypatch.setattr(files, "_process_alive", removed_meanwhile)
     files.atomic_write_text(tmp_path / "last.ckpt", "whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_checkpoint_save_is_in_place_at_once_and_on_disk_by_the_teardown(tmp_path: Path, monkeypatch) -> None:
+    """Checkpoints written while training do not wait for their fsync: it runs on a background thread, and
+    the checkpoint IO's teardown (the end of every fit and test) waits until each file and folder is synced."""
+    import threading
+
+    from transfer_lightning.run.checkpoint import AtomicCheckpointIO
+
+    released, synced = threading.Event(), []
+    real_fsync = os.fsync
+
+    def slow_fsync(descriptor: int) -> None:
+        released.wait(10)  # the disk is slow: nothing may wait for it but the teardown
+        synced.append((threading.current_thread().name, os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(files.os, "fsync", slow_fsync)
+    checkpoint_io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint_io.save_checkpoint({"epoch": 1}, path)
+    assert torch.load(path, weights_only=True) == {"epoch": 1} and synced == []  # whole, and not waited for
+    timer = threading.Timer(0.2, released.set)
+    timer.start()
+    checkpoint_io.teardown()
+    assert [name.startswith("transfer-lightning-fsync") for name, _ in synced] == [True, True]
+    assert [target for _, target in synced] == [str(path), str(path.parent)]  # the file, then its folder
+    files.atomic_write_text(tmp_path / "summary.json", "{}")  # every other file still waits for its fsync
+    (file_thread, file), (folder_thread, folder) = synced[2:]
+    assert file_thread == folder_thread == threading.current_thread().name
+    assert file.endswith("summary.json") and folder == str(tmp_path)  # its temporary file, before the rename

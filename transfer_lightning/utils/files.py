@@ -11,11 +11,13 @@ reader sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
 import socket
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,11 +25,17 @@ TEMP_MARKER = ".partial-"
 _HOST = socket.gethostname().replace("-", "_")  # no "-": the pid after it is found by splitting at "-"
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any], wait_for_disk: bool = True) -> Path:
     """Write ``path`` through ``write(handle)`` so that a crash at any moment leaves the previous file
     intact and concurrent writers never meet: a temporary file of a unique name in the same folder,
     fsync, ``os.replace``. The one helper for every file that another process may read or write too
-    (checkpoints, caches, summaries); the last writer's complete file wins."""
+    (checkpoints, caches, summaries); the last writer's complete file wins.
+
+    ``wait_for_disk=False`` (the checkpoints written while training): the file is in place at once, and its
+    fsync runs on a background thread instead of holding up training; a killed process still leaves the
+    whole file (the kernel has its bytes), only a power cut within those milliseconds could lose it.
+    ``finish_disk_writes`` waits for them (the checkpoint IO's teardown, and the process's exit).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(path)
@@ -38,13 +46,47 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if wait_for_disk:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    if wait_for_disk:
+        _fsync_folder(path.parent)
+    else:
+        _sync_in_background(path)
     return path
+
+
+def finish_disk_writes() -> None:
+    """Wait until every file written with ``wait_for_disk=False`` is on disk (its fsync and its folder's)."""
+    while _pending_syncs:
+        _pending_syncs.pop(0).result()
+
+
+_pending_syncs: list[Future] = []
+_syncer: list[ThreadPoolExecutor] = []  # one thread, made on first use
+
+
+def _sync_in_background(path: Path) -> None:
+    if not _syncer:
+        _syncer.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfer-lightning-fsync"))
+        atexit.register(finish_disk_writes)
+    _pending_syncs.append(_syncer[0].submit(_fsync_file, path))
+
+
+def _fsync_file(path: Path) -> None:
+    """fsync ``path`` as it is now (a newer file of that name, written since, is synced too) and its folder."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # removed since (an older top-k checkpoint): nothing of it to keep
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    _fsync_folder(path.parent)
 
 
 def file_stamp(path: Path) -> tuple[int, ...]:
@@ -77,11 +119,11 @@ def atomic_save_figure(figure: Any, path: Path, **options: Any) -> Path:
     return atomic_write(path, lambda handle: figure.image.save(handle, format="png"))
 
 
-def atomic_torch_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to ``path`` atomically (see ``atomic_write``)."""
+def atomic_torch_save(obj: Any, path: Path, wait_for_disk: bool = True) -> Path:
+    """``torch.save`` to ``path`` atomically (see ``atomic_write``, also for ``wait_for_disk``)."""
     import torch  # here, not at the top: the command line's first-second checks import this module
 
-    return atomic_write(path, lambda handle: torch.save(obj, handle))
+    return atomic_write(path, lambda handle: torch.save(obj, handle), wait_for_disk)
 
 
 def atomic_hard_link(source: Path, path: Path) -> bool:
