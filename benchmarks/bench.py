@@ -117,6 +117,7 @@ class Sizes:
     sweep_epochs: int = 5
     reps: int = 3
     sweep_reps: int = 1
+    cache_hit_sweep_jobs: int = 4  # (5): a sweep of 5 jobs against a sweep of 1 gives 4 jobs' cost
     # (6): select's candidates, random init as everywhere here (speed does not depend on the weights)
     select_models: tuple[str, ...] = ("resnet18", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny")
     select_throughput_s: float = 3.0  # probe.throughput_seconds: select's default
@@ -653,11 +654,22 @@ def process_times() -> tuple[float, float]:
 
 
 def cache_hit_job(folder, work, sizes, device) -> tuple[Row, str]:
-    """(5): one job of a cached sweep through the command line, cache hits for every split: its time in
-    this process (imports done), without its figures, and as a process of its own; and where it goes."""
+    """(5): the fixed cost of one cache-hit job: one command line in this process (imports done), with and
+    without its two figures; a job of a sweep through the command line, (a sweep of n + 1 jobs - a sweep of 1)
+    / n, so that what a sweep pays once (the command line's check, Hydra's mode composition, the sweep
+    report) cancels out; one command as a process of its own; and where one job's time goes."""
     job = lambda name, *extra: cli_arguments(folder, work, sizes, device, name, *extra)  # noqa: E731
     run_command_line(job("fill"))  # fills the feature cache and imports what a job needs
-    walls, cpus, bare_walls = [], [], []
+    jobs = sizes.cache_hit_sweep_jobs
+
+    def sweep(name: str, count: int) -> float:
+        learning_rates = ",".join(f"{1e-3 * (1 + index / 10):.5g}" for index in range(count))
+        started = time.perf_counter()
+        run_command_line(["-m", f"hydra.sweep.dir={work / 'sweeps' / name}", *job(name)[1:],
+                          f"optimizer.lr={learning_rates}"])  # fmt: skip
+        return time.perf_counter() - started
+
+    walls, cpus, bare_walls, per_sweep_job = [], [], [], []
     for rep in range(sizes.reps):
         wall, cpu = process_times()
         run_command_line(job(f"hit-{rep}", f"optimizer.lr={1e-3 + rep * 1e-4}"))
@@ -667,6 +679,7 @@ def cache_hit_job(folder, work, sizes, device) -> tuple[Row, str]:
         started = time.perf_counter()
         run_command_line(job(f"bare-{rep}", "~callbacks.confusion_matrix", "~callbacks.prediction_grid"))
         bare_walls.append(time.perf_counter() - started)
+        per_sweep_job.append((sweep(f"many-{rep}", jobs + 1) - sweep(f"one-{rep}", 1)) / jobs)
     clock = PhaseClock()
     with clock.installed():
         clock.time_job(lambda: run_command_line(job("timed")))
@@ -684,7 +697,8 @@ def cache_hit_job(folder, work, sizes, device) -> tuple[Row, str]:
         None,
         "< 1 s in the process",
         f"the command line in this process once the first job imported everything; without the two figures "
-        f"(~callbacks.confusion_matrix ~callbacks.prediction_grid): {median(bare_walls):.2f} s",
+        f"(~callbacks.confusion_matrix ~callbacks.prediction_grid): {median(bare_walls):.2f} s; a job of a sweep "
+        f"(-m), (a sweep of {jobs + 1} jobs - a sweep of 1) / {jobs}: {median(per_sweep_job):.2f} s",
     )
     return row, clock.table()
 
@@ -802,7 +816,7 @@ def sizes_for(args: argparse.Namespace) -> Sizes:
     if args.tiny:
         sizes = Sizes(image_size=32, batch_size=8, train_per_class=3, full_train_per_class=3, sweep_train_per_class=3,
                       test_per_class=1, step_batches=2, recipe_step_batches=2, epochs_fe=1, sweep_lrs=(1e-3, 3e-3),
-                      sweep_epochs=2, reps=1, select_models=("resnet18", "mobilenet_v3_large"),
+                      sweep_epochs=2, reps=1, cache_hit_sweep_jobs=1, select_models=("resnet18", "mobilenet_v3_large"),
                       select_throughput_s=0.2)  # fmt: skip
     elif args.device == "cuda":
         sizes = Sizes(train_per_class=100, val_per_class=20, test_per_class=20, step_batches=20, recipe_step_batches=20)
