@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.conftest import ROOT, run_cli
 from transfer_lightning.run.test_predictions import read_test_predictions
@@ -34,9 +35,12 @@ def candidates(*texts: str) -> str:
     return "candidates=[" + ",".join(f'"{text}"' for text in texts) + "]"
 
 
-def select(tmp_path: Path, *overrides: str, resume: bool = False, chosen: tuple[str, ...] = tuple(CANDIDATES)):
+def select(
+    tmp_path: Path, *overrides: str, resume: bool = False, chosen: tuple[str, ...] = tuple(CANDIDATES), flags=()
+):
     folder = tmp_path / "select"
     args = [
+        *flags,
         *TINY_SELECT,
         candidates(*chosen),
         *overrides,
@@ -164,6 +168,26 @@ def test_select_fine_tunes_the_top_two_from_their_probes_and_reports_the_numbers
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "nothing to run" in resumed.stdout + resumed.stderr  # finished fine-tunes are skipped
     assert report(tmp_path)["candidates"] == saved["candidates"]
+
+
+def test_a_candidate_may_use_the_users_own_preset_from_config_dir_in_its_probe_and_its_fine_tunes(tmp_path) -> None:
+    user_conf = tmp_path / "my_conf" / "experiment"
+    user_conf.mkdir(parents=True)
+    (user_conf / "mine.yaml").write_text(
+        "# @package _global_\nmodel:\n  name: test_resnet\n  weights: null\noptimizer:\n  lr: 0.0123\n"
+    )
+    chosen = ("model=timm experiment=mine", CANDIDATES[1])
+    unknown = select(tmp_path, "top_k=0", chosen=chosen)  # without the folder: one sentence, nothing run
+    assert unknown.returncode == 2 and "experiment=mine is not an option of experiment" in unknown.stderr
+    done = select(tmp_path, "top_k=2", "seeds=1", 'finetune_overrides="strategy=full trainer.max_epochs=1"',
+                  chosen=chosen, flags=("--config-dir", str(tmp_path / "my_conf")))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    entry = next(item for item in report(tmp_path)["candidates"] if item["candidate"] == chosen[0])
+    assert entry["model"].startswith("test_resnet (timm)")  # the probe built the preset's model
+    (run,) = entry["finetune"]["runs"]  # and its fine-tune ran with the preset's settings
+    launched = yaml.safe_load((Path(run["folder"]) / ".hydra" / "config.yaml").read_text())
+    assert run["status"] == "completed" and launched["optimizer"]["lr"] == 0.0123
+    assert launched["model"]["name"] == "test_resnet"
 
 
 def test_a_bad_candidate_is_one_sentence_before_anything_runs(tmp_path) -> None:

@@ -26,7 +26,15 @@ from transfer_lightning.config.compose import compose_checked
 from transfer_lightning.run import job
 from transfer_lightning.selection.candidates import SelectPlan
 from transfer_lightning.selection.resume import check_resume_folder
-from transfer_lightning.utils.cli import CONFIG_FOLDER, check_command_line, check_once, exit_on_user_error, run_tool
+from transfer_lightning.utils.cli import (
+    CONFIG_FOLDER,
+    check_command_line,
+    check_once,
+    exit_on_user_error,
+    run_tool,
+    split_flags,
+    with_config_dir,
+)
 
 
 def select(cfg: DictConfig) -> dict[str, Any]:
@@ -34,18 +42,19 @@ def select(cfg: DictConfig) -> dict[str, Any]:
     from transfer_lightning.selection.stages import run_select
 
     check_once(cfg)
-    return run_select(
-        cfg, Path(cfg.paths.output_dir), SelectPlan.of(cfg, job.task_overrides(), job.launcher_overrides())
-    )
+    plan = SelectPlan.of(cfg, job.task_overrides(), job.launcher_overrides(), job.user_searchpath())
+    return run_select(cfg, Path(cfg.paths.output_dir), plan)
 
 
 def check_select_command(argv: list[str]) -> None:
     """The select command's own checks in its first second (no torch): every candidate's training config
     composed and checked, and a ``resume=<folder>`` that is a select of the same command."""
-    overrides = [arg for arg in argv if not arg.startswith("-")]
+    flags, typed = split_flags(argv)
+    overrides = with_config_dir(flags, typed)
     task = [item for item in overrides if not _is_hydra(item)]
     cfg = compose_checked(CONFIG_FOLDER, "select", overrides)
-    plan = SelectPlan.of(cfg, task, [item for item in overrides if _is_hydra(item)])
+    searchpath = [item for item in overrides if item.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
+    plan = SelectPlan.of(cfg, task, [item for item in overrides if _is_hydra(item)], searchpath)
     for candidate in plan.candidates:
         plan.compose(candidate)
     if cfg.resume:

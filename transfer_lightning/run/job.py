@@ -31,6 +31,19 @@ def launcher_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.hydra) if HydraConfig.initialized() else []
 
 
+def user_searchpath() -> list[str]:
+    """``hydra.searchpath=[...]`` naming the config folders the command added (``--config-dir``,
+    ``hydra.searchpath``), for a command this job starts or a config it composes; empty when there are none."""
+    if not HydraConfig.initialized():
+        return []
+    added = [
+        f"{source.schema}://{str(source.path).split('://', 1)[-1]}"
+        for source in HydraConfig.get().runtime.config_sources
+        if source.provider == "command-line" or source.provider.startswith("hydra.searchpath")
+    ]
+    return [f"hydra.searchpath=[{','.join(added)}]"] if added else []
+
+
 def experiment_preset() -> DictConfig | None:
     """The experiment preset this job composed (``experiment=<name>``), read from the config folder it came from."""
     choice = choices().get("experiment")

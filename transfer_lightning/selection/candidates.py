@@ -54,10 +54,14 @@ class SelectPlan:
     forwarded: tuple[str, ...]
     launcher: tuple[str, ...]
     finetune: tuple[str, ...]
+    searchpath: tuple[str, ...] = ()  # hydra.searchpath=[...]: the user's config folders (their own presets)
 
     @classmethod
-    def of(cls, cfg: DictConfig, task_overrides: list[str], hydra_overrides: list[str]) -> SelectPlan:
-        """The plan of a composed select config and the overrides of its command line."""
+    def of(
+        cls, cfg: DictConfig, task_overrides: list[str], hydra_overrides: list[str], searchpath: list[str] = ()
+    ) -> SelectPlan:
+        """The plan of a composed select config and the overrides of its command line; ``searchpath``: the
+        ``hydra.searchpath=[...]`` override of the config folders the command added (``--config-dir``)."""
         candidates = tuple(
             Candidate(index, text, tuple(split_overrides(text, f"candidates[{index}]")))
             for index, text in enumerate(cfg.candidates)
@@ -76,11 +80,12 @@ class SelectPlan:
             forwarded=tuple(item for item in task_overrides if _group(item) in FORWARDED),
             launcher=tuple(item for item in hydra_overrides if _key(item).startswith(LAUNCHER)),
             finetune=finetune,
+            searchpath=tuple(searchpath),
         )
 
     def training_overrides(self, candidate: Candidate) -> list[str]:
         """The overrides of ``candidate``'s training config (without the head and the seed)."""
-        return [*self.forwarded, *candidate.overrides, *self.finetune]
+        return [*self.searchpath, *self.forwarded, *candidate.overrides, *self.finetune]
 
     def compose(self, candidate: Candidate) -> DictConfig:
         """``candidate``'s checked training config; ``UserError`` naming the candidate and the mistake."""

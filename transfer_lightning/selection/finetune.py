@@ -57,7 +57,7 @@ def finetune_command(
     starting from ``head`` (None: a random head)."""
     return [
         sys.executable, "-m", "transfer_lightning", "--multirun",
-        *plan.forwarded, *plan.launcher, *candidate.overrides, *plan.finetune, *head_override(head),
+        *plan.searchpath, *plan.forwarded, *plan.launcher, *candidate.overrides, *plan.finetune, *head_override(head),
         f"seed={','.join(str(seed) for seed in seeds)}",
         f"hydra.sweep.dir={hydra_value(sweep_dir.resolve())}",
     ]  # fmt: skip

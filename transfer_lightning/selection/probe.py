@@ -191,10 +191,18 @@ def _frozen_parts(cfg: DictConfig, overrides: list[str]) -> tuple[Any, Any, L.Tr
 
 
 def _preset(overrides: list[str]) -> Any:
-    """The experiment preset an ``experiment=<name>`` override names, for the preprocessing keys it sets."""
+    """The experiment preset an ``experiment=<name>`` override names, for the preprocessing keys it sets: from
+    the user's config folders (a ``hydra.searchpath=[...]`` override, as ``--config-dir``) or the project's."""
     names = [item.split("=", 1)[1] for item in overrides if item.lstrip("+").startswith("experiment=")]
-    path = config_folder() / "experiment" / f"{names[-1]}.yaml" if names else None
-    return OmegaConf.load(path) if path is not None and path.is_file() else None
+    if not names:
+        return None
+    searched = [item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0] == "hydra.searchpath"]
+    folders = [Path(entry.split("://", 1)[-1]) for entry in searched[-1].strip("[]").split(",")] if searched else []
+    for folder in (*folders, config_folder()):
+        path = folder / "experiment" / f"{names[-1]}.yaml"
+        if path.is_file():
+            return OmegaConf.load(path)
+    return None
 
 
 def _fit_logger(progress: PhaseProgress):

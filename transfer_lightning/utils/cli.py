@@ -100,13 +100,10 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
 
     from transfer_lightning.config.compose import compose_checked
 
-    flags, overrides = _split_flags(argv)
+    flags, overrides = split_flags(argv)
     if {"--config-path", "-cp", "--config-name", "-cn"} & set(flags):
         return  # another primary config: Hydra composes it, and training checks it before any data
-    if "--config-dir" in flags or "-cd" in flags:  # the user's own presets are found as Hydra will find them
-        folder = Path(flags.get("--config-dir") or flags["-cd"]).expanduser().absolute()
-        if not any(item.split("=", 1)[0].lstrip("+") == "hydra.searchpath" for item in overrides):
-            overrides = [*overrides, f"hydra.searchpath=[file://{folder}]"]
+    overrides = with_config_dir(flags, overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:  # noqa: BLE001 - a malformed override: Hydra's sentence, first line
@@ -171,7 +168,18 @@ def _with_setting(cfg: DictConfig, setting: str) -> DictConfig | None:
     return job
 
 
-def _split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+def with_config_dir(flags: dict[str, str], overrides: list[str]) -> list[str]:
+    """``overrides`` plus ``hydra.searchpath=[file://<folder>]`` for ``--config-dir <folder>`` (unless a search
+    path is typed): the user's own presets found before Hydra starts, as Hydra will find them."""
+    if "--config-dir" not in flags and "-cd" not in flags:
+        return overrides
+    folder = Path(flags.get("--config-dir") or flags["-cd"]).expanduser().absolute()
+    if any(item.split("=", 1)[0].lstrip("+") == "hydra.searchpath" for item in overrides):
+        return overrides
+    return [*overrides, f"hydra.searchpath=[file://{folder}]"]
+
+
+def split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """Hydra's flags (``--config-dir my_conf`` or ``--config-dir=my_conf``: flag -> value, ``-m`` -> "") and
     the overrides of a command line."""
     flags, overrides, args = {}, [], iter(argv)
