@@ -95,3 +95,32 @@ def test_gpu_asked_for_without_one_is_refused_not_run_on_cpu(tmp_path) -> None:
     result = run_cli(*TINY[:3], f"hydra.run.dir={tmp_path}", "trainer.accelerator=gpu", timeout=120)
     assert result.returncode == 2
     assert "trainer.accelerator=auto" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_commands_imports_are_frozen_out_of_garbage_collection_once_and_its_jobs_garbage_is_still_collected(
+    monkeypatch,
+) -> None:
+    import gc
+    import weakref
+
+    from transfer_lightning.utils import cli
+
+    class Node:  # a job's leftovers: objects in a reference cycle, freed only by the collector
+        pass
+
+    monkeypatch.setattr(cli, "_imports_frozen", False)
+    frozen = gc.get_freeze_count()
+    try:
+        cli.freeze_imported_objects()
+        assert gc.get_freeze_count() > frozen  # what was alive (the imports) is out of every scan from now on
+        after_first = gc.get_freeze_count()
+        first_job = Node()
+        first_job.cycle = first_job
+        left_over = weakref.ref(first_job)
+        del first_job
+        cli.freeze_imported_objects()  # the next job's command: no second freeze
+        assert gc.get_freeze_count() == after_first
+        gc.collect()
+        assert left_over() is None  # a job's garbage is still collected
+    finally:
+        gc.unfreeze()

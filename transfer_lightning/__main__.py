@@ -8,7 +8,11 @@ import sys
 # so this comes before anything imports it. A bar that passes disable= itself is not affected.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from transfer_lightning.utils.cli import check_command_line, exit_on_user_error  # noqa: E402 - after TQDM_DISABLE
+from transfer_lightning.utils.cli import (  # noqa: E402 - after TQDM_DISABLE
+    check_command_line,
+    exit_on_user_error,
+    freeze_imported_objects,
+)
 
 
 def main() -> None:
@@ -17,6 +21,7 @@ def main() -> None:
     exit_on_user_error(check_command_line, sys.argv[1:])
     from transfer_lightning.train import main as train_main
 
+    freeze_imported_objects()
     train_main()
 
 

@@ -31,6 +31,7 @@ from transfer_lightning.utils.cli import (
     check_command_line,
     check_once,
     exit_on_user_error,
+    freeze_imported_objects,
     run_tool,
     split_flags,
     with_config_dir,
@@ -80,7 +81,9 @@ def main() -> None:
     exit_on_user_error(check_command_line, sys.argv[1:], "select")
     exit_on_user_error(check_select_command, sys.argv[1:])
     import transfer_lightning.run.resume  # noqa: F401 - the tl.run_dir resolver of conf/hydra/select.yaml (torch)
+    import transfer_lightning.selection.stages  # noqa: F401 - what the probes need, imported before the freeze
 
+    freeze_imported_objects()
     _hydra_main()
 
 

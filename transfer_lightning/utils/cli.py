@@ -3,6 +3,7 @@ status 2, and the checks of a command line that run before Hydra writes anything
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,25 @@ _HYDRA_VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-n
 _HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
 # set once this process has checked its command line: the run does not check the same config again
 command_line_checked = False
+
+
+def freeze_imported_objects() -> None:
+    """Keep everything alive now (the imported modules: torch, Lightning, Hydra, ~600,000 objects) out of the
+    garbage collector's scans from here on (``gc.freeze``), once per process, after a command's imports and
+    before its first job.
+
+    A sweep's jobs leave cyclic garbage (Trainers, modules, configs) that Python collects now and then; each
+    full collection also scanned all of those imported objects (about 0.5 s on 2 cores, inside whichever job
+    it fell on); frozen, it scans only what the jobs made (about 0.08 s). Once only: a later freeze would
+    keep the garbage of the jobs before it for good.
+    """
+    global _imports_frozen
+    if not _imports_frozen:
+        gc.freeze()
+        _imports_frozen = True
+
+
+_imports_frozen = False
 
 
 def exit_on_user_error(task: Callable[..., Result], *arguments: Any) -> Result:
