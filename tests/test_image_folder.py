@@ -458,3 +458,7 @@ def test_a_sweeps_jobs_decode_unchanged_images_once_and_a_changed_image_again(tm
     assert len(decoded) == 18 and not torch.equal(changed.images[0], first.images[0])
     scan.decode_into_tensor(files, counting_decode, 32, "Decoding")
     assert len(decoded) == 24  # no key: always decoded
+    monkeypatch.setattr(scan, "KEPT_DECODE_BYTES", changed.images.nbytes - 1)  # more than a process keeps
+    scan.decode_into_tensor(files, counting_decode, 32, "Decoding", decode_key="square 48")
+    scan.decode_into_tensor(files, counting_decode, 32, "Decoding", decode_key="square 48")
+    assert len(decoded) == 36  # decoded each time, never held

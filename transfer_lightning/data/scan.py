@@ -123,9 +123,10 @@ def decode_into_tensor(
 
     Bad files are left out of the tensor (and listed in ``scan.bad``); ``decode`` must return a
     ``(3, size, size)`` uint8 image. ``decode_key`` names what ``decode`` does (its settings): given, the
-    last two decodes of this process are reused while the files (``utils/files.py`` ``file_stamp``) and that key are the same (a
-    sweep's jobs in one process decode their train and test images once; the tensors are shared, never
-    written to).
+    last two decodes of this process are reused while the files (``utils/files.py`` ``file_stamp``) and that
+    key are the same: a sweep's jobs in one process decode their train and test images once (the tensors are
+    shared, never written to). What is kept for the next job is at most 1 GiB of images (CIFAR-10 at 32 px:
+    150 MB); a larger decode is not kept.
     """
     if decode_key is None:
         return _decode_into_tensor(files, decode, size, description, faster)
@@ -135,11 +136,15 @@ def decode_into_tensor(
         return _recent_decodes[key]
     while len(_recent_decodes) >= _RECENT_DECODES:  # released before the next decode, not after it
         _recent_decodes.popitem(last=False)
-    decoded = _recent_decodes[key] = _decode_into_tensor(files, decode, size, description, faster)
+    decoded = _decode_into_tensor(files, decode, size, description, faster)
+    kept = sum(item.images.nbytes for item in _recent_decodes.values())
+    if kept + decoded.images.nbytes <= KEPT_DECODE_BYTES:
+        _recent_decodes[key] = decoded
     return decoded
 
 
 _RECENT_DECODES = 2  # a job's splits: train and test folders
+KEPT_DECODE_BYTES = 1 << 30  # what a process keeps of its last decodes for its next job
 _recent_decodes: OrderedDict[Hashable, DecodedFiles] = OrderedDict()
 
 
