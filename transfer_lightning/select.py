@@ -33,6 +33,7 @@ from transfer_lightning.utils.cli import (
     exit_on_user_error,
     freeze_imported_objects,
     run_tool,
+    searchpath_overrides,
     split_flags,
     with_config_dir,
 )
@@ -54,8 +55,7 @@ def check_select_command(argv: list[str]) -> None:
     overrides = with_config_dir(flags, typed)
     task = [item for item in overrides if not _is_hydra(item)]
     cfg = compose_checked(CONFIG_FOLDER, "select", overrides)
-    searchpath = [item for item in overrides if item.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
-    plan = SelectPlan.of(cfg, task, [item for item in overrides if _is_hydra(item)], searchpath)
+    plan = SelectPlan.of(cfg, task, [item for item in overrides if _is_hydra(item)], searchpath_overrides(overrides))
     for candidate in plan.candidates:
         plan.compose(candidate)
     if cfg.resume:

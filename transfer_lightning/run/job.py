@@ -49,8 +49,15 @@ def experiment_preset() -> DictConfig | None:
     choice = choices().get("experiment")
     if not choice:
         return None
-    for source in HydraConfig.get().runtime.config_sources:
-        path = Path(str(source.path).removeprefix("file://")) / "experiment" / f"{choice}.yaml"
-        if source.schema == "file" and path.is_file():
+    sources = HydraConfig.get().runtime.config_sources
+    return read_preset(choice, [Path(str(source.path)) for source in sources if source.schema == "file"])
+
+
+def read_preset(name: str, folders: list[Path | str]) -> DictConfig | None:
+    """``experiment/<name>.yaml`` of the first of ``folders`` (paths or ``file://`` search-path entries) that
+    has it; None where none has."""
+    for folder in folders:
+        path = Path(str(folder).removeprefix("file://")) / "experiment" / f"{name}.yaml"
+        if path.is_file():
             return OmegaConf.load(path)
     return None

@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lightning.cache import use_feature_cache
@@ -28,12 +29,14 @@ from transfer_lightning.models.backbone import eval_mode
 from transfer_lightning.models.head_init import write_head_init
 from transfer_lightning.models.lineage import describe_lineage
 from transfer_lightning.run.builders import build_classifier, build_datamodule, build_trainer, record_of_config
+from transfer_lightning.run.job import read_preset
 from transfer_lightning.run.preprocessing import explicit_data_keys, run_preprocessing
 from transfer_lightning.run.speed import tune_for_device
 from transfer_lightning.selection.candidates import Candidate
 from transfer_lightning.selection.linear_probe import Fit, fit_linear_probe
 from transfer_lightning.selection.significance import accuracy_interval
 from transfer_lightning.strategies import FreezeStages
+from transfer_lightning.utils.cli import searchpath_overrides
 from transfer_lightning.utils.config_folder import config_folder
 from transfer_lightning.utils.errors import UserError
 from transfer_lightning.utils.files import atomic_write_text
@@ -196,13 +199,9 @@ def _preset(overrides: list[str]) -> Any:
     names = [item.split("=", 1)[1] for item in overrides if item.lstrip("+").startswith("experiment=")]
     if not names:
         return None
-    searched = [item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0] == "hydra.searchpath"]
-    folders = [Path(entry.split("://", 1)[-1]) for entry in searched[-1].strip("[]").split(",")] if searched else []
-    for folder in (*folders, config_folder()):
-        path = folder / "experiment" / f"{names[-1]}.yaml"
-        if path.is_file():
-            return OmegaConf.load(path)
-    return None
+    searched = searchpath_overrides(overrides)
+    folders = OverridesParser.create().parse_overrides(searched[-1:])[0].value() if searched else []
+    return read_preset(names[-1], [*folders, config_folder()])
 
 
 def _fit_logger(progress: PhaseProgress):

@@ -194,9 +194,14 @@ def with_config_dir(flags: dict[str, str], overrides: list[str]) -> list[str]:
     if "--config-dir" not in flags and "-cd" not in flags:
         return overrides
     folder = Path(flags.get("--config-dir") or flags["-cd"]).expanduser().absolute()
-    if any(item.split("=", 1)[0].lstrip("+") == "hydra.searchpath" for item in overrides):
+    if searchpath_overrides(overrides):
         return overrides
     return [*overrides, f"hydra.searchpath=[file://{folder}]"]
+
+
+def searchpath_overrides(overrides: list[str]) -> list[str]:
+    """The ``hydra.searchpath=[...]`` overrides among ``overrides`` (the user's config folders)."""
+    return [item for item in overrides if item.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
 
 
 def split_flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
