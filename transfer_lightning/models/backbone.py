@@ -135,13 +135,10 @@ class Backbone:
         )
 
     @classmethod
+    @functools.lru_cache(maxsize=8)
     def _architecture(cls, name: str) -> nn.Module:
         """``create(name)`` on the meta device, or on the CPU where building needs real tensors; built once
         per process and family (read only: for its stage names and its input check; a sweep's jobs share it)."""
-        return _architecture_of(cls, name)
-
-    @classmethod
-    def _build_architecture(cls, name: str) -> nn.Module:
         try:
             with torch.device("meta"):
                 return cls.create(name)
@@ -313,8 +310,3 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in modes.items():
             module.training = training
-
-
-@functools.lru_cache(maxsize=8)
-def _architecture_of(family: type[Backbone], name: str) -> nn.Module:
-    return family._build_architecture(name)

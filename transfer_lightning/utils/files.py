@@ -12,6 +12,7 @@ reader sees the old file or the new one, never half of one.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import re
 import secrets
@@ -66,14 +67,17 @@ def finish_disk_writes() -> None:
 
 
 _pending_syncs: list[Future] = []
-_syncer: list[ThreadPoolExecutor] = []  # one thread, made on first use
 
 
 def _sync_in_background(path: Path) -> None:
-    if not _syncer:
-        _syncer.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfer-lightning-fsync"))
-        atexit.register(finish_disk_writes)
-    _pending_syncs.append(_syncer[0].submit(_fsync_file, path))
+    _pending_syncs.append(_sync_thread().submit(_fsync_file, path))
+
+
+@functools.cache
+def _sync_thread() -> ThreadPoolExecutor:
+    """The one thread that syncs, made on first use; the process's exit waits for what it has left."""
+    atexit.register(finish_disk_writes)
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="transfer-lightning-fsync")
 
 
 def _fsync_file(path: Path) -> None:
