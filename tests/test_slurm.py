@@ -54,6 +54,17 @@ def scontrol_job(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", text))
 
 
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+def wait_for_state(job_id: str, wanted: tuple[str, ...], timeout: float = 600, reason: str | None = None) -> dict:
+    deadline = time.monotonic() + timeout
+    while (state := scontrol_job(job_id)).get("JobState") not in wanted or reason not in (None, state.get("Reason")):
+        assert time.monotonic() < deadline, f"job {job_id} is still {state.get('JobState')} ({state.get('Reason')})"
+        time.sleep(1)
+    return state
+
+
 def array_job_ids(sweep: Path) -> dict[int, str]:
     """Sweep job number -> SLURM job id (``<array>_<index>``), from submitit's folder."""
     folder = sweep / ".submitit"
@@ -76,7 +87,8 @@ def test_grid_of_four_jobs_completes_on_slurm_with_its_report_and_heatmap(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = array_job_ids(sweep)
     assert sorted(jobs) == [0, 1, 2, 3]
-    assert [scontrol_job(job_id)["JobState"] for job_id in jobs.values()] == ["COMPLETED"] * 4
+    # a sweep returns once every job has written its result, a moment before the job's process exits
+    assert [wait_for_state(job_id, ENDED, timeout=120)["JobState"] for job_id in jobs.values()] == ["COMPLETED"] * 4
     rows = sweep_rows(sweep)
     assert len(rows) == 4 and {row["status"] for row in rows.values()} == {"completed"}
     assert (sweep / "sweep_report.md").is_file() and (sweep / "sweep_heatmap.png").stat().st_size > 0

@@ -14,14 +14,13 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.conftest import TINY, run_cli
 from tests.fault_injection import PREPARE_LOG_VARIABLE, RECORD_PREPARATION
 from tests.test_ddp import DDP, PIDS
 from tests.test_resume import checkpoint
-from tests.test_slurm import JOB_ENV, array_job_ids, pytestmark, scontrol_job  # noqa: F401 - pytestmark: marker, skip
+from tests.test_slurm import ENDED, JOB_ENV, array_job_ids, pytestmark, scontrol_job, wait_for_state  # noqa: F401 - pytestmark: marker, skip
 from tests.test_torchrun import assert_one_ddp_run, prepared_by, run_folders, wait_for_first_last_checkpoint
 from transfer_lightning.run.summary import read_summary
 
@@ -31,7 +30,6 @@ TWO_TASKS_ON_SLURM = [
     "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.timeout_min=10",
 ]
-ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 STOPPED_AT = re.compile(r"^Interrupted: stopped .* at epoch (\d+) \(0-based\), global step (\d+);", re.MULTILINE)
 
 
@@ -49,14 +47,6 @@ def submit_two_task_job(folder: Path, overrides: list[str]) -> str:
     submitted = subprocess.run(["sbatch", "--parsable", str(script)], env=environment, capture_output=True, text=True)
     assert submitted.returncode == 0, submitted.stderr
     return submitted.stdout.strip().split(";")[0]
-
-
-def wait_for_state(job_id: str, wanted: tuple[str, ...], timeout: float = 600, reason: str | None = None) -> dict:
-    deadline = time.monotonic() + timeout
-    while (state := scontrol_job(job_id)).get("JobState") not in wanted or reason not in (None, state.get("Reason")):
-        assert time.monotonic() < deadline, f"job {job_id} is still {state.get('JobState')} ({state.get('Reason')})"
-        time.sleep(1)
-    return state
 
 
 def test_a_two_task_ddp_job_launched_by_srun_is_one_run_in_one_folder(tmp_path) -> None:
