@@ -9,7 +9,7 @@ allowed, with the closest allowed choice or key.
 from __future__ import annotations
 
 import difflib
-from dataclasses import MISSING, Field, fields, is_dataclass
+from dataclasses import Field, fields, is_dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -51,12 +51,6 @@ def schema_fields(schema: type) -> dict[str, Field]:
 
 def allowed_for(field: Field) -> Allowed | None:
     return field.metadata.get("allowed")
-
-
-def field_default(field: Field) -> Any:
-    if field.default is not MISSING:
-        return field.default
-    return field.default_factory() if field.default_factory is not MISSING else None
 
 
 def closest(word: str, candidates: list[str]) -> str | None:

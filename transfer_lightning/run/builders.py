@@ -89,10 +89,6 @@ def build_datamodule(data_cfg: DictConfig | dict[str, Any], from_file: bool = Fa
     return build_object(_plain(data_cfg), "data", from_file, "data", **arguments)
 
 
-def find_callback(callbacks: list[Callback], kind: type) -> Any:
-    return next((callback for callback in callbacks if isinstance(callback, kind)), None)
-
-
 def build_classifier(
     record: ModelRecord,
     pretrained: bool = True,
