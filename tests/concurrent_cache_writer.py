@@ -1,7 +1,7 @@
 """One of two processes that fill the same image cache and feature cache at the same moment
 (tests/test_concurrency.py): ``python -m tests.concurrent_cache_writer <folder> <go-file> <value>``.
 
-Waits for ``<go-file>``, then writes both entries ``ROUNDS`` times and checks that what it reads back
+Says it is ready (``<folder>/ready-<value>``), waits for ``<go-file>``, then writes both entries ``ROUNDS`` times and checks that what it reads back
 is a whole entry (its own or the other process's)."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main(folder: Path, go: Path, value: int) -> None:
     files = image_files(folder)
     images = DiskCache(folder / "image_cache", folder / "images", image_size=16)
     features = FeatureCache(folder / "feature_cache")
+    (folder / f"ready-{value}").touch()
     while not go.exists():
         time.sleep(0.005)
     for _ in range(ROUNDS):

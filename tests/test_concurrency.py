@@ -63,7 +63,11 @@ def test_two_processes_filling_the_same_caches_at_once_leave_one_whole_entry_eac
         )  # fmt: skip
         for value in (1, 2)
     ]
-    time.sleep(3)  # both imported torch and wait for the go
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{value}").exists() for value in (1, 2)):  # both imported torch, wait for the go
+        assert all(process.poll() is None for process in processes), "a writer ended before the go"
+        assert time.monotonic() < deadline, "the writers were not ready after 120 s"
+        time.sleep(0.05)
     go.touch()
     for process in processes:
         _, stderr = process.communicate(timeout=300)
