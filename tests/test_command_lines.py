@@ -22,6 +22,8 @@ TOOLS = ("transfer_lightning.evaluate", "transfer_lightning.predict", "transfer_
         (["strategy=finetuen"], "strategy=finetuen is not an option of strategy; did you mean finetune? (options: "
          "feature_extract, fine_tune, finetune, full, gradual, lp_ft)"),
         (["+optimizer.learning_rate=0.1"], "optimizer.learning_rate is not a setting of torch.optim.Adam"),
+        (["data.train_size=500", "data.test_size=200"], "data.train_size is not a setting of "  # two mistakes
+         "transfer_lightning.data.CIFAR10DataModule; allowed: "),
         (["data.augment=standrd"], "data.augment='standrd' is not allowed; expected none | standard | trivial | "
          "randaugment | augmix | aug_transforms (did you mean standard?)"),
         (["-m", "strategy=full,finetuen"], "strategy=finetuen is not an option of strategy; did you mean finetune?"),

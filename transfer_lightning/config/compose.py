@@ -68,14 +68,11 @@ def _sentence(error: Exception, config_dir: Path, name: str, overrides: list[str
         return f"{typed} adds {group}, which the config already has; write {typed.lstrip('+')}"
     if isinstance(error, MissingConfigException) or "Could not find" in str(error) or "Could not load" in str(error):
         return _missing_option(config_dir, overrides) or first_line(error)
-    failed_key = getattr(cause, "full_key", None) or _quoted_key(str(error))
-    typed = _override_of(overrides, failed_key.split("[", 1)[0] if failed_key else None)  # milestones[1]: the list
+    typed = _override_of(overrides, _failed_key(error))
     if typed is None:
         return first_line(cause)
-    others = [item for item in overrides if item is not typed]
-    try:
-        base = _compose(config_dir, name, [*others, *extra])
-    except Exception:  # noqa: BLE001 - a second mistake: name the first one plainly
+    base = _compose_without_mistakes(config_dir, name, [item for item in overrides if item is not typed], extra)
+    if base is None:
         return first_line(cause)
     key, _, value = typed.lstrip("+~").partition("=")
     parent_key, _, leaf = key.rpartition(".")
@@ -92,6 +89,25 @@ def _sentence(error: Exception, config_dir: Path, name: str, overrides: list[str
         words = allowed.text if allowed else _TYPE_WORDS.get(field.type if field else None, "another value")
         return _with_guess(f"{key}={_parsed_value(typed)!r} is not allowed; expected {words}", value, allowed)
     return first_line(cause)
+
+
+def _failed_key(error: Exception) -> str | None:
+    """The key a failed composition names (``milestones[1]``: the list ``milestones``)."""
+    failed_key = getattr(error.__cause__ or error, "full_key", None) or _quoted_key(str(error))
+    return failed_key.split("[", 1)[0] if failed_key else None
+
+
+def _compose_without_mistakes(config_dir: Path, name: str, overrides: list[str], extra: list[str]) -> DictConfig | None:
+    """The config of ``overrides`` less every one that fails too (a command with several misspelt keys: the
+    first gets its whole sentence); None where a failure names no override."""
+    while True:
+        try:
+            return _compose(config_dir, name, [*overrides, *extra])
+        except Exception as error:  # noqa: BLE001 - another mistake: leave it out and compose again
+            typed = _override_of(overrides, _failed_key(error))
+            if typed is None:
+                return None
+            overrides = [item for item in overrides if item is not typed]
 
 
 def _unknown_key(typed: str, key: str, parent: Any, parent_key: str) -> str:
