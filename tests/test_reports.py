@@ -25,7 +25,10 @@ def test_a_class_without_test_images_has_no_accuracy_rather_than_zero() -> None:
     assert set(logged) == {"test/acc_per_class/cat", "test/acc_per_class/dog"}  # nothing made up for fox
 
     console = Console(record=True, width=100)
-    print_report({"test_acc": 0.6, "test_split": "test", "test_per_class_acc": callback.last["test"]}, console)
-    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in console.export_text().splitlines()
+    summary = {"test_acc": 0.6, "test_images": 5, "test_split": "test", "test_per_class_acc": callback.last["test"]}
+    print_report(summary, console)
+    text = console.export_text()
+    assert text.splitlines()[0] == "Test accuracy: 60.00% on 5 images of the test split"
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in text.splitlines()
              if line.count("│") == 3 and "class" not in line}  # fmt: skip
     assert lines == {"cat": "66.67%", "dog": "50.00%", "fox": "n/a (no images)"}

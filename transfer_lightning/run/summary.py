@@ -177,15 +177,19 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def print_report(summary: dict[str, Any], console: Console | None = None) -> None:
-    """Overall test accuracy, then one line per class (as the book prints it)."""
+    """Overall test accuracy on how many images, then one line per class (as the book prints it)."""
     console = console or Console()
     test_acc = summary.get("test_acc")
     if test_acc is None:
         console.print("No test accuracy (test was skipped).")
         return
+    images = summary.get("test_images")
+    counted = f" on {images:,} images" if isinstance(images, int) else ""
     balanced = summary.get("test_balanced_acc")
     beside = f", balanced accuracy {100 * balanced:.2f}% (unbalanced classes)" if balanced is not None else ""
-    table = Table(title=f"Test accuracy: {100 * test_acc:.2f}%{beside}  ({summary.get('test_split', 'test')} split)")
+    split = summary.get("test_split", "test")
+    console.print(f"Test accuracy: {100 * test_acc:.2f}%{counted} of the {split} split{beside}", highlight=False)
+    table = Table()
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     for name, accuracy in (summary.get("test_per_class_acc") or {}).items():
