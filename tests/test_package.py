@@ -118,6 +118,22 @@ def test_help_starts_with_what_the_command_does_then_its_settings(
     assert next_section in result.stdout and "powered by Hydra" not in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("module", "key"),
+    [
+        ("transfer_lightning", "strategy:"),
+        ("transfer_lightning.select", "top_k:"),
+        ("transfer_lightning.evaluate", "ckpt_path:"),
+    ],
+)
+def test_hydras_cfg_and_info_flags_show_the_config_in_every_command(module: str, key: str, tmp_path) -> None:
+    """``--cfg job`` (a flag and its value, not an override ``job``) and ``--info`` run no job: nothing to check."""
+    for flags in (["--cfg", "job"], ["--config-dir", str(tmp_path), "--info", "defaults"]):
+        result = run_cli(*flags, module=module, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (key in result.stdout) == (flags[0] == "--cfg") and "Error" not in result.stderr, result.stdout[-500:]
+
+
 def _install_wheel(tmp_path: Path) -> Path:
     """A fresh virtual environment with the wheel installed and this environment's site-packages as its
     dependencies (.pth, added after the install so that pip sees no other transfer_lightning)."""

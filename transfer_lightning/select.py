@@ -33,6 +33,7 @@ from transfer_lightning.utils.cli import (
     exit_on_user_error,
     freeze_imported_objects,
     run_tool,
+    runs_a_job_of_this_config,
     searchpath_overrides,
     split_flags,
     with_config_dir,
@@ -51,6 +52,8 @@ def select(cfg: DictConfig) -> dict[str, Any]:
 def check_select_command(argv: list[str]) -> None:
     """The select command's own checks in its first second (no torch): every candidate's training config
     composed and checked, and a ``resume=<folder>`` that is a select of the same command."""
+    if not runs_a_job_of_this_config(argv):
+        return
     flags, typed = split_flags(argv)
     overrides = with_config_dir(flags, typed)
     task = [item for item in overrides if not _is_hydra(item)]

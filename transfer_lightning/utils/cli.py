@@ -18,9 +18,9 @@ from transfer_lightning.utils.progress import configure_progress
 
 CONFIG_FOLDER = config_folder()
 Result = TypeVar("Result")
-# Hydra's own flags: the command does not run a job, so there is nothing to check
 # Hydra's flags that take a value (``--config-dir my_conf``)
 _HYDRA_VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "--experimental-rerun")
+# Hydra's flags that show something and run no job, so there is nothing to check
 _HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
 # set once this process has checked its command line: the run does not check the same config again
 command_line_checked = False
@@ -114,15 +114,13 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
     config each job of it would run is composed and checked against the schemas (``config/``), and
     a ``resume=<run folder>`` must fit that run."""
     global command_line_checked
-    if any(arg.split("=", 1)[0] in _HYDRA_INFO_FLAGS for arg in argv):
+    if not runs_a_job_of_this_config(argv):
         return
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from transfer_lightning.config.compose import compose_checked
 
     flags, overrides = split_flags(argv)
-    if {"--config-path", "-cp", "--config-name", "-cn"} & set(flags):
-        return  # another primary config: Hydra composes it, and training checks it before any data
     overrides = with_config_dir(flags, overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -154,6 +152,14 @@ def check_command_line(argv: list[str], config_name: str = "config") -> None:
         if config_name == "config":
             check_checkpoint_exists(cfg)
     command_line_checked = not any(override.is_sweep_override() for override in parsed)
+
+
+def runs_a_job_of_this_config(argv: list[str]) -> bool:
+    """Whether a command line runs a job on the command's own config, which its first-second checks compose:
+    not with one of Hydra's flags that show something and run nothing (``--help``, ``--cfg job``, ``--info``),
+    nor with another primary config (``--config-name``: Hydra composes it, and training checks it before any data)."""
+    flags, _ = split_flags(argv)
+    return not set(flags) & {*_HYDRA_INFO_FLAGS, "--config-path", "-cp", "--config-name", "-cn"}
 
 
 def _composed(config_name: str, overrides: list[str]) -> DictConfig:
