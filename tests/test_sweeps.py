@@ -20,6 +20,7 @@ import yaml
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tests.exit_after_epoch import EXIT_CODE
 from tests.test_dashboards import session_hparams
+from tests.test_ddp import PIDS
 
 # one epoch of 2 batches per job: the sweep machinery is under test, not the learning
 SWEEP_TINY = [
@@ -212,12 +213,11 @@ def test_ddp_on_two_cpu_processes_writes_one_summary_in_one_run_folder(tmp_path)
     # no hydra.run.dir: both ranks must agree on the timestamped folder
     env = {"PYTHONPATH": str(ROOT)}
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
-    result = run_cli(*SWEEP_TINY, *ddp, "strategy=finetune", f"paths.data_dir={tmp_path}", cwd=tmp_path, env=env)
+    result = run_cli(*SWEEP_TINY, *ddp, PIDS, "strategy=finetune", f"paths.data_dir={tmp_path}", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = [p for p in tmp_path.glob("outputs/*/*") if p.is_dir()]
-    rank1_log = (run / "train_ddp_process_1.log").read_text()
-    assert "Parameters:" in rank1_log  # rank 1 trained in the same folder
-    assert "Run folder:" not in rank1_log  # ... and left the summary to rank 0
+    assert sorted(path.name for path in (run / "pids").iterdir()) == ["rank0", "rank1"]  # both trained in it
+    assert "Run folder:" not in (run / "train_ddp_process_1.log").read_text()  # rank 1 left the summary to rank 0
     summary = json.loads((run / "run_summary.json").read_text())
     assert summary["status"] == "completed" and summary["device"].startswith("cpu")
 
