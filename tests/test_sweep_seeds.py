@@ -70,3 +70,25 @@ def test_a_sweep_that_does_not_vary_the_seed_has_no_seed_section(tmp_path) -> No
     assert seed_summary(collect_jobs(tmp_path), ["optimizer.lr"]) is None
     write_sweep_report(tmp_path)
     assert "Over seeds" not in (tmp_path / REPORT_MD).read_text()
+
+
+def test_the_answer_of_a_sweep_over_seeds_is_the_best_mean_not_the_luckiest_seed(tmp_path, capsys) -> None:
+    steady, lucky = "1e-3", "1e-2"  # 80% on every seed; one seed at 95%, two at 50%
+    for number, (lr, seed, val_acc) in enumerate(
+        [(steady, seed, 0.8) for seed in (1, 2, 3)] + [(lucky, 1, 0.95), (lucky, 2, 0.5), (lucky, 3, 0.5)]
+    ):
+        job(tmp_path, number, lr, seed, val_acc=val_acc, right=val_acc)
+    (tmp_path / "sweep_heatmap.png").write_bytes(b"an earlier report's plot")
+
+    written = write_sweep_report(tmp_path)
+    report = (tmp_path / REPORT_MD).read_text()
+    command = f"python -m transfer_lightning -m optimizer.lr={steady} seed=1,2,3"
+    assert f"## Best configuration: `optimizer.lr={steady}`, mean val acc 80.00% over 3 seeds" in report
+    assert f"```bash\n{command}\n```" in report and "## Best: job" not in report
+    assert "## Mean best val accuracy over seeds, by `optimizer.lr`" in report  # the plot is over the lr, not seed
+    assert [path.name for path in written if path.suffix == ".png"] == ["sweep_line.png"]
+    assert not (tmp_path / "sweep_heatmap.png").exists()  # no stale plot of another kind beside the report
+    print_ranking(tmp_path)
+    printed = capsys.readouterr().out
+    assert f"Best configuration: optimizer.lr={steady}, mean val acc 80.00% over 3 seeds." in printed
+    assert command in printed and "Winner: job 3" not in printed

@@ -35,11 +35,20 @@ def forms_a_grid(jobs: list[JobResult], row_key: str, column_key: str) -> bool:
     return 2 * len(cells) >= len(rows) * len(columns)
 
 
+MEAN = "mean best val accuracy over seeds"  # the title of a plot of configurations (``averaged``)
+
+
 def plot_heatmap(
-    jobs: list[JobResult], row_key: str, column_key: str, path: Path, others: list[str] | tuple[str, ...] = ()
+    jobs: list[JobResult],
+    row_key: str,
+    column_key: str,
+    path: Path,
+    others: list[str] | tuple[str, ...] = (),
+    averaged: bool = False,
 ) -> Path:
     """One cell per (row value, column value): the best val accuracy of its jobs (the best over the
-    ``others`` swept keys, which the title names); ``n/a`` if none."""
+    ``others`` swept keys, which the title names); ``n/a`` if none. ``averaged``: the jobs are configurations
+    at their means over seeds."""
     rows = _sorted_values({job.values.get(row_key, "") for job in jobs})
     columns = _sorted_values({job.values.get(column_key, "") for job in jobs})
     grid = np.full((len(rows), len(columns)), np.nan)
@@ -57,13 +66,20 @@ def plot_heatmap(
     for (row, column), value in np.ndenumerate(grid):
         label = "n/a" if np.isnan(value) else f"{100 * value:.1f}%"
         axes.text(column, row, label, ha="center", va="center", color="white" if value < 0.6 else "black")
-    axes.set_title("best val accuracy" + (f" (best over {', '.join(others)})" if others else ""))
+    axes.set_title(
+        (MEAN if averaged else "best val accuracy") + (f" (best over {', '.join(others)})" if others else "")
+    )
     figure.colorbar(image, ax=axes)
     return _save(figure, path)
 
 
 def plot_scatter(
-    jobs: list[JobResult], x_key: str, y_key: str, path: Path, others: list[str] | tuple[str, ...] = ()
+    jobs: list[JobResult],
+    x_key: str,
+    y_key: str,
+    path: Path,
+    others: list[str] | tuple[str, ...] = (),
+    averaged: bool = False,
 ) -> Path:
     """One point per job at its (``x_key``, ``y_key``) values, coloured and labelled by its best val accuracy;
     a job without one is a grey cross. Numbers on numeric axes (logarithmic across two decades or more)."""
@@ -82,7 +98,8 @@ def plot_scatter(
     axes.set_xlabel(x_key)
     axes.set_ylabel(y_key)
     axes.grid(alpha=0.3)
-    axes.set_title("best val accuracy of each job" + (f" (also varying: {', '.join(others)})" if others else ""))
+    title = f"{MEAN}, each configuration" if averaged else "best val accuracy of each job"
+    axes.set_title(title + (f" (also varying: {', '.join(others)})" if others else ""))
     figure.colorbar(image, ax=axes)
     return _save(figure, path)
 
@@ -102,22 +119,33 @@ def _positions(jobs: list[JobResult], key: str, axis, set_scale) -> np.ndarray:
     return numbers
 
 
-def plot_line(jobs: list[JobResult], key: str, path: Path) -> Path:
-    """Best val accuracy (and test accuracy where measured) over the values of the one swept key."""
+def plot_line(jobs: list[JobResult], key: str, path: Path, averaged: bool = False) -> Path:
+    """Best val accuracy (and test accuracy where measured) over the values of the one swept key; ``averaged``:
+    the jobs are configurations at their means over seeds, the test accuracy with its 95 % interval (``test_ci``)."""
     values = _sorted_values({job.values.get(key, "") for job in jobs})
     figure, axes = plt.subplots(figsize=(max(4.5, 0.9 * len(values) + 2.5), 3.5))
-    for label, read in (("best val acc", lambda job: job.best_val_acc), ("test acc", _test_acc)):
-        points = [(values.index(job.values.get(key, "")), read(job)) for job in jobs if read(job) is not None]
-        if points:
-            points.sort()
-            axes.plot([x for x, _ in points], [100 * y for _, y in points], marker="o", label=label)
+    mean = "mean " if averaged else ""
+    for label, read in ((f"{mean}best val acc", lambda job: job.best_val_acc), (f"{mean}test acc", _test_acc)):
+        measured = sorted(
+            ((values.index(job.values.get(key, "")), job) for job in jobs if read(job) is not None), key=lambda p: p[0]
+        )
+        if not measured:
+            continue
+        x, y = [x for x, _ in measured], [100 * read(job) for _, job in measured]
+        intervals = [job.summary.get("test_ci") for _, job in measured] if read is _test_acc else []
+        if intervals and all(intervals):
+            error = [[value - 100 * low for value, (low, _) in zip(y, intervals, strict=True)],
+                     [100 * high - value for value, (_, high) in zip(y, intervals, strict=True)]]  # fmt: skip
+            axes.errorbar(x, y, yerr=error, marker="o", capsize=4, label=f"{label} (95% CI)")
+        else:
+            axes.plot(x, y, marker="o", label=label)
     axes.set_xticks(range(len(values)), [shown_value(value) for value in values])
     axes.set_xlabel(key)
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 100)
     axes.grid(alpha=0.3)
     axes.legend()
-    axes.set_title(f"accuracy over {key}")
+    axes.set_title(f"mean accuracy over seeds, by {key}" if averaged else f"accuracy over {key}")
     return _save(figure, path)
 
 

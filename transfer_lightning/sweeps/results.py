@@ -16,7 +16,14 @@ from typing import Any
 import yaml
 
 from transfer_lightning.run.summary import read_summary
-from transfer_lightning.sweeps.seeds import SeedSummary, console_lines, markdown_lines, seed_summary
+from transfer_lightning.sweeps.seeds import (
+    SEED,
+    Configuration,
+    SeedSummary,
+    console_lines,
+    markdown_lines,
+    seed_summary,
+)
 from transfer_lightning.utils.files import atomic_write_text
 
 SUMMARY_CSV = "sweep_summary.csv"
@@ -178,31 +185,64 @@ def rerun_command(job: JobResult) -> str:
     return " ".join(["python -m transfer_lightning", *(shlex.quote(item) for item in job.overrides)])
 
 
+def configuration_command(configuration: Configuration) -> str:
+    """The sweep of one configuration over the seeds it was run with (``-m ... seed=1,2,3``)."""
+    seeds = ",".join(dict.fromkeys(job.values.get(SEED, "") for job in configuration.jobs))
+    overrides = [f"{SEED}={seeds}" if _key(item) == SEED else item for item in configuration.jobs[0].overrides]
+    return " ".join(["python -m transfer_lightning -m", *(shlex.quote(item) for item in overrides)])
+
+
+def best_configuration(seeds: SeedSummary | None) -> Configuration | None:
+    """The configuration of a sweep over seeds with the best mean best val accuracy (None without one)."""
+    best = seeds.configurations[0] if seeds else None
+    return best if best is not None and best.val_mean is not None else None
+
+
 def write_sweep_report(sweep_dir: Path) -> list[Path]:
     """Write the CSV, the markdown report and the plot; returns the files written.
 
     The plot: a heatmap over the first two swept keys (best over any others) where the jobs form a grid,
     a scatter plot of the jobs where they do not (Optuna's draws of continuous values), a line over one key.
+    In a sweep over seeds and other keys, it is over the other keys, each configuration at its mean over its
+    seeds: the answer a sweep over seeds is for, not its luckiest seed.
     """
     sweep_dir = Path(sweep_dir)
     jobs = collect_jobs(sweep_dir)
     order = ranked(jobs)
     written = [_write_csv(sweep_dir / SUMMARY_CSV, order)]
     axes = swept_keys(jobs)
-    plot = None
-    if axes and any(job.best_val_acc is not None for job in jobs):
-        from transfer_lightning.sweeps.heatmap import forms_a_grid, plot_heatmap, plot_line, plot_scatter
-
-        if len(axes) >= 2 and forms_a_grid(jobs, axes[0], axes[1]):
-            plot = plot_heatmap(jobs, axes[0], axes[1], sweep_dir / HEATMAP_PNG, others=axes[2:])
-        elif len(axes) >= 2:
-            plot = plot_scatter(jobs, axes[0], axes[1], sweep_dir / SCATTER_PNG, others=axes[2:])
-        else:
-            plot = plot_line(jobs, axes[0], sweep_dir / LINE_PNG)
-        written.append(plot)
     seeds = seed_summary(jobs, axes)  # a sweep over seed=1,2,3: mean and interval per configuration
+    plot = _plot(jobs, axes, seeds, sweep_dir)
+    written += [plot] if plot else []
+    for name in {HEATMAP_PNG, SCATTER_PNG, LINE_PNG} - {plot.name if plot else ""}:
+        (sweep_dir / name).unlink(missing_ok=True)  # an earlier report's other kind of plot would mislead
     written.append(_write_markdown(sweep_dir / REPORT_MD, sweep_dir, order, axes, plot, seeds))
     return written
+
+
+def _plot(jobs: list[JobResult], axes: list[str], seeds: SeedSummary | None, sweep_dir: Path) -> Path | None:
+    averaged = seeds is not None and len(axes) > 1
+    if averaged:  # one point per configuration, at its means over its seeds
+        jobs = [
+            JobResult(index, sweep_dir, [f"{key}={value}" for key, value in c.values.items()],
+                      {"best_val_acc": c.val_mean, "test_acc": c.test.mean if c.test else None,
+                       "test_ci": (c.test.low, c.test.high) if c.test else None})
+            for index, c in enumerate(seeds.configurations)
+        ]  # fmt: skip
+        axes = [key for key in axes if key != SEED]
+    if not axes or not any(job.best_val_acc is not None for job in jobs):
+        return None
+    from transfer_lightning.sweeps.heatmap import forms_a_grid, plot_heatmap, plot_line, plot_scatter
+
+    if len(axes) >= 2 and forms_a_grid(jobs, axes[0], axes[1]):
+        return plot_heatmap(jobs, axes[0], axes[1], sweep_dir / HEATMAP_PNG, others=axes[2:], averaged=averaged)
+    if len(axes) >= 2:
+        return plot_scatter(jobs, axes[0], axes[1], sweep_dir / SCATTER_PNG, others=axes[2:], averaged=averaged)
+    return plot_line(jobs, axes[0], sweep_dir / LINE_PNG, averaged=averaged)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def ranking_lines(jobs: list[JobResult]) -> list[str]:
@@ -236,9 +276,14 @@ def print_ranking(sweep_dir: Path) -> None:
     if best is None or best.best_val_acc is None:
         print("No job finished with a validation accuracy.")
         return
-    print(f"Winner: job {best.number}, val acc {_percent(best.best_val_acc)}. Re-run it with:")
-    print(rerun_command(best))
     seeds = seed_summary(jobs, swept_keys(jobs))
+    if configuration := best_configuration(seeds):
+        print(f"Best configuration: {configuration.label}, mean val acc {_percent(configuration.val_mean)} over "
+              f"{len(configuration.completed)} seeds. Re-run it over its seeds with:")  # fmt: skip
+        print(configuration_command(configuration))
+    else:
+        print(f"Winner: job {best.number}, val acc {_percent(best.best_val_acc)}. Re-run it with:")
+        print(rerun_command(best))
     if seeds is not None:
         print("\n".join(["", *console_lines(seeds)]))
 
@@ -271,7 +316,20 @@ def _write_markdown(
         "",
     ]
     best = jobs[0] if jobs and jobs[0].best_val_acc is not None else None
-    if best:
+    if configuration := best_configuration(seeds):
+        test = configuration.test.text() if configuration.test else "n/a"
+        lines += [
+            f"## Best configuration: `{configuration.label}`, mean val acc {_percent(configuration.val_mean)} over "
+            f"{len(configuration.completed)} seeds (mean test acc {test})",
+            "",
+            "Re-run it over its seeds:",
+            "",
+            "```bash",
+            configuration_command(configuration),
+            "```",
+            "",
+        ]
+    elif best:
         lines += [
             f"## Best: job {best.number}, val acc {_percent(best.best_val_acc)}"
             f" (test acc {_percent(best.summary.get('test_acc')) or 'n/a'})",
@@ -311,6 +369,8 @@ def _write_markdown(
             f"- job {job.number} ({job.status}): {job.summary.get('error') or 'no run_summary.json'}" for job in failed
         ]
     if plot:
-        over = " x ".join(f"`{key}`" for key in axes[:2])
-        lines += ["", f"## Best val accuracy over {over}", "", f"![best val accuracy]({plot.name})"]
+        shown = [key for key in axes if key != SEED] if seeds is not None and len(axes) > 1 else axes
+        over = " x ".join(f"`{key}`" for key in shown[:2])
+        what = "Mean best val accuracy over seeds, by" if shown != axes else "Best val accuracy over"
+        lines += ["", f"## {what} {over}", "", f"![best val accuracy]({plot.name})"]
     return atomic_write_text(path, "\n".join(lines) + "\n")
