@@ -80,7 +80,7 @@ def sweep_rows(sweep: Path) -> dict[str, dict[str, str]]:
 def test_grid_of_four_jobs_completes_on_slurm_with_its_report_and_heatmap(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli(
-        "-m", *TINY, *ON_SLURM, "optimizer.lr=0.01,0.001", "seed=1,2",
+        "-m", *TINY, *ON_SLURM, "optimizer.lr=0.01,0.001", "optimizer.weight_decay=0,0.01",
         f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}",
         env=JOB_ENV, timeout=900,
     )  # fmt: skip
