@@ -221,3 +221,13 @@ def test_typed_mean_and_std_become_float_tuples_and_inference_preprocessing_foll
         assert (step.image_size, step.augmentation, step.interpolation) == (32, None, "bicubic")
         assert torch.allclose(step.mean.flatten(), torch.tensor([0.1, 0.2, 0.3]))
         assert torch.allclose(step.std.flatten(), torch.tensor([0.4, 0.5, 0.6]))
+
+
+def test_the_run_log_says_the_preprocessing_in_one_line_a_stored_size_included() -> None:
+    assert Preprocessing(224, 256).summary() == (
+        "224 px (resize 256, centre crop 224, bilinear), mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)"
+    )
+    cifar_at_64 = Preprocessing(64, 64, "bicubic", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).stored_natively(32)
+    assert cifar_at_64.summary() == (
+        "64 px (stored at 32 px, resized to 64 on the device, bicubic), mean (0.5, 0.5, 0.5), std (0.25, 0.25, 0.25)"
+    )

@@ -53,5 +53,5 @@ def test_a_small_training_run_prints_no_hint_it_cannot_act_on_and_no_setting_tha
     summary = json.loads((run / "run_summary.json").read_text())
     preprocessing = summary["data"]["preprocessing"]
     assert preprocessing["resize_size"] == 32
-    logged = [line for line in output.splitlines() if "Preprocessing: Preprocessing(" in line]
-    assert len(logged) == 1 and "resize_size=32," in logged[0] and "crop_size=32)" in logged[0]
+    logged = [line for line in output.splitlines() if "Preprocessing: " in line]
+    assert len(logged) == 1 and "Preprocessing: 32 px (resize 32, centre crop 32, " in logged[0]

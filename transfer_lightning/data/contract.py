@@ -71,6 +71,14 @@ class Preprocessing:
         """This contract for a data module whose images are ``native_size`` squares upscaled on the device."""
         return replace(self, resize_size=native_size, crop_size=native_size)
 
+    def summary(self) -> str:
+        """One line for the run's log: ``224 px (resize 256, centre crop 224, bilinear), mean (...), std (...)``."""
+        if self.decoded_size != self.image_size:
+            steps = f"stored at {self.decoded_size} px, resized to {self.image_size} on the device, {self.interpolation}"
+        else:
+            steps = f"resize {self.resize_size}, centre crop {self.image_size}, {self.interpolation}"
+        return f"{self.image_size} px ({steps}), mean ({_numbers(self.mean)}), std ({_numbers(self.std)})"
+
     def describe(self) -> str:
         """The two steps in words, exact enough to reimplement (the exported JSON carries it)."""
         resize = (
@@ -86,6 +94,10 @@ class Preprocessing:
             f"{self.decoded_size}x{self.decoded_size} crop (torchvision CenterCrop); scale to [0, 1] (x / 255) "
             f"as float32; {resize}then (x - mean) / std per channel"
         )
+
+
+def _numbers(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{value:.4g}" for value in values)
 
 
 def default_preprocessing(image_size: int | None = None) -> Preprocessing:

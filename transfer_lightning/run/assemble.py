@@ -87,7 +87,9 @@ def assemble_run(cfg: DictConfig, run_dir: Path, record: RunRecord, strategy: Fr
     defaults = family.default_preprocessing(cfg.model.name, cfg.model.weights)  # as the weights were trained
     datamodule = build_datamodule(cfg.data, preprocessing=run_preprocessing(cfg.data, defaults, starting_run, explicit))
     # what the images really go through (a natively stored CIFAR is never resized before the device)
-    log.info("Preprocessing: %s (data.image_size / resize_size / interpolation / mean / std)", datamodule.contract)
+    log.info(
+        "Preprocessing: %s (data.image_size / resize_size / interpolation / mean / std)", datamodule.contract.summary()
+    )
     prepare_data_once_per_node(datamodule, trainer)
     datamodule.setup("fit")
     module = _classifier(cfg, datamodule, strategy, pretrained=not resumed_from)
