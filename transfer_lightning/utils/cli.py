@@ -26,6 +26,35 @@ _HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-
 command_line_checked = False
 
 
+def config_groups(*, _root_: DictConfig) -> str:
+    """``--help``'s config groups, one line each with its options (``${tl.config_groups:}`` in
+    ``conf/hydra/default.yaml``): the folders of ``conf/`` and of a user's ``--config-dir`` and their YAML files, as
+    Hydra lists them, less what nobody chooses: Hydra's own group, the schemas (``config/schemas.py``, which the
+    YAMLs extend) and a base that every other option of its group extends (``data/common.yaml``)."""
+    runtime = _root_.hydra.runtime
+    options: dict[str, dict[str, set[str]]] = {}  # group -> option -> the sibling options it extends
+    for source in runtime.config_sources:
+        folder = Path(source.path)
+        if source.schema != "file" or not folder.is_dir():
+            continue
+        for path in folder.glob("*/*.yaml"):
+            if path.parent.name != "hydra":
+                defaults = OmegaConf.load(path).get("defaults") or []
+                options.setdefault(path.parent.name, {})[path.stem] = {
+                    item for item in defaults if isinstance(item, str)
+                }
+    lines = []
+    for group, extends in sorted(options.items()):
+        chosen = runtime.choices.get(group)
+        bases = {name for name in extends if name != chosen and len(extends) > 2
+                 and all(name in others for other, others in extends.items() if other != name)}  # fmt: skip
+        lines.append(f"{group}: {', '.join(sorted(set(extends) - bases))}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("tl.config_groups", config_groups, replace=True)
+
+
 def freeze_imported_objects() -> None:
     """Keep everything alive now (the imported modules: torch, Lightning, Hydra, ~600,000 objects) out of the
     garbage collector's scans from here on (``gc.freeze``), once per process, after a command's imports and
