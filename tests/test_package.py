@@ -121,12 +121,15 @@ def test_help_starts_with_what_the_command_does_then_its_settings(
 def test_help_lists_the_options_a_user_chooses_from_their_own_config_folder_included(tmp_path) -> None:
     (tmp_path / "my_conf" / "experiment").mkdir(parents=True)
     (tmp_path / "my_conf" / "experiment" / "mine.yaml").write_text("# @package _global_\nseed: 7\n")
+    (tmp_path / "my_conf" / "experiment" / "mine_broken.yaml").write_text(
+        "defaults: [\nkey: : :\n"
+    )  # Hydra's to report
     result = run_cli("--config-dir", str(tmp_path / "my_conf"), "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert "data: cifar10, image_folder, synthetic" in lines  # not data/common.yaml, the base each extends
     assert "trainer: ddp, default, deterministic" in lines  # trainer/default is extended too, and the default
-    assert next(line for line in lines if line.startswith("experiment: ")).endswith(", fastai_style, mine")
+    assert next(line for line in lines if line.startswith("experiment: ")).endswith(", fastai_style, mine, mine_broken")
     assert not [line for line in lines if line.startswith(("schema/", "hydra/"))]  # the framework's own
 
 

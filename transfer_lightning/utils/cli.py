@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from transfer_lightning.utils.config_folder import config_folder
 from transfer_lightning.utils.errors import UserError
@@ -39,7 +39,7 @@ def config_groups(*, _root_: DictConfig) -> str:
             continue
         for path in folder.glob("*/*.yaml"):
             if path.parent.name != "hydra":
-                defaults = OmegaConf.load(path).get("defaults") or []
+                defaults = _defaults_of(path)
                 options.setdefault(path.parent.name, {})[path.stem] = {
                     item for item in defaults if isinstance(item, str)
                 }
@@ -50,6 +50,16 @@ def config_groups(*, _root_: DictConfig) -> str:
                  and all(name in others for other, others in extends.items() if other != name)}  # fmt: skip
         lines.append(f"{group}: {', '.join(sorted(set(extends) - bases))}")
     return "\n".join(lines)
+
+
+def _defaults_of(path: Path) -> list:
+    """A config file's ``defaults`` list; none for a file that does not read as one (a user's broken YAML is
+    Hydra's to report when it is used, not ``--help``'s)."""
+    try:
+        defaults = OmegaConf.load(path).get("defaults")
+    except Exception:  # noqa: BLE001 - any unreadable file: listed, without the options it extends
+        return []
+    return list(defaults) if isinstance(defaults, (list, ListConfig)) else []
 
 
 OmegaConf.register_new_resolver("tl.config_groups", config_groups, replace=True)
