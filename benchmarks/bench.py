@@ -84,7 +84,13 @@ CIFAR_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 SPLIT_SEED = 42
 GPU_HEADING = "## GPU (`make gpu-check`)"
 # sections written by hand or by another benchmark (transfer.py, gpu-check), kept when this bench rewrites the file
-KEPT_HEADINGS = ("## Offline transfer benchmark", "## recipe=timm at 32 px", "## Issue 31", GPU_HEADING)
+KEPT_HEADINGS = (
+    "## Offline transfer benchmark",
+    "## recipe=timm at 32 px",
+    "## Issue 31",
+    "## The default run's first epoch",
+    GPU_HEADING,
+)
 PROFILE_HEADING = "Where the time of one cache-hit job (5) goes:"
 PROFILE_NOTE = (
     "one more job of (5), each phase the CPU and wall seconds spent in the functions that do it "
