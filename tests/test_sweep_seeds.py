@@ -92,3 +92,12 @@ def test_the_answer_of_a_sweep_over_seeds_is_the_best_mean_not_the_luckiest_seed
     printed = capsys.readouterr().out
     assert f"Best configuration: optimizer.lr={steady}, mean val acc 80.00% over 3 seeds." in printed
     assert command in printed and "Winner: job 3" not in printed
+
+
+def test_a_sweep_over_seeds_alone_names_its_one_configuration_by_the_command(tmp_path, capsys) -> None:
+    for number, seed in enumerate((1, 2)):
+        job(tmp_path, number, "1e-3", seed, val_acc=0.8, right=0.8)
+    print_ranking(tmp_path)
+    assert "Best configuration: the command's settings (only seed varies), mean val acc 80.00% over 2 seeds." in (
+        capsys.readouterr().out
+    )

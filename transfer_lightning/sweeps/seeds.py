@@ -41,7 +41,10 @@ class Configuration:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{key}={value}" for key, value in self.values.items()) or "the defaults"
+        return (
+            " ".join(f"{key}={value}" for key, value in self.values.items())
+            or "the command's settings (only seed varies)"
+        )
 
     @property
     def completed(self) -> list:
