@@ -87,7 +87,7 @@ class JobResult:
 
 def job_overrides(overrides: list[str]) -> list[str]:
     """The overrides that define a job (``resume=...`` only says how it was launched)."""
-    return [item for item in overrides if item.split("=", 1)[0].lstrip("+~") not in IGNORED_KEYS]
+    return [item for item in overrides if _key(item) not in IGNORED_KEYS]
 
 
 def collect_jobs(sweep_dir: Path) -> list[JobResult]:
@@ -220,8 +220,15 @@ def write_sweep_report(sweep_dir: Path) -> list[Path]:
     return written
 
 
+def _plotted_axes(axes: list[str], seeds: SeedSummary | None) -> list[str]:
+    """The keys the plot is over: in a sweep over seeds and other keys, the others (each configuration at its
+    means over its seeds); else every swept key."""
+    return [key for key in axes if key != SEED] if seeds is not None and len(axes) > 1 else axes
+
+
 def _plot(jobs: list[JobResult], axes: list[str], seeds: SeedSummary | None, sweep_dir: Path) -> Path | None:
-    averaged = seeds is not None and len(axes) > 1
+    plotted = _plotted_axes(axes, seeds)
+    averaged = plotted != axes
     if averaged:  # one point per configuration, at its means over its seeds
         jobs = [
             JobResult(index, sweep_dir, [f"{key}={value}" for key, value in c.values.items()],
@@ -229,7 +236,7 @@ def _plot(jobs: list[JobResult], axes: list[str], seeds: SeedSummary | None, swe
                        "test_ci": (c.test.low, c.test.high) if c.test else None})
             for index, c in enumerate(seeds.configurations)
         ]  # fmt: skip
-        axes = [key for key in axes if key != SEED]
+    axes = plotted
     if not axes or not any(job.best_val_acc is not None for job in jobs):
         return None
     from transfer_lightning.sweeps.heatmap import forms_a_grid, plot_heatmap, plot_line, plot_scatter
@@ -369,7 +376,7 @@ def _write_markdown(
             f"- job {job.number} ({job.status}): {job.summary.get('error') or 'no run_summary.json'}" for job in failed
         ]
     if plot:
-        shown = [key for key in axes if key != SEED] if seeds is not None and len(axes) > 1 else axes
+        shown = _plotted_axes(axes, seeds)
         over = " x ".join(f"`{key}`" for key in shown[:2])
         what = "Mean best val accuracy over seeds, by" if shown != axes else "Best val accuracy over"
         lines += ["", f"## {what} {over}", "", f"![best val accuracy]({plot.name})"]
