@@ -522,10 +522,13 @@ TRAIN = "transfer_lightning.train"
 ASSEMBLE = "transfer_lightning.run.assemble"  # assemble_run: the run's objects built
 OUTCOME = "transfer_lightning.run.outcome"  # record_completed: the summary written, the report printed
 TRAINER = ("lightning.pytorch", "Trainer")
+CONFIG_CHECK = ("transfer_lightning.utils.cli", "ConfigCheck.on_run_start")
 JOB_PHASES = (
-    Phase("command line composed and checked (before Hydra starts)", (("transfer_lightning.__main__", "check_command_line"),)),
-    Phase("Hydra: the job's config composed, run folder, logging", (("<job>", ""),),
-          minus=(("transfer_lightning.__main__", "check_command_line"), (TRAIN, "train"))),
+    Phase("command line composed and checked before Hydra starts (a sweep, resume=; not a single run)",
+          (("transfer_lightning.__main__", "check_command_line"),)),
+    Phase("Hydra: the config composed (its mode, the job), run folder, logging", (("<job>", ""),),
+          minus=(("transfer_lightning.__main__", "check_command_line"), CONFIG_CHECK, (TRAIN, "train"))),
+    Phase("Hydra's composition checked against the schemas (ConfigCheck)", (CONFIG_CHECK,)),
     Phase("config checks (resume, schemas, strategy, run folder)",
           ((TRAIN, "prepare_resume"), (TRAIN, "check_training_config"), (TRAIN, "check_run_folder"))),
     Phase("callbacks, loggers, Trainer built",

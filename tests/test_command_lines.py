@@ -3,6 +3,7 @@ command's first second; the tools take a run folder for ckpt_path and write only
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,33 @@ def test_the_tools_take_a_run_folder_say_which_checkpoint_and_write_only_where_t
 def test_a_folder_that_is_no_run_is_one_sentence(tmp_path: Path) -> None:
     result = run_cli(f"ckpt_path={tmp_path}", module="transfer_lightning.evaluate", cwd=tmp_path)
     assert result.returncode == 2 and "is a folder without checkpoints/best.ckpt" in result.stderr, result.stderr
+
+
+def test_a_single_run_is_composed_once_by_hydra_and_checked_before_hydra_writes(tmp_path, monkeypatch) -> None:
+    """A single run does not compose its config a second time to check it (about 0.2 s of every run): Hydra's
+    composition is checked (``ConfigCheck``) before Hydra writes the run folder, and the job runs with Hydra's
+    own error reporting (no ``HYDRA_FULL_ERROR`` left set)."""
+    import sys
+
+    from transfer_lightning import __main__ as command
+    from transfer_lightning import train
+    from transfer_lightning.config import compose
+
+    composed, jobs = [], []
+    monkeypatch.setattr(compose, "compose_checked", lambda *args, **kwargs: composed.append(args))
+    monkeypatch.setattr(
+        train, "hydra_job", lambda cfg: jobs.append((cfg.optimizer.lr, os.environ.get("HYDRA_FULL_ERROR")))
+    )
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    run = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["tl", f"hydra.run.dir={run}", "data=synthetic", "optimizer.lr=0.01"])
+    command.main()
+    assert composed == [] and jobs == [(0.01, None)] and (run / ".hydra" / "config.yaml").is_file()
+    refused = tmp_path / "refused"
+    monkeypatch.setattr(
+        sys, "argv", ["tl", f"hydra.run.dir={refused}", "strategy=gradual", "strategy.milestones=[3,1]"]
+    )
+    with pytest.raises(SystemExit) as exited:
+        command.main()
+    assert exited.value.code == 2 and not refused.exists() and len(jobs) == 1 and composed == []
+    assert "HYDRA_FULL_ERROR" not in os.environ

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import TINY, compose_config
 from tests.test_resume import _hparams, _saved_run
-from transfer_lightning.run import job, resume
+from transfer_lightning.run import folders, job, resume
 from transfer_lightning.run.model_record import RECORD_KEY
 from transfer_lightning.utils.errors import UserError
 
@@ -20,19 +20,19 @@ from transfer_lightning.utils.errors import UserError
 def test_the_run_folder_is_resume_or_the_run_holding_the_checkpoint(tmp_path: Path, monkeypatch) -> None:
     run = _saved_run(tmp_path / "run")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert resume.run_folder_of("~/run", None) == str(run)
-    assert resume.run_folder_of(None, str(run / "checkpoints" / "last.ckpt")) == str(run)
-    assert resume.run_folder_of("", str(run / "checkpoints" / "best.ckpt")) == str(run)
+    assert folders.run_folder_of("~/run", None) == str(run)
+    assert folders.run_folder_of(None, str(run / "checkpoints" / "last.ckpt")) == str(run)
+    assert folders.run_folder_of("", str(run / "checkpoints" / "best.ckpt")) == str(run)
     loose = tmp_path / "elsewhere" / "checkpoints" / "last.ckpt"  # no .hydra/config.yaml beside it
     loose.parent.mkdir(parents=True)
-    assert resume.run_folder_of(None, str(loose)) is None
-    assert resume.run_folder_of(None, str(tmp_path / "model.ckpt")) is None
-    assert resume.run_folder_of(None, None) is None and resume.run_folder_of(True, "") is None
-    assert resume.run_folder_of(None, 5) is None  # not a path
+    assert folders.run_folder_of(None, str(loose)) is None
+    assert folders.run_folder_of(None, str(tmp_path / "model.ckpt")) is None
+    assert folders.run_folder_of(None, None) is None and folders.run_folder_of(True, "") is None
+    assert folders.run_folder_of(None, 5) is None  # not a path
     last = str(run / "checkpoints" / "last.ckpt")
-    assert resume._run_dir_resolver(None, last, "outputs/new") == str(run)
-    assert resume._hydra_subdir_resolver(None, last).startswith(f"{resume.RESUMED_SUBDIR}-")
-    assert resume._hydra_subdir_resolver(None, None) == ".hydra"
+    assert folders._run_dir_resolver(None, last, "outputs/new") == str(run)
+    assert folders._hydra_subdir_resolver(None, last).startswith(f"{folders.RESUMED_SUBDIR}-")
+    assert folders._hydra_subdir_resolver(None, None) == ".hydra"
 
 
 def test_the_original_overrides_are_those_of_the_run_a_checkpoint_continues(tmp_path: Path) -> None:
@@ -46,11 +46,11 @@ def test_the_original_overrides_are_those_of_the_run_a_checkpoint_continues(tmp_
 
 def test_a_resumed_run_keeps_its_folder_and_writes_its_command_to_a_resumed_subfolder(tmp_path: Path) -> None:
     run = _saved_run(tmp_path / "run")
-    assert resume._run_dir_resolver(str(run), None, str(tmp_path / "new")) == str(run)
-    assert resume._run_dir_resolver(None, None, str(tmp_path / "new")) == str(tmp_path / "new")
+    assert folders._run_dir_resolver(str(run), None, str(tmp_path / "new")) == str(run)
+    assert folders._run_dir_resolver(None, None, str(tmp_path / "new")) == str(tmp_path / "new")
     assert (tmp_path / "new").is_dir()  # claimed for this run
-    assert resume._hydra_subdir_resolver(None, None) == ".hydra"
-    subdir = resume._hydra_subdir_resolver(str(run), None)
+    assert folders._hydra_subdir_resolver(None, None) == ".hydra"
+    subdir = folders._hydra_subdir_resolver(str(run), None)
     assert subdir.startswith(".hydra/resumed-20") and len(subdir) == len(".hydra/resumed-2026-01-31_12-00-00")
 
 
@@ -250,7 +250,7 @@ def test_each_override_is_checked_in_turn_with_the_closest_key_and_the_runs_valu
 def test_a_refused_resume_removes_the_resumed_folder_hydra_wrote_and_nothing_else(tmp_path: Path, caplog) -> None:
     run = _saved_run(tmp_path / "run")
     resume.forget_refused_resume(UserError("refused"))  # no Hydra run (a caller of train()): nothing to remove
-    subdir = f"{resume.RESUMED_SUBDIR}-2026-11-28_10-00-00"
+    subdir = f"{folders.RESUMED_SUBDIR}-2026-11-28_10-00-00"
     written = run / subdir
     written.mkdir(parents=True)
     (written / "overrides.yaml").write_text("[]")

@@ -93,7 +93,7 @@ def _fit_and_test(
     return summary
 
 
-def _hydra_main(cfg: DictConfig) -> float | None:
+def hydra_job(cfg: DictConfig) -> float | None:
     """Hydra entry point; a ``UserError`` becomes one line on stderr and exit status 2.
 
     In a multirun a failing job is logged and recorded, and the sweep goes on.
@@ -122,4 +122,4 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return summary.get("best_val_acc")
 
 
-main = hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="config")(_hydra_main)
+main = hydra.main(version_base="1.3", config_path=str(CONFIG_FOLDER), config_name="config")(hydra_job)

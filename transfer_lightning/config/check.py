@@ -27,6 +27,8 @@ def check_config(cfg: DictConfig, path: str = "") -> None:
     known = schema_fields(schema) if is_dataclass(schema) else None
     for key in cfg:
         key = str(key)
+        if key == "hydra" and not path:  # Hydra's own node, which a run's callbacks see: Hydra checked it
+            continue
         full_key = f"{path}.{key}" if path else key
         if known is not None and key not in known and not path:
             raise UserError(top_level_key_sentence(f"+{key}", cfg.get(key), sorted(known)))

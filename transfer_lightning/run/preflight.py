@@ -13,8 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
-import torchvision
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
@@ -98,6 +96,9 @@ class RunFolderCheck(HydraCallback):
 
 def _parameter_count(cfg: DictConfig) -> int:
     """From torchvision's weights metadata, else by building the model on the meta device."""
+    import torch  # here: a mistake in the config is refused before torch loads (utils/cli.py ConfigCheck)
+    import torchvision
+
     try:
         return torchvision.models.get_model_weights(cfg.model.name).DEFAULT.meta["num_params"]
     except (ValueError, KeyError, AttributeError):

@@ -6,7 +6,7 @@ else (model, classes, strategy, optimizer, schedule, checkpoint and early-stoppi
 match, or Lightning would silently drop state (optimizer, callback state keyed by monitor/mode)
 or train something else than the checkpoint holds.
 
-Hydra's run folder is the resumed one (the ``tl.run_dir`` resolver in ``conf/hydra/default.yaml``);
+Hydra's run folder is the resumed one (the ``tl.run_dir`` resolver, ``run/folders.py``);
 the new command's composed config goes to ``.hydra/resumed-<time>/`` so the original stays.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.loggers.nodes import SINGLE, logger_nodes
 from transfer_lightning.run import job
 from transfer_lightning.run.checkpoint import load_checkpoint_safely
-from transfer_lightning.run.launch import is_launch_rank_zero, launch_run_folder
+from transfer_lightning.run.folders import RESUMED_SUBDIR, SAVED_CONFIG, run_folder_of
 from transfer_lightning.run.model_record import (
     RECORD_KEY,
     SETTINGS_SCHEMAS,
@@ -43,8 +42,6 @@ from transfer_lightning.utils.errors import UserError, first_line
 log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-SAVED_CONFIG = Path(".hydra") / "config.yaml"
-RESUMED_SUBDIR = ".hydra/resumed"  # + -<time>: the resuming command's own config
 SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 # Settings a resumed run may change; listed in docs/reliability.md.
@@ -73,39 +70,11 @@ class ResumeRefused(UserError):
     """A checkpoint this run cannot continue from: refused before training, so the run records nothing."""
 
 
-def run_folder_of(resume: Any, ckpt_path: Any) -> str | None:
-    """The run folder a command continues: ``resume``, or the run that holds ``ckpt_path``."""
-    if isinstance(resume, str) and resume:
-        return str(Path(resume).expanduser())
-    if isinstance(ckpt_path, str) and ckpt_path:
-        checkpoint = Path(ckpt_path).expanduser()
-        run = checkpoint.parent.parent
-        if checkpoint.parent.name == "checkpoints" and (run / SAVED_CONFIG).is_file():
-            return str(run)
-    return None
-
-
 def original_overrides(ckpt_path: Any) -> list[str]:
     """The command-line overrides of the run that ``ckpt_path`` continues (none for a fresh run)."""
     run = run_folder_of(None, ckpt_path)
     saved = Path(run) / SAVED_OVERRIDES if run else None
     return [str(item) for item in OmegaConf.load(saved)] if saved and saved.is_file() else []
-
-
-def _run_dir_resolver(resume: Any, ckpt_path: Any, default: str) -> str:
-    return run_folder_of(resume, ckpt_path) or launch_run_folder(default)  # torchrun/srun: rank 0's
-
-
-def _hydra_subdir_resolver(resume: Any, ckpt_path: Any) -> str | None:
-    if not is_launch_rank_zero():
-        return None  # torchrun/srun: rank 0 saves the config (as Lightning's DDP launcher arranges it)
-    if run_folder_of(resume, ckpt_path) is None:
-        return ".hydra"
-    return f"{RESUMED_SUBDIR}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-
-
-OmegaConf.register_new_resolver("tl.run_dir", _run_dir_resolver, replace=True)
-OmegaConf.register_new_resolver("tl.hydra_subdir", _hydra_subdir_resolver, replace=True, use_cache=True)
 
 
 def prepare_resume(cfg: DictConfig) -> DictConfig:
