@@ -355,3 +355,35 @@ def test_cache_is_off_when_a_split_is_not_an_in_memory_tensor_or_devices_are_man
     assert report.fingerprints == datamodule.split_fingerprints() and report.fingerprints["val"] is None
     assert not (tmp_path / "data" / "feature_cache").exists()
     assert FeatureCacheReport(datamodule, False, "off", seconds=1.23456).summary()["seconds"] == 1.23
+
+
+def test_the_prediction_grid_on_cached_features_shows_what_it_shows_live_and_reads_only_those_images(
+    tmp_path, monkeypatch
+) -> None:
+    """On cached features the grid picks its examples from the logits and reads the test images of those
+    alone (reading and resizing every test image cost a cache-hit job ~1 s per 1,000 test images)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from transfer_lightning.callbacks import PredictionGridImage, prediction_grid
+
+    datamodule, module, _ = _build(tmp_path)
+    shown, reads = {}, []
+    draw = prediction_grid.prediction_grid_figure
+    monkeypatch.setattr(prediction_grid, "prediction_grid_figure",
+                        lambda examples, *args: shown.setdefault(mode, examples) and draw(examples, *args))  # fmt: skip
+    test_split = type(datamodule.splits.test)
+    read = test_split.__getitem__
+    monkeypatch.setattr(test_split, "__getitem__", lambda split, index: reads.append(index) or read(split, index))
+    for mode in ("live", "cached"):
+        trainer = L.Trainer(accelerator="cpu", logger=TensorBoardLogger(tmp_path / mode), enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[PredictionGridImage(size=4)])  # fmt: skip
+        data = datamodule
+        if mode == "cached":
+            data = use_feature_cache(datamodule, module, trainer).datamodule
+            assert module.input_stage == 5
+            reads.clear()
+        trainer.test(module, datamodule=data, verbose=False)
+    assert len(datamodule.splits.test) == 16 and len(reads) == 4  # the grid's four images, not the split
+    live, cached = shown["live"], shown["cached"]
+    assert torch.equal(live.targets, cached.targets) and torch.equal(live.preds, cached.preds)
+    assert torch.allclose(live.images, cached.images, atol=1e-5)

@@ -11,7 +11,7 @@ import torch
 class GridExamples:
     """Images with their predicted class, true class and the confidence of the prediction."""
 
-    images: torch.Tensor  # (N, 3, H, W)
+    images: torch.Tensor  # (N, 3, H, W); or (N,) the images' indices in their split, fetched for the kept few
     preds: torch.Tensor  # (N,)
     targets: torch.Tensor  # (N,)
     confidences: torch.Tensor  # (N,) softmax probability of the predicted class
@@ -62,7 +62,9 @@ class ExampleSelector:
     def update(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
         probabilities = logits.detach().float().softmax(dim=1)
         confidences, preds = probabilities.max(dim=1)
-        batch = GridExamples(images.detach().float().cpu(), preds.cpu(), targets.detach().cpu(), confidences.cpu())
+        images = images.detach().cpu()
+        images = images.float() if images.is_floating_point() else images  # indices stay integers
+        batch = GridExamples(images, preds.cpu(), targets.detach().cpu(), confidences.cpu())
         wrong = batch.preds != batch.targets
         candidates = self._wrong.cat(batch.take(wrong.nonzero().flatten()))
         order = candidates.confidences.argsort(descending=True, stable=True)[: self.size]
