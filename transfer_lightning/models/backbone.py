@@ -123,16 +123,26 @@ class Backbone:
         """
         if image_size is None:
             return
-        model = cls._architecture(name).eval()
-        refused = _refusal(model, image_size)
+        refused = cls._refusal_at(name, image_size)
         if refused is None:
             return
         own = cls.default_preprocessing(name, None).image_size
-        fix = f"data.image_size={own} or null (the weights' size)" if _refusal(model, own) is None else "another size"
+        fix = (
+            f"data.image_size={own} or null (the weights' size)"
+            if cls._refusal_at(name, own) is None
+            else "another size"
+        )
         raise UserError(
             f"model.name={name} does not take data.image_size={image_size} ({first_line(refused)}); set {fix}, "
             "or choose a backbone that takes any size (e.g. model=convnext_tiny)"
         )
+
+    @classmethod
+    @functools.lru_cache(maxsize=32)
+    def _refusal_at(cls, name: str, image_size: int) -> Exception | None:
+        """What ``_architecture(name)`` raises on an ``image_size`` image: asked once per process, family, name
+        and size, as the architecture is built once (a meta pass of a ResNet-18 at 224 px cost ~0.05 s a job)."""
+        return _refusal(cls._architecture(name).eval(), image_size)
 
     @classmethod
     @functools.lru_cache(maxsize=8)
