@@ -84,6 +84,13 @@ def test_presets_train_the_same_parts_on_every_backbone_with_exact_counts(name: 
 # -- tiny random-init networks of every family -----------------------------------------------------
 def _tiny(family: str) -> Backbone:
     torch.manual_seed(0)
+    backbone = _tiny_network(family)
+    backbone.replace_head(CLASSES)
+    return backbone
+
+
+def _tiny_network(family: str) -> Backbone:
+    """A tiny network of ``family`` with its original head, built now (on the default device)."""
     if family == "resnet":
         backbone = ResNet(torchvision.models.resnet.ResNet(BasicBlock, [1, 1, 1, 1]), "resnet18")
     elif family == "convnext":
@@ -115,7 +122,6 @@ def _tiny(family: str) -> Backbone:
         name = family.removeprefix("timm-")
         extra = {"img_size": SIZE} if "vit" in name else {}
         backbone = TimmBackbone(timm.create_model(name, pretrained=False, **extra), name)
-    backbone.replace_head(CLASSES)
     return backbone
 
 
@@ -523,3 +529,31 @@ def test_the_input_size_check_asks_the_architecture_once_per_size_in_a_process(m
     for size in (48, 48, 56, 48):
         family.check_input_size("resnet18", size)
     assert asked == [48, 56]
+
+
+@pytest.mark.parametrize("family", FAMILIES + TIMM)
+def test_a_backbone_with_weights_is_built_without_its_random_init_and_is_the_model_of_the_weights(
+    family: str, tmp_path: Path, monkeypatch
+) -> None:
+    """The architecture is made on the meta device and takes the weights' tensors (its random initialisation was
+    0.09 s of every resnet18 job, 0.55 s of every convnext_tiny one); the result is the same model as the usual
+    build, for every family: every weight, the new head, no tensor left unset."""
+    torch.manual_seed(0)
+    source = _tiny_network(family)
+    family_class, name = type(source), source.name
+    path = tmp_path / "weights.pth"
+    torch.save(source.model.state_dict(), path)
+    monkeypatch.setattr(family_class, "create", classmethod(lambda cls, name: _tiny_network(family).model))
+    monkeypatch.setattr(family_class, "check_name", classmethod(lambda cls, name: None))
+    built = family_class.build(name, CLASSES, str(path))
+    on_meta = family_class._loaded_without_random_init(name, CLASSES, str(path), None)
+    assert family == "regnet" or on_meta is not None  # RegNet computes its widths from tensors while building
+    weights, state = source.model.state_dict(), built.model.state_dict()
+    head = {key for key, p in built.model.named_parameters() if any(p is q for q in built.head().parameters())}
+    assert not [key for key, value in weights.items() if key not in head and not torch.equal(state[key], value)]
+    assert not any(t.is_meta for t in (*built.model.parameters(), *built.model.buffers()))
+    assert built.head().out_features == CLASSES and all(p.requires_grad for p in built.model.parameters())
+    source.replace_head(CLASSES)
+    source.head().load_state_dict(built.head().state_dict())
+    with torch.no_grad():
+        assert torch.allclose(built.model.eval()(_images()), source.model.eval()(_images()), atol=1e-5)

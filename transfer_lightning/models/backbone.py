@@ -179,16 +179,48 @@ class Backbone:
         Weights from a run of this framework keep that run's head when ``class_names`` is its
         very class list (``models/lineage.py``).
         """
-        from transfer_lightning.models.lineage import keeps_head
+        from transfer_lightning.models.weights import is_random_init
 
         cls.check_name(name)
         if num_classes < 2:
             raise UserError(f"the data has {num_classes} class(es); a classifier needs at least 2")
-        backbone = cls(cls.create(name), name)
+        if not is_random_init(weights):
+            backbone = cls._loaded_without_random_init(name, num_classes, weights, class_names)
+            if backbone is not None:
+                return backbone
+        return cls._loaded(cls.create(name), name, num_classes, weights, class_names)
+
+    @classmethod
+    def _loaded(
+        cls, model: nn.Module, name: str, num_classes: int, weights: str | None, class_names: list[str] | None
+    ) -> Backbone:
+        from transfer_lightning.models.lineage import keeps_head
+
+        backbone = cls(model, name)
         lineage = backbone.weights_lineage = backbone.load_weights(weights)
         if not (lineage.get("source") == "run" and class_names is not None and keeps_head(lineage, class_names)):
             backbone.replace_head(num_classes)
         return backbone
+
+    @classmethod
+    def _loaded_without_random_init(
+        cls, name: str, num_classes: int, weights: str, class_names: list[str] | None
+    ) -> Backbone | None:
+        """``build`` of an architecture made on the meta device, the weights' tensors taken as its own: its
+        random initialisation, which the weights replace anyway, cost every job 0.09 s for resnet18 and 0.55 s
+        for convnext_tiny. None where that would not be the whole model: an architecture that needs real
+        tensors while it is built, tied parameters, or any tensor the weights and the new head leave unset
+        (a buffer computed while building): then ``build`` makes it as usual."""
+        try:
+            with torch.device("meta"):
+                model = cls.create(name)
+        except NotImplementedError:
+            return None
+        everything = [parameter for _, parameter in model.named_parameters(remove_duplicate=False)]
+        if len({id(parameter) for parameter in everything}) != len(everything):
+            return None
+        backbone = cls._loaded(model, name, num_classes, weights, class_names)
+        return None if _has_meta_tensors(backbone.model) else backbone
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -206,7 +238,8 @@ class Backbone:
         old = self.head()
         parent_path, _, attribute = self.head_path.rpartition(".")
         parent = self.model.get_submodule(parent_path) if parent_path else self.model
-        new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        device = None if old.weight.is_meta else old.weight.device  # a head the weights did not fill: made here
+        new = nn.Linear(old.in_features, num_classes, device=device, dtype=old.weight.dtype)
         setattr(parent, attribute, new)
 
     def stage_modules(self, stage: str) -> list[nn.Module]:
@@ -273,6 +306,20 @@ def _refusal(model: nn.Module, image_size: int) -> Exception | None:
     except (AssertionError, RuntimeError, ValueError) as error:  # what a shape check raises
         return error
     return None
+
+
+def _has_meta_tensors(model: nn.Module) -> bool:
+    """Whether any parameter, buffer or tensor attribute of ``model`` (or in a list, tuple or dict attribute) is
+    still on the meta device."""
+    for module in model.modules():
+        values = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        for value in vars(module).values():
+            values.extend(
+                value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else [value]
+            )
+        if any(isinstance(value, torch.Tensor) and value.is_meta for value in values):
+            return True
+    return False
 
 
 def _unique(parameters: list[nn.Parameter]) -> list[nn.Parameter]:

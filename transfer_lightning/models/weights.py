@@ -43,7 +43,7 @@ def load_weights(
     under ``head_prefix`` (the head's state-dict prefix) may have another shape. Returns the
     weights' lineage.
     """
-    if weights is None or str(weights).lower() in {"none", "null"}:
+    if is_random_init(weights):
         return dict(RANDOM_INIT)
     weights = str(weights)
     loaded = _checked.pop((arch, weights), None)
@@ -61,6 +61,11 @@ def load_weights(
     return torchvision_lineage(torchvision_weights(arch, weights).name)
 
 
+def is_random_init(weights: str | None) -> bool:
+    """Whether ``model.weights`` asks for no weights (random init): null, none."""
+    return weights is None or str(weights).lower() in {"none", "null"}
+
+
 # state dicts (or runs) read by ensure_weights_available, handed to the next load_weights of the
 # same (arch, weights) so that a run reads (and hash-checks) its weights file once, not twice
 _checked: dict[tuple[str, str], dict | RunWeights] = {}
@@ -70,7 +75,7 @@ def ensure_weights_available(arch: str, weights: str | None) -> RunWeights | Non
     """Fail before any data is touched if ``weights`` cannot be had (download, file, or a run
     checkpoint of another architecture). Returns the run a transfer chain starts from, if any."""
     _checked.clear()
-    if weights is None or str(weights).lower() in {"none", "null"}:
+    if is_random_init(weights):
         return None
     loaded = _checked[(arch, str(weights))] = _fetch(arch, str(weights))
     return loaded if isinstance(loaded, RunWeights) else None
@@ -165,4 +170,8 @@ def load_backbone_state(model: nn.Module, state_dict: dict, source: str, head_pr
             f"the weights from {source} do not fit this model ({'; '.join(parts)}); "
             "check that model.name matches the architecture the file was saved from"
         )
+    if any(tensor.is_meta for tensor in own.values()):  # built without its random init (Backbone.build)
+        state_dict = {key: value.to(dtype=own[key].dtype, copy=True) for key, value in state_dict.items()}
+        model.load_state_dict(state_dict, strict=False, assign=True)
+        return
     model.load_state_dict(state_dict, strict=False)
