@@ -536,7 +536,7 @@ def test_a_backbone_with_weights_is_built_without_its_random_init_and_is_the_mod
     family: str, tmp_path: Path, monkeypatch
 ) -> None:
     """The architecture is made on the meta device and takes the weights' tensors (its random initialisation was
-    0.09 s of every resnet18 job, 0.55 s of every convnext_tiny one); the result is the same model as the usual
+    a third of a build with a weights file); the result is the same model as the usual
     build, for every family: every weight, the new head, no tensor left unset."""
     torch.manual_seed(0)
     source = _tiny_network(family)
