@@ -127,3 +127,14 @@ def test_scaling_centres_and_divides_by_one_number() -> None:
     assert float(scaled.square().mean()) == pytest.approx(1.0)
     assert float(scaled[0, 1] / scaled[0, 0]) == pytest.approx(10.0)  # one scale for every feature
     assert np.isfinite(Scaling.of(torch.ones(4, 3)).scale)
+
+
+def test_the_probe_reads_unmixed_features_when_the_fine_tune_recipe_mixes_images(tmp_path: Path) -> None:
+    """``finetune_overrides='recipe=timm'`` (mixup and CutMix, RandAugment) belong to the fine-tune: the probe
+    still reads the frozen features of the plain images from the cache (it refused, the cache being off)."""
+    overrides = [*PROBED, f"paths.data_dir={tmp_path}", "recipe=timm"]
+    cfg = compose_config(overrides)
+    assert cfg.data.mixup_alpha > 0 and cfg.data.cutmix_alpha > 0 and cfg.data.augment != "none"
+    datamodule, module, trainer = _frozen_parts(cfg, overrides)
+    report = use_feature_cache(datamodule, module, trainer)
+    assert report.enabled, report.reason

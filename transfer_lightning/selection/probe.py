@@ -180,7 +180,9 @@ def _frozen_parts(cfg: DictConfig, overrides: list[str]) -> tuple[Any, Any, L.Tr
     preprocessing = run_preprocessing(
         cfg.data, defaults, starting_run, explicit_data_keys(overrides, _preset(overrides))
     )
-    datamodule = build_datamodule(cfg.data, preprocessing=preprocessing, augment="none", feature_cache="auto")
+    datamodule = build_datamodule(  # a recipe's augmentation and mixing are the fine-tune's, not the probe's
+        cfg.data, preprocessing=preprocessing, augment="none", mixup_alpha=0.0, cutmix_alpha=0.0, feature_cache="auto"
+    )
     single = OmegaConf.merge(cfg, {"trainer": {"devices": 1, "num_nodes": 1, "strategy": "auto"}})
     trainer = build_trainer(single, [], logger=False)
     datamodule.prepare_data()
