@@ -55,3 +55,22 @@ def test_a_small_training_run_prints_no_hint_it_cannot_act_on_and_no_setting_tha
     assert preprocessing["resize_size"] == 32
     logged = [line for line in output.splitlines() if "Preprocessing: " in line]
     assert len(logged) == 1 and "Preprocessing: 32 px (resize 32, centre crop 32, " in logged[0]
+    _lightning_lines_once_and_in_the_log(output, run / "train.log")
+
+
+def _lightning_lines_once_and_in_the_log(output: str, log_file: Path) -> None:
+    """Lightning's own lines are shown once, as the job's others are, and kept in the job's train.log."""
+    shown = [line for line in output.splitlines() if "GPU available: " in line]
+    assert len(shown) == 1, shown
+    assert "[lightning.pytorch.utilities.rank_zero][INFO] - GPU available: " in shown[0]
+    assert shown[0] in log_file.read_text().splitlines()
+
+
+def test_a_sweep_job_prints_lightnings_lines_once_and_keeps_them_in_its_log(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m", *TINY, "data.train_size=32", "data.val_size=16", "test=false", "optimizer.lr=1e-3",
+        f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    _lightning_lines_once_and_in_the_log(result.stdout + result.stderr, sweep / "0" / "train.log")

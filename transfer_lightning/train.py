@@ -98,6 +98,7 @@ def hydra_job(cfg: DictConfig) -> float | None:
 
     In a multirun a failing job is logged and recorded, and the sweep goes on.
     """
+    install_log_filters()  # again in the job: Hydra has set up its logging by now (print_lightning_once)
     try:
         if job.is_multirun() and (earlier := prepare_sweep_job(cfg, job.task_overrides())) is not None:
             return earlier.get("best_val_acc")  # this job completed before (resumed sweep)

@@ -4,6 +4,7 @@ Everything this project logs, and every Lightning warning not listed here, still
 Lightning's advertising (the "💡 Tip:" lines for its cloud logger and model registry),
 warnings known to be harmless in this project, and under DDP the other processes' info lines
 (every process runs the same setup; rank 0 says it once, the others keep their warnings and errors).
+Lightning's own lines are printed once, by the job's logging (Hydra's console and ``train.log``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ HARMLESS_WARNINGS = (
 )
 
 
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
 class _DropAdvertising(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(ADVERTISING_PREFIX)
@@ -49,3 +53,25 @@ def install_log_filters() -> None:
         rank_zero.log.addFilter(_DropAdvertising())
     for message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    print_lightning_once()
+
+
+def print_lightning_once() -> None:
+    """Lightning's lines shown once, as the job's other lines, and kept in ``train.log``: where the root logger
+    prints to the console (Hydra's job logging), Lightning's packages' own console handlers go and their
+    lines propagate to it. Without them a single run printed each line twice (the ``lightning`` package's
+    ``INFO: ...`` on stderr, the job's line on stdout), and a sweep job printed it bare on stderr and left
+    it out of the job's ``train.log`` (``lightning.pytorch`` stops propagating when it is imported before
+    any logging is set up). Elsewhere (Lightning used from Python, no logging configured) nothing changes."""
+    root_handlers = logging.getLogger().handlers
+    if not any(_is_console(handler) for handler in root_handlers):
+        return
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in [handler for handler in logger.handlers if _is_console(handler)]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
