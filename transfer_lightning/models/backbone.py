@@ -179,7 +179,7 @@ class Backbone:
         Weights from a run of this framework keep that run's head when ``class_names`` is its
         very class list (``models/lineage.py``).
         """
-        from transfer_lightning.models.weights import is_random_init
+        from transfer_lightning.models.lineage import is_random_init
 
         cls.check_name(name)
         if num_classes < 2:

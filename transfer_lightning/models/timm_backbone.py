@@ -18,7 +18,7 @@ from torch import nn
 
 from transfer_lightning.data.contract import Preprocessing
 from transfer_lightning.models.backbone import Backbone, eval_mode
-from transfer_lightning.models.lineage import RANDOM_INIT, is_run_weights
+from transfer_lightning.models.lineage import RANDOM_INIT, is_random_init, is_run_weights
 from transfer_lightning.models.weights import (
     ensure_weights_available,
     is_weights_file,
@@ -199,7 +199,7 @@ class TimmBackbone(Backbone):
         )
 
     def load_weights(self, weights: str | None) -> dict:
-        if weights is None or str(weights).lower() in {"none", "null"}:
+        if is_random_init(weights):
             return dict(RANDOM_INIT)
         weights = str(weights)
         head_prefix = self.model.pretrained_cfg["classifier"] + "."
@@ -212,7 +212,7 @@ class TimmBackbone(Backbone):
     @classmethod
     def ensure_weights(cls, name: str, weights: str | None):
         cls.check_name(name)
-        if weights is None or str(weights).lower() in {"none", "null"}:
+        if is_random_init(weights):
             return None
         if not (is_weights_file(str(weights)) or is_run_weights(str(weights))):
             cached_pretrained_file(name, str(weights))  # pretrained, or a value it names as not allowed

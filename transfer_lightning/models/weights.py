@@ -19,6 +19,7 @@ from transfer_lightning.models.lineage import (
     RunWeights,
     check_architecture,
     file_lineage,
+    is_random_init,
     is_run_weights,
     read_run_weights,
     torchvision_lineage,
@@ -59,11 +60,6 @@ def load_weights(
         return file_lineage(path)
     load_backbone_state(model, loaded, f"torchvision {arch} {weights}", head_prefix)
     return torchvision_lineage(torchvision_weights(arch, weights).name)
-
-
-def is_random_init(weights: str | None) -> bool:
-    """Whether ``model.weights`` asks for no weights (random init): null, none."""
-    return weights is None or str(weights).lower() in {"none", "null"}
 
 
 # state dicts (or runs) read by ensure_weights_available, handed to the next load_weights of the
